@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Amtsbote",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "XoevValidation", targets: ["XoevValidation"]),
+        .executable(name: "amtsbote", targets: ["amtsbote"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // libxml2 as found by pkg-config; Debian: libxml2-dev.
+        .systemLibrary(
+            name: "CLibXML2",
+            pkgConfig: "libxml-2.0",
+            providers: [.apt(["libxml2-dev"])]
+        ),
+        // The only code that includes libxml2 headers. Its public header exposes opaque handles and plain C
+        // functions, so Foundation's ICU never meets libxml2's (see Docs/design.md).
+        .target(
+            name: "CXMLShim",
+            dependencies: ["CLibXML2"]
+        ),
+        // Streaming XSD validation: schema sets, compiled schemas, diagnostics, limits.
+        .target(
+            name: "XoevValidation",
+            dependencies: ["CXMLShim"]
+        ),
+        // The command-line tool: flags -> configuration -> validation -> output and exit code.
+        .executableTarget(
+            name: "amtsbote",
+            dependencies: [
+                "XoevValidation",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "XoevValidationTests",
+            dependencies: ["XoevValidation"]
+        ),
+        .testTarget(
+            name: "AmtsboteCLITests",
+            dependencies: ["XoevValidation"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,562 @@
+/* One document: push parser + SAX callbacks + the schema validator plugged in at the root element.
+ *
+ * Why this shape (measured with libxml2 2.9.14, see Docs/design.md):
+ *  - push parser + xmlSchemaSAXPlug is the fastest path and never builds a tree; we feed it from our own reads;
+ *  - the schema is chosen by the root element, so the validator is plugged in when the root start tag arrives and
+ *    the root event is replayed through the plugged handler;
+ *  - the push parser enforces neither the depth limit nor the text-node limit, so the callbacks do;
+ *  - any DOCTYPE stops the parse: no entity, DTD or parameter-entity trick can run;
+ *  - stopping never calls xmlStopParser() from a callback (it crashes 2.9.14 inside characters()).
+ */
+#include "shim_internal.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum { MAX_CHILD_NAMES_PER_LEVEL = 256, HEAD_SIZE = 512 };
+
+typedef struct {
+    const xmlChar *local;    /* interned in the parser's dictionary: pointer equality is name equality */
+    const xmlChar *uri;
+    int count;
+} child_count;
+
+typedef struct {
+    const xmlChar *local;
+    const xmlChar *prefix;
+    int index;                /* 1-based position among same-named siblings */
+    child_count *children;
+    int child_names;
+    int child_capacity;
+} level;
+
+struct axs_doc {
+    xmlParserCtxtPtr parser;
+    xmlSchemaValidCtxtPtr validator;
+    xmlSchemaSAXPlugPtr plug;
+    axs_limits limits;
+    axs_select_fn select;
+    axs_diagnostic_fn on_diagnostic;
+    void *context;
+    char *name;
+
+    level *levels;            /* levels[0] is the root */
+    int depth;
+    int level_capacity;
+    int pending_pop;          /* an end tag whose pop waits until its validity errors are reported */
+    int replaying_root;
+    int root_seen;
+    int64_t text_bytes;
+
+    axs_prescan scan;
+    unsigned char head[HEAD_SIZE];   /* the first bytes, held back until the start of the document is checked */
+    size_t head_length;
+    int head_done;
+    int finishing;
+    int64_t bytes;
+    int stopped;
+    int well_formed;
+    int schema_applied;
+    int64_t errors;
+    int reported;
+    int truncated;
+    const char *last_code;
+    char last_message[512];
+    char last_path[512];
+};
+
+void axs_on_parser_error(void *data, xmlErrorPtr error);
+static void on_validity_error(void *data, xmlErrorPtr error);
+
+/* ---- helpers ------------------------------------------------------------------------------------------------ */
+
+static void stop(axs_doc *d) {
+    d->stopped = 1;
+    if (d->parser != NULL) {
+        d->parser->disableSAX = 1;
+        d->parser->instate = XML_PARSER_EOF;
+    }
+}
+
+static void current_position(axs_doc *d, long *line, long *column) {
+    if (d->parser != NULL && d->parser->input != NULL) {
+        *line = d->parser->input->line;
+        *column = d->parser->input->col;
+    } else {
+        *line = 0;
+        *column = 0;
+    }
+}
+
+static void build_path(axs_doc *d, char *out, size_t size) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < d->depth && used + 1 < size; i++) {
+        const level *l = &d->levels[i];
+        int n;
+        if (l->prefix != NULL)
+            n = snprintf(out + used, size - used, "/%s:%s", (const char *)l->prefix, (const char *)l->local);
+        else
+            n = snprintf(out + used, size - used, "/%s", (const char *)l->local);
+        if (n < 0) break;
+        used += (size_t)n;
+        if (used >= size) { used = size - 1; break; }
+        if (l->index > 1) {
+            n = snprintf(out + used, size - used, "[%d]", l->index);
+            if (n < 0) break;
+            used += (size_t)n;
+            if (used >= size) { used = size - 1; break; }
+        }
+    }
+}
+
+static void emit(axs_doc *d, int severity, const char *code, long line, long column, const char *raw_message) {
+    if (severity != AXS_SEVERITY_WARNING) d->errors++;
+    char message[2048];
+    snprintf(message, sizeof message, "%s", raw_message != NULL ? raw_message : "");
+    size_t n = strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == '\r' || message[n - 1] == ' ')) message[--n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (message[i] == '\n' || message[i] == '\r') message[i] = ' ';   /* one finding, one line */
+    char path[1024];
+    build_path(d, path, sizeof path);
+
+    /* libxml2 repeats a validity error once per text chunk: report a finding once per element. */
+    if (d->last_code == code && strncmp(d->last_message, message, sizeof d->last_message - 1) == 0 &&
+        strncmp(d->last_path, path, sizeof d->last_path - 1) == 0)
+        return;
+    d->last_code = code;
+    snprintf(d->last_message, sizeof d->last_message, "%s", message);
+    snprintf(d->last_path, sizeof d->last_path, "%s", path);
+
+    if (d->limits.max_diagnostics > 0 && d->reported >= d->limits.max_diagnostics) {
+        if (!d->truncated) {
+            d->truncated = 1;
+            char note[160];
+            snprintf(note, sizeof note, "more than %d findings; the rest of this document's findings are not listed",
+                     d->limits.max_diagnostics);
+            axs_diagnostic t = { AXS_SEVERITY_WARNING, "report.truncated", line, column, d->name, path, note };
+            if (d->on_diagnostic) d->on_diagnostic(d->context, &t);
+        }
+        return;
+    }
+    d->reported++;
+    axs_diagnostic diag = { severity, code, line, column, d->name, path, message };
+    if (d->on_diagnostic) d->on_diagnostic(d->context, &diag);
+}
+
+static void emit_here(axs_doc *d, int severity, const char *code, const char *message) {
+    long line, column;
+    current_position(d, &line, &column);
+    emit(d, severity, code, line, column, message);
+}
+
+static void apply_pending_pop(axs_doc *d) {
+    if (d->pending_pop) {
+        d->pending_pop = 0;
+        if (d->depth > 0) d->depth--;
+    }
+}
+
+static int push_level(axs_doc *d, const xmlChar *local, const xmlChar *prefix, const xmlChar *uri) {
+    if (d->depth >= d->level_capacity) {
+        int capacity = d->level_capacity ? d->level_capacity * 2 : 32;
+        level *grown = realloc(d->levels, (size_t)capacity * sizeof *grown);
+        if (grown == NULL) return -1;
+        memset(grown + d->level_capacity, 0, (size_t)(capacity - d->level_capacity) * sizeof *grown);
+        d->levels = grown;
+        d->level_capacity = capacity;
+    }
+    int index = 1;
+    if (d->depth > 0) {
+        level *parent = &d->levels[d->depth - 1];
+        int found = 0;
+        for (int i = 0; i < parent->child_names; i++) {
+            child_count *c = &parent->children[i];
+            if (c->local == local && c->uri == uri) { index = ++c->count; found = 1; break; }
+        }
+        /* Beyond MAX_CHILD_NAMES_PER_LEVEL distinct names the position is not tracked (index stays 1), so a
+         * hostile document with a million distinct sibling names cannot make this quadratic. */
+        if (!found && parent->child_names < MAX_CHILD_NAMES_PER_LEVEL) {
+            if (parent->child_names >= parent->child_capacity) {
+                int capacity = parent->child_capacity ? parent->child_capacity * 2 : 8;
+                child_count *grown = realloc(parent->children, (size_t)capacity * sizeof *grown);
+                if (grown == NULL) return -1;
+                parent->children = grown;
+                parent->child_capacity = capacity;
+            }
+            parent->children[parent->child_names++] = (child_count){ local, uri, 1 };
+        }
+    }
+    level *l = &d->levels[d->depth++];
+    l->local = local;
+    l->prefix = prefix;
+    l->index = index;
+    l->child_names = 0;      /* keeps the allocation for reuse */
+    return 0;
+}
+
+/* ---- SAX callbacks (user side of the plug) -------------------------------------------------------------------- */
+
+static void on_internal_subset(void *ctx, const xmlChar *name, const xmlChar *external_id, const xmlChar *system_id) {
+    (void)name; (void)external_id; (void)system_id;
+    axs_doc *d = ctx;
+    emit_here(d, AXS_SEVERITY_FATAL, "input.doctype-forbidden",
+              "a DOCTYPE declaration is not allowed in a submission (entities, external DTDs and DTD defaults could "
+              "change or leak content); remove it");
+    d->well_formed = 0;
+    stop(d);
+}
+
+static void select_and_plug(axs_doc *d, const xmlChar *localname, const xmlChar *uri,
+                            int nb_attributes, const xmlChar **attributes) {
+    const char *names[64];
+    char *values[64];
+    int count = 0;
+    for (int i = 0; i < nb_attributes && count < 64; i++) {
+        const xmlChar *attr_uri = attributes[i * 5 + 2];
+        if (attr_uri != NULL) continue;
+        const xmlChar *begin = attributes[i * 5 + 3], *end = attributes[i * 5 + 4];
+        size_t len = (size_t)(end - begin);
+        char *value = malloc(len + 1);
+        if (value == NULL) break;
+        memcpy(value, begin, len);
+        value[len] = '\0';
+        names[count] = (const char *)attributes[i * 5];
+        values[count] = value;
+        count++;
+    }
+    axs_root root;
+    root.namespace_uri = uri != NULL ? (const char *)uri : "";
+    root.local_name = (const char *)localname;
+    root.attribute_names = names;
+    root.attribute_values = (const char *const *)values;
+    root.attribute_count = count;
+    current_position(d, &root.line, &root.column);
+    const axs_schema *schema = d->select != NULL ? d->select(d->context, &root) : NULL;
+    for (int i = 0; i < count; i++) free(values[i]);
+    if (schema == NULL) return;
+
+    d->validator = xmlSchemaNewValidCtxt(schema->xsd);
+    if (d->validator == NULL) {
+        emit_here(d, AXS_SEVERITY_ERROR, "schema.internal", "could not create a validation context");
+        return;
+    }
+    xmlSchemaSetValidStructuredErrors(d->validator, on_validity_error, d);
+    d->plug = xmlSchemaSAXPlug(d->validator, &d->parser->sax, &d->parser->userData);
+    if (d->plug == NULL) {
+        emit_here(d, AXS_SEVERITY_ERROR, "schema.internal", "could not attach the schema validator");
+        return;
+    }
+    d->parser->sax->serror = axs_on_parser_error;   /* the plug does not forward serror (2.9.14) */
+    d->schema_applied = 1;
+}
+
+static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar *prefix, const xmlChar *uri,
+                             int nb_namespaces, const xmlChar **namespaces, int nb_attributes, int nb_defaulted,
+                             const xmlChar **attributes) {
+    axs_doc *d = ctx;
+    if (d->replaying_root) return;
+    apply_pending_pop(d);
+    d->text_bytes = 0;
+    if (d->limits.max_depth > 0 && d->depth >= d->limits.max_depth) {
+        char message[160];
+        snprintf(message, sizeof message, "elements are nested deeper than the limit of %d levels",
+                 d->limits.max_depth);
+        emit_here(d, AXS_SEVERITY_FATAL, "input.too-deep", message);
+        d->well_formed = 0;
+        stop(d);
+        return;
+    }
+    if (push_level(d, localname, prefix, uri) != 0) {
+        emit_here(d, AXS_SEVERITY_FATAL, "input.out-of-memory", "out of memory");
+        stop(d);
+        return;
+    }
+    if (!d->root_seen) {
+        d->root_seen = 1;
+        select_and_plug(d, localname, uri, nb_attributes, attributes);
+        if (d->plug != NULL) {
+            /* Replay the root through the plugged handler so the validator sees it; our own part is done. */
+            d->replaying_root = 1;
+            d->parser->sax->startElementNs(d->parser->userData, localname, prefix, uri, nb_namespaces, namespaces,
+                                           nb_attributes, nb_defaulted, attributes);
+            d->replaying_root = 0;
+        }
+    }
+}
+
+static void on_end_element(void *ctx, const xmlChar *localname, const xmlChar *prefix, const xmlChar *uri) {
+    (void)localname; (void)prefix; (void)uri;
+    axs_doc *d = ctx;
+    apply_pending_pop(d);
+    d->text_bytes = 0;
+    d->pending_pop = 1;   /* the validator's end-of-element findings still name this element */
+}
+
+static void on_characters(void *ctx, const xmlChar *ch, int len) {
+    (void)ch;
+    axs_doc *d = ctx;
+    apply_pending_pop(d);
+    d->text_bytes += len;
+    if (d->limits.max_text_bytes > 0 && d->text_bytes > d->limits.max_text_bytes) {
+        char message[160];
+        snprintf(message, sizeof message, "a text node is longer than the limit of %lld bytes",
+                 (long long)d->limits.max_text_bytes);
+        emit_here(d, AXS_SEVERITY_FATAL, "input.text-too-long", message);
+        d->well_formed = 0;
+        stop(d);
+    }
+}
+
+void axs_on_parser_error(void *data, xmlErrorPtr error) {
+    (void)data;   /* after plugging, data is the plug, not ours: the document hangs off the parser context */
+    if (error == NULL || error->ctxt == NULL) return;
+    xmlParserCtxtPtr parser = error->ctxt;
+    axs_doc *d = parser->_private;
+    if (d == NULL || d->stopped) return;
+    if (error->code == XML_ERR_USER_STOP) return;
+    int severity = error->level == XML_ERR_WARNING ? AXS_SEVERITY_WARNING
+                 : error->level == XML_ERR_FATAL ? AXS_SEVERITY_FATAL : AXS_SEVERITY_ERROR;
+    if (severity != AXS_SEVERITY_WARNING) d->well_formed = 0;
+    const char *code = axs_code_for_parser_error(error->domain, error->code);
+    const char *message = error->message;
+    if (error->domain == XML_FROM_PARSER &&
+        (error->code == XML_ERR_DOCUMENT_END || error->code == XML_ERR_DOCUMENT_EMPTY)) {
+        if (!d->root_seen) {
+            code = "xml.empty";
+            message = "no root element: the document is empty, holds only whitespace, comments or processing "
+                      "instructions, or does not start with markup (is it UTF-8 XML?)";
+        } else if (d->finishing && d->depth > 0) {
+            code = "xml.truncated";
+            message = "the document ends before its elements are closed (truncated upload?)";
+        }
+    }
+    emit(d, severity, code, error->line, error->int2, message);
+}
+
+static void on_validity_error(void *data, xmlErrorPtr error) {
+    axs_doc *d = data;
+    if (error == NULL || d == NULL) return;
+    int severity = error->level == XML_ERR_WARNING ? AXS_SEVERITY_WARNING : AXS_SEVERITY_ERROR;
+    emit_here(d, severity, axs_code_for_validity_error(error->code, error->message), error->message);
+}
+
+static xmlSAXHandler sax_template(void) {
+    xmlSAXHandler sax;
+    memset(&sax, 0, sizeof sax);
+    sax.initialized = XML_SAX2_MAGIC;
+    sax.internalSubset = on_internal_subset;
+    sax.startElementNs = on_start_element;
+    sax.endElementNs = on_end_element;
+    sax.characters = on_characters;
+    sax.cdataBlock = on_characters;
+    sax.ignorableWhitespace = on_characters;
+    sax.serror = axs_on_parser_error;
+    return sax;
+}
+
+/* ---- public API ----------------------------------------------------------------------------------------------- */
+
+axs_doc *axs_doc_new(const char *display_name, const axs_limits *limits,
+                     axs_select_fn select, axs_diagnostic_fn on_diagnostic, void *context) {
+    axs_global_init();
+    axs_doc *d = calloc(1, sizeof *d);
+    if (d == NULL) return NULL;
+    d->limits = *limits;
+    d->select = select;
+    d->on_diagnostic = on_diagnostic;
+    d->context = context;
+    d->name = strdup(display_name != NULL ? display_name : "-");
+    d->well_formed = 1;
+    axs_prescan_init(&d->scan, limits->max_attributes);
+
+    xmlSAXHandler sax = sax_template();
+    d->parser = xmlCreatePushParserCtxt(&sax, d, NULL, 0, d->name);
+    if (d->parser == NULL || d->name == NULL) { axs_doc_free(d); return NULL; }
+    d->parser->_private = d;
+
+    /* Every option set explicitly: the context may have inherited process-wide defaults (for example
+     * xmlSubstituteEntitiesDefault(1) called by another library), which xmlCtxtUseOptions never clears. */
+    d->parser->options = 0;
+    d->parser->replaceEntities = 0;
+    d->parser->loadsubset = 0;
+    d->parser->validate = 0;
+    d->parser->pedantic = 0;
+    d->parser->recovery = 0;
+    d->parser->keepBlanks = 1;
+    d->parser->linenumbers = 1;
+    xmlCtxtUseOptions(d->parser, XML_PARSE_NONET | XML_PARSE_IGNORE_ENC | XML_PARSE_BIG_LINES);
+    d->parser->replaceEntities = 0;
+    d->parser->loadsubset = 0;
+
+    /* UTF-8 only: the encoding declaration is ignored, so UTF-16, UTF-7 or EBCDIC bytes are refused. */
+    xmlCharEncodingHandlerPtr utf8 = xmlFindCharEncodingHandler("UTF-8");
+    if (utf8 != NULL) xmlSwitchToEncoding(d->parser, utf8);
+    return d;
+}
+
+static int feed_body(axs_doc *d, const char *bytes, size_t length) {
+    if (d->stopped) return 1;
+    if (d->limits.max_bytes > 0 && d->bytes + (int64_t)length > d->limits.max_bytes) {
+        char message[160];
+        snprintf(message, sizeof message, "the document is larger than the limit of %lld bytes",
+                 (long long)d->limits.max_bytes);
+        size_t allowed = (size_t)(d->limits.max_bytes - d->bytes);
+        if (allowed > 0) xmlParseChunk(d->parser, bytes, (int)allowed, 0);
+        d->bytes += (int64_t)allowed;
+        if (!d->stopped) emit_here(d, AXS_SEVERITY_FATAL, "input.too-large", message);
+        d->well_formed = 0;
+        stop(d);
+        return 1;
+    }
+    size_t safe = axs_prescan_run(&d->scan, (const unsigned char *)bytes, length);
+    while (safe > 0 && !d->stopped) {
+        int piece = safe > (1 << 30) ? (1 << 30) : (int)safe;
+        xmlParseChunk(d->parser, bytes, piece, 0);
+        bytes += piece;
+        safe -= (size_t)piece;
+        length -= (size_t)piece;
+        d->bytes += piece;
+    }
+    if (!d->stopped && length > 0) {
+        char message[160];
+        snprintf(message, sizeof message, "a start tag has more than %d attributes and namespace declarations",
+                 d->limits.max_attributes);
+        emit(d, AXS_SEVERITY_FATAL, "input.too-many-attributes", d->scan.tag_line, d->scan.tag_column, message);
+        d->well_formed = 0;
+        stop(d);
+    }
+    if (!d->well_formed) stop(d);   /* decided: libxml2 would only scan on without callbacks */
+    return d->stopped;
+}
+
+static int refuse_start(axs_doc *d, const char *code, const char *message) {
+    emit(d, AXS_SEVERITY_FATAL, code, 1, 1, message);
+    d->well_formed = 0;
+    stop(d);
+    return 1;
+}
+
+static int starts_with(const unsigned char *bytes, size_t length, const char *prefix, size_t prefix_length) {
+    return length >= prefix_length && memcmp(bytes, prefix, prefix_length) == 0;
+}
+
+/* Checks the first bytes before libxml2 sees them: one UTF-8 BOM is dropped; UTF-16/32, gzip and XML
+ * declarations naming an encoding other than UTF-8 are refused with a clear reason (submissions are UTF-8). */
+static int flush_head(axs_doc *d) {
+    d->head_done = 1;
+    const unsigned char *h = d->head;
+    size_t n = d->head_length;
+    size_t skip = 0;
+    if (starts_with(h, n, "\xEF\xBB\xBF", 3)) skip = 3;
+    else if (starts_with(h, n, "\x1F\x8B", 2))
+        return refuse_start(d, "input.compressed",
+                            "the input is gzip-compressed; submissions must be plain UTF-8 XML (never unpacked here)");
+    else if (starts_with(h, n, "\xFF\xFE", 2) || starts_with(h, n, "\xFE\xFF", 2) ||
+             starts_with(h, n, "\x00\x3C", 2) || starts_with(h, n, "\x3C\x00", 2) ||
+             starts_with(h, n, "\x00\x00", 2))
+        return refuse_start(d, "xml.encoding", "the document is UTF-16 or UTF-32 encoded; submissions must be UTF-8");
+
+    const unsigned char *decl = h + skip;
+    size_t decl_length = n - skip;
+    if (starts_with(decl, decl_length, "<?xml", 5) && decl_length > 5 &&
+        (decl[5] == ' ' || decl[5] == '\t' || decl[5] == '\r' || decl[5] == '\n')) {
+        const unsigned char *end = NULL;
+        for (size_t i = 5; i + 1 < decl_length; i++)
+            if (decl[i] == '?' && decl[i + 1] == '>') { end = decl + i; break; }
+        if (end != NULL) {
+            const char *needle = "encoding";
+            for (const unsigned char *p = decl + 5; p + 8 < end; p++) {
+                if (memcmp(p, needle, 8) != 0) continue;
+                const unsigned char *q = p + 8;
+                while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')) q++;
+                if (q >= end || *q != '=') break;
+                q++;
+                while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')) q++;
+                if (q >= end || (*q != '"' && *q != '\'')) break;
+                unsigned char quote = *q++;
+                const unsigned char *value = q;
+                while (q < end && *q != quote) q++;
+                size_t value_length = (size_t)(q - value);
+                int utf8 = (value_length == 5 && strncasecmp((const char *)value, "UTF-8", 5) == 0) ||
+                           (value_length == 4 && strncasecmp((const char *)value, "UTF8", 4) == 0);
+                if (!utf8) {
+                    char message[200];
+                    snprintf(message, sizeof message,
+                             "the XML declaration names encoding '%.*s'; submissions must be UTF-8 (declared and "
+                             "encoded)", (int)(value_length > 40 ? 40 : value_length), (const char *)value);
+                    return refuse_start(d, "xml.encoding", message);
+                }
+                break;
+            }
+        }
+    }
+    d->bytes += (int64_t)skip;
+    return feed_body(d, (const char *)h + skip, n - skip);
+}
+
+int axs_doc_feed(axs_doc *d, const char *bytes, size_t length) {
+    if (d->stopped) return 1;
+    if (!d->head_done) {
+        size_t take = HEAD_SIZE - d->head_length;
+        if (take > length) take = length;
+        memcpy(d->head + d->head_length, bytes, take);
+        d->head_length += take;
+        bytes += take;
+        length -= take;
+        if (d->head_length < HEAD_SIZE) return 0;
+        if (flush_head(d)) return 1;
+    }
+    return length > 0 ? feed_body(d, bytes, length) : d->stopped;
+}
+
+void axs_doc_report(axs_doc *d, const char *code, const char *message) {
+    emit_here(d, AXS_SEVERITY_FATAL, code, message);
+    d->well_formed = 0;
+    stop(d);
+}
+
+void axs_doc_finish(axs_doc *d, axs_result *result) {
+    if (!d->head_done && !d->stopped) {
+        if (d->head_length == 0) {
+            emit(d, AXS_SEVERITY_FATAL, "xml.empty", 1, 1, "the document is empty (0 bytes)");
+            d->well_formed = 0;
+            stop(d);
+        } else {
+            flush_head(d);
+        }
+    }
+    d->finishing = 1;
+    if (!d->stopped) {
+        xmlParseChunk(d->parser, NULL, 0, 1);
+        apply_pending_pop(d);
+    }
+    int schema_valid = 0;
+    if (d->plug != NULL) {
+        xmlSchemaSAXUnplug(d->plug);
+        d->plug = NULL;
+        schema_valid = xmlSchemaIsValid(d->validator) == 1;
+    }
+    result->well_formed = d->well_formed && d->root_seen;
+    result->schema_applied = d->schema_applied && !d->stopped;
+    result->schema_valid = schema_valid;
+    result->stopped = d->stopped;
+    result->bytes = d->bytes;
+    result->errors = d->errors;
+}
+
+void axs_doc_free(axs_doc *d) {
+    if (d == NULL) return;
+    if (d->plug != NULL) xmlSchemaSAXUnplug(d->plug);
+    if (d->parser != NULL) {
+        d->parser->_private = NULL;
+        xmlFreeParserCtxt(d->parser);
+    }
+    if (d->validator != NULL) xmlSchemaFreeValidCtxt(d->validator);
+    for (int i = 0; i < d->level_capacity; i++) free(d->levels[i].children);
+    free(d->levels);
+    free(d->name);
+    free(d);
+}

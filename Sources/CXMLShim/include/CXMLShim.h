@@ -1,0 +1,126 @@
+/*
+ * CXMLShim: the only C interface Swift sees of libxml2.
+ *
+ * Opaque handles and plain C types only: no libxml2 header is included here, so Swift code that also imports
+ * Foundation never meets libxml2's ICU declarations. Every function is safe to call from any thread unless
+ * noted; a document handle (axs_doc) belongs to one thread at a time.
+ */
+#ifndef CXMLSHIM_H
+#define CXMLSHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- process set-up --------------------------------------------------------------------------------------- */
+
+/** Initialises libxml2 once per process and installs the deny-by-default external entity loader. Idempotent. */
+void axs_global_init(void);
+
+/** Number of external resources the loader refused while no schema was being compiled (instance parsing). */
+uint64_t axs_refused_instance_loads(void);
+
+/* ---- diagnostics ------------------------------------------------------------------------------------------ */
+
+enum {
+    AXS_SEVERITY_WARNING = 0,
+    AXS_SEVERITY_ERROR = 1,
+    AXS_SEVERITY_FATAL = 2
+};
+
+/** One finding, valid only during the callback that receives it. */
+typedef struct {
+    int severity;          /* AXS_SEVERITY_* */
+    const char *code;      /* stable code, e.g. "schema.value.pattern" (static storage) */
+    long line;             /* 1-based; 0 when unknown */
+    long column;           /* 1-based; 0 when unknown */
+    const char *file;      /* file the finding is in (schema file at load time); may be NULL */
+    const char *path;      /* element path such as /p:root/p:child[3]; may be NULL or empty */
+    const char *message;   /* human-readable message without trailing newline */
+} axs_diagnostic;
+
+typedef void (*axs_diagnostic_fn)(void *context, const axs_diagnostic *diagnostic);
+
+/* ---- catalogs and schemas --------------------------------------------------------------------------------- */
+
+typedef struct axs_catalog axs_catalog;
+typedef struct axs_schema axs_schema;
+
+/** Loads an OASIS XML catalog file (not the process-wide catalogs). NULL when it cannot be read. */
+axs_catalog *axs_catalog_load(const char *path);
+void axs_catalog_free(axs_catalog *catalog);
+
+/**
+ * Compiles an XSD. External documents resolve only through `catalogs` or to files under one of `allowed_roots`
+ * (absolute, canonical directory paths); everything else is refused and reported. Diagnostics carry the schema
+ * file and line. Returns NULL when the schema cannot be compiled or a location could not be resolved.
+ * Call on one thread at a time (compile before workers start). The result is read-only and shareable.
+ */
+axs_schema *axs_schema_compile(const char *xsd_path,
+                               axs_catalog *const *catalogs, int catalog_count,
+                               const char *const *allowed_roots, int root_count,
+                               axs_diagnostic_fn on_diagnostic, void *context);
+void axs_schema_free(axs_schema *schema);
+
+/* ---- documents -------------------------------------------------------------------------------------------- */
+
+/** Limits enforced while the bytes arrive; 0 means "no limit" for the byte and text limits. */
+typedef struct {
+    int64_t max_bytes;               /* total document size */
+    int32_t max_depth;               /* element nesting */
+    int32_t max_attributes;          /* attributes + namespace declarations per start tag (byte pre-scan) */
+    int64_t max_text_bytes;          /* one text node (characters between two tags) */
+    int32_t max_diagnostics;         /* findings reported per document before truncation */
+} axs_limits;
+
+/** The root element, handed to the schema selector. Strings are NUL-terminated UTF-8, valid during the call. */
+typedef struct {
+    const char *namespace_uri;       /* "" when none */
+    const char *local_name;
+    const char *const *attribute_names;       /* local names of the unqualified root attributes */
+    const char *const *attribute_values;
+    int attribute_count;
+    long line;
+    long column;
+} axs_root;
+
+/** Returns the compiled schema to validate the document with, or NULL (the selector reports why itself). */
+typedef const axs_schema *(*axs_select_fn)(void *context, const axs_root *root);
+
+typedef struct axs_doc axs_doc;
+
+/** Summary of a finished document. */
+typedef struct {
+    int well_formed;      /* no well-formedness error */
+    int schema_applied;   /* a schema was selected and ran over the whole document */
+    int schema_valid;     /* the schema validator reported no error */
+    int stopped;          /* parsing stopped early (limit, DOCTYPE, fatal error) */
+    int64_t bytes;        /* bytes fed */
+    int64_t errors;       /* error findings, including suppressed duplicates */
+} axs_result;
+
+/**
+ * Starts a document. `display_name` names it in messages. Callbacks run synchronously inside feed/finish on the
+ * calling thread. NULL only when memory is exhausted.
+ */
+axs_doc *axs_doc_new(const char *display_name, const axs_limits *limits,
+                     axs_select_fn select, axs_diagnostic_fn on_diagnostic, void *context);
+
+/** Feeds the next bytes. Returns 0 to continue, 1 when the document is decided and further bytes are ignored. */
+int axs_doc_feed(axs_doc *doc, const char *bytes, size_t length);
+
+/** Ends the input, runs the final checks and fills `result`. */
+void axs_doc_finish(axs_doc *doc, axs_result *result);
+
+/** Reports an error found outside the parser (for example a read error) against this document. */
+void axs_doc_report(axs_doc *doc, const char *code, const char *message);
+
+void axs_doc_free(axs_doc *doc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,55 @@
+/* Internal declarations shared by the shim's C files. Never included by Swift. */
+#ifndef CXMLSHIM_INTERNAL_H
+#define CXMLSHIM_INTERNAL_H
+
+#include "include/CXMLShim.h"
+#include <libxml/parser.h>
+#include <libxml/parserInternals.h>
+#include <libxml/xmlschemas.h>
+#include <libxml/catalog.h>
+#include <libxml/xmlerror.h>
+#include <libxml/xmlIO.h>
+#include <libxml/uri.h>
+
+struct axs_catalog {
+    xmlCatalogPtr catalog;
+};
+
+struct axs_schema {
+    xmlSchemaPtr xsd;
+};
+
+/* While a schema compiles on this thread, the loader answers from this scope; otherwise it refuses everything. */
+typedef struct {
+    axs_catalog *const *catalogs;
+    int catalog_count;
+    const char *const *roots;
+    int root_count;
+    char last_refused[1024];    /* last location the loader refused, for the load-time diagnostic */
+    int refused;
+} axs_resolve_scope;
+
+void axs_loader_enter(axs_resolve_scope *scope);
+void axs_loader_leave(void);
+
+/* Stable diagnostic codes for libxml2 errors. */
+const char *axs_code_for_parser_error(int domain, int code);
+const char *axs_code_for_validity_error(int code, const char *message);
+const char *axs_code_for_schema_parser_error(int code, const char *message);
+
+/* Byte pre-scan: bounded attributes per start tag, before libxml2 sees the bytes. */
+typedef struct {
+    int state;
+    int marker;          /* consecutive '-' or ']' or '?' seen, depending on state */
+    int32_t attributes;  /* '=' outside quotes in the current start tag */
+    int32_t limit;
+    long line;           /* 1-based line of the scan position */
+    long column;         /* 1-based column of the scan position */
+    long tag_line, tag_column;
+} axs_prescan;
+
+void axs_prescan_init(axs_prescan *scan, int32_t max_attributes);
+/* Returns the number of bytes that are safe to feed; less than `length` when a start tag exceeds the limit. */
+size_t axs_prescan_run(axs_prescan *scan, const unsigned char *bytes, size_t length);
+
+#endif

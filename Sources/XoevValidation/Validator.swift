@@ -1,0 +1,192 @@
+import CXMLShim
+import Foundation
+
+/// Validates documents against a ``SchemaSet`` while streaming, under ``ValidationLimits``.
+///
+/// A validator is a small value: copy it freely and use it from many threads at once; every document gets its
+/// own parser and validation context, and all share the compiled schemas.
+///
+/// ```swift
+/// let schemas = try SchemaSet(manifestAt: "Schemas")
+/// let validator = Validator(schemas: schemas)
+/// let report = try validator.validate(file: "Samples/valid/wohnsitzanmeldung.xml")
+/// for d in report.diagnostics { print(d.line, d.code, d.path) }
+/// ```
+public struct Validator: Sendable {
+    /// The schemas documents are validated against.
+    public let schemas: SchemaSet
+    /// Limits applied to every document.
+    public var limits: ValidationLimits
+
+    /// Size of each read from a file or stream.
+    public static let readChunkSize = 256 * 1024
+
+    /// Creates a validator.
+    public init(schemas: SchemaSet, limits: ValidationLimits = .safeProfile) {
+        self.schemas = schemas
+        self.limits = limits
+    }
+
+    /// Starts an incremental validation: feed the bytes as they arrive, then call ``DocumentValidation/finish()``.
+    public func startDocument(named name: String) -> DocumentValidation {
+        DocumentValidation(name: name, schemas: schemas, limits: limits)
+    }
+
+    /// Validates a document held in memory.
+    public func validate(bytes: some Collection<UInt8>, named name: String) -> ValidationReport {
+        let document = startDocument(named: name)
+        let contiguous = Array(bytes)
+        contiguous.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let end = min(offset + Self.readChunkSize, buffer.count)
+                if document.feed(UnsafeRawBufferPointer(rebasing: buffer[offset..<end])) { break }
+                offset = end
+            }
+        }
+        return document.finish()
+    }
+
+    /// Validates a file, streaming it from disk.
+    ///
+    /// - Parameter name: how the document is named in the report (default: `path`).
+    /// - Throws: ``ValidationError`` with code `input.unreadable` when the file cannot be opened or read.
+    public func validate(file path: String, named name: String? = nil) throws -> ValidationReport {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw ValidationError(code: .inputUnreadable, file: name ?? path, message: Self.errnoMessage("cannot open"))
+        }
+        defer { close(fd) }
+        var info = stat()
+        if fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
+            throw ValidationError(code: .inputUnreadable, file: name ?? path, message: "is a directory")
+        }
+        return try validate(fileDescriptor: fd, named: name ?? path)
+    }
+
+    /// Validates everything readable from a file descriptor (a file, pipe or socket) until end of input. The
+    /// descriptor is not closed. Nothing is buffered beyond one read.
+    ///
+    /// - Throws: ``ValidationError`` with code `input.unreadable` when reading fails.
+    public func validate(fileDescriptor fd: Int32, named name: String) throws -> ValidationReport {
+        let document = startDocument(named: name)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.readChunkSize, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = read(fd, buffer.baseAddress, buffer.count)
+            if count < 0 {
+                if errno == EINTR { continue }
+                let message = Self.errnoMessage("read failed")
+                _ = document.finish()
+                throw ValidationError(code: .inputUnreadable, file: name, message: message)
+            }
+            if count == 0 { break }
+            if document.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<count])) { break }
+        }
+        return document.finish()
+    }
+
+    static func errnoMessage(_ prefix: String) -> String {
+        "\(prefix): \(String(cString: strerror(errno)))"
+    }
+}
+
+/// One document being validated incrementally. Not thread-safe: feed it from one task at a time.
+public final class DocumentValidation {
+    private let context: DocumentContext
+    private var handle: OpaquePointer?
+    private var report: ValidationReport?
+
+    init(name: String, schemas: SchemaSet, limits: ValidationLimits) {
+        context = DocumentContext(schemas: schemas)
+        var cLimits = axs_limits(
+            max_bytes: limits.maxBytes, max_depth: Int32(clamping: limits.maxDepth),
+            max_attributes: Int32(clamping: limits.maxAttributes), max_text_bytes: limits.maxTextBytes,
+            max_diagnostics: Int32(clamping: limits.maxDiagnostics))
+        context.name = name
+        handle = axs_doc_new(name, &cLimits, DocumentContext.selectCallback, DiagnosticSink.callback,
+                             Unmanaged.passUnretained(context).toOpaque())
+    }
+
+    deinit { axs_doc_free(handle) }
+
+    /// Feeds the next bytes. Returns `true` when the verdict is already decided (for example a limit was hit or
+    /// the document is not well-formed): further bytes would be ignored, so the caller may stop reading.
+    @discardableResult
+    public func feed(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let handle, report == nil else { return true }
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return false }
+        return axs_doc_feed(handle, base.assumingMemoryBound(to: CChar.self), bytes.count) != 0
+    }
+
+    /// Feeds the next bytes from an array. See ``feed(_:)-(UnsafeRawBufferPointer)``.
+    @discardableResult
+    public func feed(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { feed($0) }
+    }
+
+    /// Ends the input and returns the report. Calling it again returns the same report.
+    public func finish() -> ValidationReport {
+        if let report { return report }
+        var result = axs_result()
+        if let handle {
+            axs_doc_finish(handle, &result)
+        } else {
+            context.diagnostics.append(Diagnostic(severity: .fatal, code: "input.out-of-memory",
+                                                  message: "could not allocate a parser"))
+        }
+        let valid = result.well_formed != 0 && result.schema_applied != 0 && result.schema_valid != 0
+            && !context.diagnostics.contains { $0.severity >= .error }
+        var diagnostics = context.diagnostics
+        if !valid && !diagnostics.contains(where: { $0.severity >= .error }) {
+            // Never let an unexplained failure pass as valid, and never leave it unexplained.
+            diagnostics.append(Diagnostic(severity: .error, code: "validation.incomplete",
+                                          message: "the document could not be validated completely"))
+        }
+        let report = ValidationReport(
+            document: context.name, verdict: valid ? .valid : .invalid, schema: context.selectedSchema,
+            root: context.root, diagnostics: diagnostics, bytes: result.bytes)
+        self.report = report
+        axs_doc_free(handle)
+        handle = nil
+        return report
+    }
+}
+
+/// What the C layer's callbacks reach: the findings, the schema set and what was selected.
+final class DocumentContext: DiagnosticSink {
+    let schemas: SchemaSet
+    var name = ""
+    var root: RootElement?
+    var selectedSchema: String?
+
+    init(schemas: SchemaSet) {
+        self.schemas = schemas
+        super.init()
+    }
+
+    static let selectCallback: axs_select_fn = { context, rootPointer in
+        guard let context, let rootPointer else { return nil }
+        let document = Unmanaged<DocumentContext>.fromOpaque(context).takeUnretainedValue()
+        let raw = rootPointer.pointee
+        let root = RootElement(namespace: raw.namespace_uri.map { String(cString: $0) } ?? "",
+                               name: raw.local_name.map { String(cString: $0) } ?? "")
+        var attributes: [String: String] = [:]
+        for i in 0..<Int(raw.attribute_count) {
+            if let name = raw.attribute_names[i], let value = raw.attribute_values[i] {
+                attributes[String(cString: name)] = String(cString: value)
+            }
+        }
+        document.root = root
+        switch document.schemas.select(root: root, attributes: attributes) {
+        case .schema(let entry, let compiled):
+            document.selectedSchema = entry.rule.id
+            return compiled.handle
+        case .refused(let code, let message):
+            document.diagnostics.append(Diagnostic(
+                severity: .error, code: code, line: raw.line, column: raw.column,
+                path: root.namespace.isEmpty ? "/\(root.name)" : "/\(root)", message: message))
+            return nil
+        }
+    }
+}

@@ -1,0 +1,154 @@
+import Foundation
+import XoevValidation
+
+/// The result for one input: a report, or the reason it could not be read.
+enum Outcome {
+    case report(ValidationReport)
+    case unreadable(document: String, code: String, message: String)
+}
+
+/// Counts outcomes and derives the exit status.
+struct Tally {
+    var valid = 0
+    var invalid = 0
+    var unreadable = 0
+
+    mutating func count(_ outcome: Outcome) {
+        switch outcome {
+        case .report(let report): if report.isValid { valid += 1 } else { invalid += 1 }
+        case .unreadable: unreadable += 1
+        }
+    }
+
+    var exitStatus: ExitStatus {
+        if unreadable > 0 { return .unreadable }
+        if invalid > 0 { return .someInvalid }
+        return .allValid
+    }
+}
+
+/// Writes outcomes as they come, in input order.
+protocol Reporter {
+    mutating func write(_ outcome: Outcome)
+    mutating func finish(_ tally: Tally)
+}
+
+/// Buffered standard output: one write per few documents, not per line.
+struct StandardOutput {
+    private var buffer: [UInt8] = []
+
+    mutating func append(_ text: String) {
+        buffer.append(contentsOf: text.utf8)
+        if buffer.count >= 64 * 1024 { flush() }
+    }
+
+    mutating func flush() {
+        guard !buffer.isEmpty else { return }
+        buffer.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let written = Foundation.write(STDOUT_FILENO, raw.baseAddress! + offset, raw.count - offset)
+                if written < 0 { if errno == EINTR { continue }; return }
+                offset += written
+            }
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+}
+
+struct SilentReporter: Reporter {
+    mutating func write(_ outcome: Outcome) {}
+    mutating func finish(_ tally: Tally) {}
+}
+
+/// `file:line:col: severity[code]: message (path)` per finding, `file: valid [schema]` per valid document, and a
+/// summary line.
+struct TextReporter: Reporter {
+    private var out = StandardOutput()
+
+    mutating func write(_ outcome: Outcome) {
+        switch outcome {
+        case .report(let report):
+            if report.isValid {
+                out.append("\(report.document): valid [\(report.schema ?? "-")]\n")
+            }
+            for d in report.diagnostics {
+                let place = d.path.isEmpty ? "" : " (\(d.path))"
+                out.append("\(report.document):\(d.line):\(d.column): \(d.severity.rawValue)[\(d.code)]: \(d.message)\(place)\n")
+            }
+        case .unreadable(let document, let code, let message):
+            out.append("\(document):0:0: error[\(code)]: \(message)\n")
+        }
+    }
+
+    mutating func finish(_ tally: Tally) {
+        let total = tally.valid + tally.invalid + tally.unreadable
+        out.append("\(total) document\(total == 1 ? "" : "s"): \(tally.valid) valid, \(tally.invalid) invalid, \(tally.unreadable) unreadable\n")
+        out.flush()
+    }
+}
+
+/// One JSON object per document and line (JSON Lines); the format is documented in Docs/json-output.md.
+struct JSONLinesReporter: Reporter {
+    private var out = StandardOutput()
+    private let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    mutating func write(_ outcome: Outcome) {
+        let record: DocumentRecord = switch outcome {
+        case .report(let report):
+            DocumentRecord(document: report.document, status: report.verdict.rawValue, schema: report.schema,
+                           root: report.root, bytes: report.bytes, diagnostics: report.diagnostics)
+        case .unreadable(let document, let code, let message):
+            DocumentRecord(document: document, status: "unreadable", schema: nil, root: nil, bytes: 0,
+                           diagnostics: [Diagnostic(severity: .fatal, code: code, message: message)])
+        }
+        if let data = try? encoder.encode(record), let line = String(data: data, encoding: .utf8) {
+            out.append(line + "\n")
+        }
+    }
+
+    mutating func finish(_ tally: Tally) { out.flush() }
+}
+
+/// The JSON object written per document. Every key is always present (null when unknown).
+struct DocumentRecord: Encodable {
+    var formatVersion = 1
+    var document: String
+    var status: String
+    var schema: String?
+    var root: RootElement?
+    var bytes: Int64
+    var diagnostics: [Diagnostic]
+
+    enum CodingKeys: String, CodingKey {
+        case formatVersion, document, status, schema, root, bytes, diagnostics
+    }
+
+    enum DiagnosticKeys: String, CodingKey {
+        case severity, code, line, column, path, message, file
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(formatVersion, forKey: .formatVersion)
+        try c.encode(document, forKey: .document)
+        try c.encode(status, forKey: .status)
+        try c.encode(schema, forKey: .schema)
+        try c.encode(root, forKey: .root)
+        try c.encode(bytes, forKey: .bytes)
+        var list = c.nestedUnkeyedContainer(forKey: .diagnostics)
+        for d in diagnostics {
+            var item = list.nestedContainer(keyedBy: DiagnosticKeys.self)
+            try item.encode(d.severity, forKey: .severity)
+            try item.encode(d.code, forKey: .code)
+            try item.encode(d.line, forKey: .line)
+            try item.encode(d.column, forKey: .column)
+            try item.encode(d.path, forKey: .path)
+            try item.encode(d.message, forKey: .message)
+        }
+    }
+}

@@ -1,0 +1,182 @@
+import ArgumentParser
+import Foundation
+import Logging
+import XoevValidation
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}
+
+struct ValidateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "validate",
+        abstract: "Validate files, folders (recursively, *.xml) or standard input (-) against the schema set.",
+        discussion: """
+        The schema for each document is chosen by its root element (namespace, name, version attribute) from the
+        schema manifest. Without --schemas or --xsd the embedded default is used: $AMTSBOTE_SCHEMAS, else ./Schemas,
+        else the Schemas folder of the installation.
+
+        EXIT CODES
+          0  every document is valid
+          1  at least one document is invalid
+          2  usage or configuration error
+          3  at least one input could not be read (3 wins over 1)
+        """
+    )
+
+    @Argument(help: "Files, folders (searched recursively for *.xml) or - for standard input.")
+    var paths: [String] = []
+
+    @Option(name: .long, help: "Schema manifest (amtsbote-schemas.json) or a folder containing one.")
+    var schemas: String?
+
+    @Option(name: .long, help: "Validate every document against this one XSD instead of a manifest.")
+    var xsd: String?
+
+    @Option(name: .long, help: "OASIS XML catalog for --xsd (repeatable).")
+    var catalog: [String] = []
+
+    @Option(name: .long, help: "Folder the --xsd schema may load files from (default: the XSD's folder).")
+    var schemaRoot: String?
+
+    @Option(name: .long, help: "Output format: text (default) or json (one JSON object per line and document).")
+    var format: OutputFormat = .text
+
+    @Flag(name: .shortAndLong, help: "Print nothing; the exit code tells the outcome.")
+    var quiet = false
+
+    @Option(name: .long, help: "Largest document in bytes; 0 = unlimited.")
+    var maxSize: Int64 = ValidationLimits.safeProfile.maxBytes
+
+    @Option(name: .long, help: "Deepest element nesting.")
+    var maxDepth: Int = ValidationLimits.safeProfile.maxDepth
+
+    @Option(name: .long, help: "Most attributes and namespace declarations on one start tag.")
+    var maxAttributes: Int = ValidationLimits.safeProfile.maxAttributes
+
+    @Option(name: .long, help: "Longest text node in bytes; 0 = unlimited.")
+    var maxText: Int64 = ValidationLimits.safeProfile.maxTextBytes
+
+    @Option(name: .long, help: "Most findings listed per document.")
+    var maxDiagnostics: Int = ValidationLimits.safeProfile.maxDiagnostics
+
+    @Option(name: .long, help: "Log level on standard error (trace, debug, info, notice, warning, error, critical).")
+    var logLevel: String = "warning"
+
+    func validate() throws {
+        if paths.isEmpty { throw ValidationError("give at least one file, folder or - for standard input") }
+        if schemas != nil && xsd != nil { throw ValidationError("use either --schemas or --xsd, not both") }
+        if !catalog.isEmpty && xsd == nil { throw ValidationError("--catalog belongs to --xsd; a manifest names its own catalogs") }
+        if paths.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input (-) can be read only once") }
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("unknown log level '\(logLevel)'") }
+        if maxDepth < 1 || maxAttributes < 1 || maxSize < 0 || maxText < 0 || maxDiagnostics < 1 {
+            throw ValidationError("limits must be positive (0 switches --max-size and --max-text off)")
+        }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .warning
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "amtsbote.validate")
+
+        let schemaSet: SchemaSet
+        do {
+            schemaSet = try loadSchemas(logger: logger)
+        } catch let error as XoevValidation.ValidationError {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            throw ExitCode(ExitStatus.usage.rawValue)
+        }
+        let validator = Validator(schemas: schemaSet, limits: ValidationLimits(
+            maxBytes: maxSize, maxDepth: maxDepth, maxAttributes: maxAttributes, maxTextBytes: maxText,
+            maxDiagnostics: maxDiagnostics))
+
+        var reporter: any Reporter = switch (quiet, format) {
+        case (true, _): SilentReporter()
+        case (false, .text): TextReporter()
+        case (false, .json): JSONLinesReporter()
+        }
+        var tally = Tally()
+        for source in InputFiles.expand(paths) {
+            let outcome = Self.validate(source, with: validator)
+            tally.count(outcome)
+            switch outcome {
+            case .report(let report):
+                for d in report.diagnostics where d.severity >= .error {
+                    // Codes and places only: messages may quote a citizen's data.
+                    logger.debug("finding", metadata: ["document": "\(report.document)", "code": "\(d.code)",
+                                                       "line": "\(d.line)", "column": "\(d.column)", "path": "\(d.path)"])
+                }
+            case .unreadable(let document, let code, _):
+                logger.warning("input unreadable", metadata: ["document": "\(document)", "code": "\(code)"])
+            }
+            reporter.write(outcome)
+        }
+        reporter.finish(tally)
+        throw ExitCode(tally.exitStatus.rawValue)
+    }
+
+    static func validate(_ source: InputSource, with validator: Validator) -> Outcome {
+        do {
+            switch source {
+            case .file(let path):
+                return .report(try validator.validate(file: path))
+            case .standardInput:
+                return .report(try validator.validate(fileDescriptor: STDIN_FILENO, named: "-"))
+            case .unreadable(let path, let reason):
+                return .unreadable(document: path, code: XoevValidation.ValidationError.Code.inputUnreadable.rawValue,
+                                   message: reason)
+            }
+        } catch let error as XoevValidation.ValidationError {
+            return .unreadable(document: error.file, code: error.code.rawValue, message: error.message)
+        } catch {
+            return .unreadable(document: "\(source)", code: "input.unreadable", message: "\(error)")
+        }
+    }
+
+    private func loadSchemas(logger: Logger) throws -> SchemaSet {
+        let set: SchemaSet
+        if let xsd {
+            set = try SchemaSet(xsd: xsd, catalogs: catalog, allowedRoot: schemaRoot)
+        } else {
+            set = try SchemaSet(manifestAt: try SchemaLocation.resolve(explicit: schemas))
+        }
+        for d in set.loadDiagnostics {
+            let place = "\(d.file ?? "schema"):\(d.line)"
+            if d.severity >= .error {
+                logger.error("\(place): \(d.code): \(d.message)")
+            } else {
+                logger.warning("\(place): \(d.code): \(d.message)")
+            }
+        }
+        return set
+    }
+}
+
+/// Finds the embedded default schema set when none is named.
+enum SchemaLocation {
+    static func resolve(explicit: String?) throws -> String {
+        if let explicit { return explicit }
+        if let fromEnvironment = ProcessInfo.processInfo.environment["AMTSBOTE_SCHEMAS"], !fromEnvironment.isEmpty {
+            return fromEnvironment
+        }
+        var candidates = [FileManager.default.currentDirectoryPath + "/Schemas"]
+        // An installation keeps Schemas beside bin/, a build keeps it at the package root above .build/.
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            candidates.append(directory.appendingPathComponent("Schemas").path)
+            candidates.append(directory.appendingPathComponent("share/amtsbote/Schemas").path)
+            directory = directory.deletingLastPathComponent()
+        }
+        for candidate in candidates
+        where FileManager.default.fileExists(atPath: candidate + "/" + SchemaManifest.defaultFileName) {
+            return candidate
+        }
+        throw XoevValidation.ValidationError(
+            code: .manifestInvalid, file: "Schemas",
+            message: "no schema set found: pass --schemas, set AMTSBOTE_SCHEMAS or run from the project folder")
+    }
+}
