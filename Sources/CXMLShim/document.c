@@ -209,7 +209,7 @@ static void on_internal_subset(void *ctx, const xmlChar *name, const xmlChar *ex
     stop(d);
 }
 
-static void select_and_plug(axs_doc *d, const xmlChar *localname, const xmlChar *uri,
+static void select_and_plug(axs_doc *d, const xmlChar *localname, const xmlChar *prefix, const xmlChar *uri,
                             int nb_attributes, const xmlChar **attributes) {
     const char *names[64];
     char *values[64];
@@ -230,6 +230,7 @@ static void select_and_plug(axs_doc *d, const xmlChar *localname, const xmlChar 
     axs_root root;
     root.namespace_uri = uri != NULL ? (const char *)uri : "";
     root.local_name = (const char *)localname;
+    root.prefix = (const char *)prefix;
     root.attribute_names = names;
     root.attribute_values = (const char *const *)values;
     root.attribute_count = count;
@@ -276,7 +277,7 @@ static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar 
     }
     if (!d->root_seen) {
         d->root_seen = 1;
-        select_and_plug(d, localname, uri, nb_attributes, attributes);
+        select_and_plug(d, localname, prefix, uri, nb_attributes, attributes);
         if (d->plug != NULL) {
             /* Replay the root through the plugged handler so the validator sees it; our own part is done. */
             d->replaying_root = 1;
@@ -332,6 +333,10 @@ void axs_on_parser_error(void *data, xmlErrorPtr error) {
             code = "xml.truncated";
             message = "the document ends before its elements are closed (truncated upload?)";
         }
+    }
+    if (error->code == XML_ERR_INTERNAL_ERROR && message != NULL && strstr(message, "Huge input lookup") != NULL) {
+        code = "input.text-too-long";
+        message = "an attribute value, comment or text is longer than libxml2's limit of 10,000,000 bytes";
     }
     emit(d, severity, code, error->line, error->int2, message);
 }

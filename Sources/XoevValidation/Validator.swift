@@ -185,7 +185,7 @@ final class DocumentContext: DiagnosticSink {
         case .refused(let code, let message):
             document.diagnostics.append(Diagnostic(
                 severity: .error, code: code, line: raw.line, column: raw.column,
-                path: root.namespace.isEmpty ? "/\(root.name)" : "/\(root)", message: message))
+                path: "/" + (raw.prefix.map { String(cString: $0) + ":" } ?? "") + root.name, message: message))
             return nil
         }
     }

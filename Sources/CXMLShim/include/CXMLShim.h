@@ -80,6 +80,7 @@ typedef struct {
 typedef struct {
     const char *namespace_uri;       /* "" when none */
     const char *local_name;
+    const char *prefix;              /* NULL when the root uses the default namespace or none */
     const char *const *attribute_names;       /* local names of the unqualified root attributes */
     const char *const *attribute_values;
     int attribute_count;
