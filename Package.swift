@@ -39,13 +39,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Shared by the test targets: where the corpus and the bad inputs are, the loopback canary.
+        .target(
+            name: "AmtsboteTestSupport",
+            path: "Tests/AmtsboteTestSupport"
+        ),
         .testTarget(
             name: "XoevValidationTests",
-            dependencies: ["XoevValidation"]
+            dependencies: ["XoevValidation", "AmtsboteTestSupport"],
+            exclude: ["Golden"]
         ),
         .testTarget(
             name: "AmtsboteCLITests",
-            dependencies: ["XoevValidation"]
+            dependencies: ["amtsbote", "AmtsboteTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -86,6 +86,10 @@ public struct Validator: Sendable {
         return document.finish()
     }
 
+    /// How many times, in this process, libxml2 asked for an external resource (entity, DTD, XInclude) while
+    /// parsing a document, and was refused. Stays 0 for the safe profile; tests use it to prove nothing is loaded.
+    public static var refusedExternalLoads: UInt64 { axs_refused_instance_loads() }
+
     static func errnoMessage(_ prefix: String) -> String {
         "\(prefix): \(String(cString: strerror(errno)))"
     }
