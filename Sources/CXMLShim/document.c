@@ -345,7 +345,19 @@ static void on_validity_error(void *data, xmlErrorPtr error) {
     axs_doc *d = data;
     if (error == NULL || d == NULL) return;
     int severity = error->level == XML_ERR_WARNING ? AXS_SEVERITY_WARNING : AXS_SEVERITY_ERROR;
-    emit_here(d, severity, axs_code_for_validity_error(error->code, error->message), error->message);
+    const char *code = axs_code_for_validity_error(error->code, error->message);
+    /* libxml2 follows an invalid key field with "No precomputed value available": the value's own finding,
+     * already reported at this element, says it all. */
+    if (error->message != NULL && strstr(error->message, "No precomputed value available") != NULL &&
+        d->last_code != NULL) {
+        char path[1024];
+        build_path(d, path, sizeof path);
+        if (strncmp(d->last_path, path, sizeof d->last_path - 1) == 0) {
+            d->errors++;
+            return;
+        }
+    }
+    emit_here(d, severity, code, error->message);
 }
 
 static xmlSAXHandler sax_template(void) {

@@ -25,15 +25,15 @@ static void schema_parser_error(void *data, xmlErrorPtr error) {
     const char *code = axs_code_for_schema_parser_error(error->code, message);
     int severity = error->level == XML_ERR_WARNING ? AXS_SEVERITY_WARNING : AXS_SEVERITY_ERROR;
     /* A location the loader refused is an error, even where libxml2 only warns and skips the import. */
-    if (strcmp(code, "schema.location-unresolvable") == 0) {
+    const char *refused = state->scope->last_refused;
+    if (refused[0] != '\0' && (strcmp(code, "schema.location-unresolvable") == 0 || strstr(message, refused) != NULL)) {
+        code = "schema.location-unresolvable";
         severity = AXS_SEVERITY_ERROR;
-        if (state->scope->last_refused[0] != '\0') {
-            char with_reason[2600];
-            snprintf(with_reason, sizeof with_reason,
-                     "%s (not in the catalog, not a file inside the schema set, and never fetched from the network)",
-                     message);
-            snprintf(message, sizeof message, "%s", with_reason);
-        }
+        snprintf(message, sizeof message,
+                 "cannot load the schema location '%s': it is not in the catalog and not a file inside the schema "
+                 "set (nothing is fetched from the network)", refused);
+    } else if (strcmp(code, "schema.location-unresolvable") == 0) {
+        severity = AXS_SEVERITY_ERROR;
     }
     if (severity != AXS_SEVERITY_WARNING) state->errors++;
     axs_diagnostic d = {

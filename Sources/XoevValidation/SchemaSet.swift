@@ -67,7 +67,8 @@ public final class SchemaSet: Sendable {
             let first = sink.diagnostics.first(where: { $0.severity >= .error })
             throw ValidationError(
                 code: .noUsableSchema, file: first?.file ?? directory,
-                message: "no schema of the set could be compiled" + (first.map { ": line \($0.line): \($0.message)" } ?? ""))
+                message: "no schema of the set could be compiled" + (first.map { ": line \($0.line): \($0.message)" } ?? ""),
+                findings: sink.diagnostics)
         }
     }
 

@@ -22,13 +22,20 @@ public struct ValidationError: Error, Sendable, Hashable, CustomStringConvertibl
     public var file: String
     /// Human-readable explanation.
     public var message: String
+    /// The findings behind the error, each with its own file and line (for example every schema that failed).
+    public var findings: [Diagnostic]
 
     /// Creates an error.
-    public init(code: Code, file: String, message: String) {
+    public init(code: Code, file: String, message: String, findings: [Diagnostic] = []) {
         self.code = code
         self.file = file
         self.message = message
+        self.findings = findings
     }
 
-    public var description: String { "\(file): error[\(code)]: \(message)" }
+    public var description: String {
+        (["\(file): error[\(code)]: \(message)"] + findings.map { d in
+            "\(d.file ?? file):\(d.line):\(d.column): \(d.severity.rawValue)[\(d.code)]: \(d.message)"
+        }).joined(separator: "\n")
+    }
 }

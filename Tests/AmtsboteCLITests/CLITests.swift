@@ -1,0 +1,198 @@
+import AmtsboteTestSupport
+import Foundation
+import Testing
+
+/// Runs the built `amtsbote` binary and checks its output and exit codes.
+enum CLI {
+    static let binary: URL = {
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return me.deletingLastPathComponent().appendingPathComponent("amtsbote")
+    }()
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static func run(_ arguments: [String], stdin: Data? = nil, environment: [String: String] = [:],
+                    wrapper: [String] = []) throws -> Result {
+        let process = Process()
+        if wrapper.isEmpty {
+            process.executableURL = binary
+            process.arguments = arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = wrapper + [binary.path] + arguments
+        }
+        process.currentDirectoryURL = TestEnvironment.projectRoot
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "AMTSBOTE_SCHEMAS")
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        // stderr goes to a file, stdout to a pipe read to its end before waiting: no pipe can fill up and block.
+        let errFile = FileManager.default.temporaryDirectory.appendingPathComponent("amtsbote-stderr-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: errFile.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: errFile) }
+        let out = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = try FileHandle(forWritingTo: errFile)
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(stdin) }
+        try input.fileHandleForWriting.close()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let errData = (try? Data(contentsOf: errFile)) ?? Data()
+        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+@Suite("amtsbote validate: the built binary")
+struct CLITests {
+    @Test("a valid file: exit 0, one line naming the schema, a summary")
+    func validFile() throws {
+        let result = try CLI.run(["validate", "Samples/valid/wohnsitz-anmeldung-koeln.xml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == """
+            Samples/valid/wohnsitz-anmeldung-koeln.xml: valid [wohnsitz.anmeldung-1.0]
+            1 document: 1 valid, 0 invalid, 0 unreadable
+
+            """)
+    }
+
+    @Test("an invalid file: exit 1, file:line:col: error[code]: message (path)")
+    func invalidFile() throws {
+        let result = try CLI.run(["validate", "Samples/invalid/wohnsitz-unbekannte-wohnungsart.xml"])
+        #expect(result.status == 1)
+        #expect(result.stdout.hasPrefix(
+            "Samples/invalid/wohnsitz-unbekannte-wohnungsart.xml:41:54: error[schema.value.enumeration]: "))
+        #expect(result.stdout.contains("(/wa:wohnsitz.anmeldung.0101/wa:wohnung/wa:artDerWohnung)\n"))
+        #expect(result.stdout.hasSuffix("1 document: 0 valid, 1 invalid, 0 unreadable\n"))
+    }
+
+    @Test("a folder is walked recursively in sorted order; exit 1 when any document is invalid")
+    func folder() throws {
+        let result = try CLI.run(["validate", "Samples"])
+        #expect(result.status == 1)
+        let valid = try FileManager.default.contentsOfDirectory(
+            atPath: TestEnvironment.projectRoot.appendingPathComponent("Samples/valid").path).filter { $0.hasSuffix(".xml") }
+        let invalid = try FileManager.default.contentsOfDirectory(
+            atPath: TestEnvironment.projectRoot.appendingPathComponent("Samples/invalid").path).filter { $0.hasSuffix(".xml") }
+        let total = valid.count + invalid.count
+        #expect(result.stdout.hasSuffix("\(total) documents: \(valid.count) valid, \(invalid.count) invalid, 0 unreadable\n"))
+        let names = result.stdout.split(separator: "\n").compactMap { $0.split(separator: ":").first.map(String.init) }
+        var seen: [String] = []
+        for name in names where name.hasPrefix("Samples/") && seen.last != name { seen.append(name) }
+        #expect(seen == seen.sorted())
+        #expect(seen.count == total)
+    }
+
+    @Test("standard input is read with -")
+    func standardInput() throws {
+        let data = try Data(contentsOf: TestEnvironment.projectRoot
+            .appendingPathComponent("Samples/valid/gewerbe-anmeldung-gmbh-muenchen.xml"))
+        let valid = try CLI.run(["validate", "-"], stdin: data)
+        #expect(valid.status == 0)
+        #expect(valid.stdout.hasPrefix("-: valid [gewerbe.anmeldung-1.1]\n"))
+        // Cut after a complete tag halfway through: an upload that stopped early.
+        let cut = try #require(data.prefix(data.count / 2).lastIndex(of: UInt8(ascii: ">")))
+        let broken = try CLI.run(["validate", "-"], stdin: data.prefix(through: cut))
+        #expect(broken.status == 1)
+        #expect(broken.stdout.contains("fatal[xml.truncated]: the document ends before its elements are closed"))
+    }
+
+    @Test("a missing file: exit 3, and 3 wins over 1")
+    func unreadable() throws {
+        let missing = try CLI.run(["validate", "Samples/does-not-exist.xml"])
+        #expect(missing.status == 3)
+        #expect(missing.stdout.contains("Samples/does-not-exist.xml:0:0: error[input.unreadable]: No such file or directory"))
+        let mixed = try CLI.run(["validate", "Samples/invalid/mit-doctype.xml", "nope.xml"])
+        #expect(mixed.status == 3)
+        #expect(mixed.stdout.hasSuffix("2 documents: 0 valid, 1 invalid, 1 unreadable\n"))
+    }
+
+    @Test("usage and configuration errors exit 2", arguments: [
+        ["validate"],
+        ["validate", "--format", "yaml", "Samples"],
+        ["validate", "--no-such-flag", "Samples"],
+        ["validate", "--schemas", "Samples/valid", "Samples"],
+        ["validate", "--schemas", "Schemas", "--xsd", "x.xsd", "Samples"],
+        ["validate", "--max-depth", "0", "Samples"],
+        ["validate", "-", "-"],
+    ])
+    func usageErrors(arguments: [String]) throws {
+        let result = try CLI.run(arguments)
+        #expect(result.status == 2, "\(arguments): \(result.stderr)")
+        #expect(!result.stderr.isEmpty)
+    }
+
+    @Test("--help documents the exit codes")
+    func help() throws {
+        let result = try CLI.run(["validate", "--help"])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("EXIT CODES"))
+        #expect(result.stdout.contains("3  at least one input could not be read"))
+    }
+
+    @Test("--format json: one object per document and line, every key present")
+    func json() throws {
+        let result = try CLI.run(["validate", "--format", "json", "Samples/valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml",
+                                  "Samples/invalid/gewerbe-ohne-betrieb.xml", "missing.xml"])
+        #expect(result.status == 3)
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.count == 3)
+        let objects = try lines.map { try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        for object in objects {
+            #expect(Set(object.keys) == ["formatVersion", "document", "status", "schema", "root", "bytes", "diagnostics"])
+        }
+        #expect(objects.map { $0["status"] as? String } == ["valid", "invalid", "unreadable"])
+        #expect(objects[0]["schema"] as? String == "hundesteuer.anmeldung-1.0")
+        let root = try #require(objects[0]["root"] as? [String: String])
+        #expect(root == ["namespace": "urn:xoev-de:amtsbote:hundesteuer:1", "name": "hundesteuer.anmeldung.0301"])
+        let finding = try #require((objects[1]["diagnostics"] as? [[String: Any]])?.first)
+        #expect(finding["code"] as? String == "schema.element.unexpected")
+        #expect(finding["line"] as? Int == 33)
+        #expect(finding["column"] as? Int == 15)
+        #expect(finding["path"] as? String == "/gew:gewerbe.anmeldung.0201/gew:inhaber")
+        #expect(finding["severity"] as? String == "error")
+        #expect(objects[2]["schema"] is NSNull)
+    }
+
+    @Test("--quiet prints nothing; the exit code tells")
+    func quiet() throws {
+        let result = try CLI.run(["validate", "--quiet", "Samples"])
+        #expect(result.status == 1)
+        #expect(result.stdout.isEmpty)
+    }
+
+    @Test("--xsd validates against one schema, like xmllint --schema")
+    func singleSchema() throws {
+        let badInputs = try #require(TestEnvironment.badInputs ?? (TestEnvironment.sharedMaterialRequired ? nil : URL(fileURLWithPath: "/nonexistent")))
+        guard FileManager.default.fileExists(atPath: badInputs.path) else { return }
+        let result = try CLI.run(["validate", "--xsd", badInputs.appendingPathComponent("test.xsd").path,
+                                  badInputs.appendingPathComponent("00-valid-control.xml").path])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+    }
+
+    @Test("a folder walk does not follow links out of the tree")
+    func symlinksStayInTree() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let inside = directory.appendingPathComponent("in")
+        try FileManager.default.createDirectory(at: inside, withIntermediateDirectories: true)
+        let outsideFile = directory.appendingPathComponent("outside.xml")
+        try Data("<x/>".utf8).write(to: outsideFile)
+        try Data("<y/>".utf8).write(to: inside.appendingPathComponent("own.xml"))
+        try FileManager.default.createSymbolicLink(at: inside.appendingPathComponent("link-out.xml"), withDestinationURL: outsideFile)
+        try FileManager.default.createSymbolicLink(at: inside.appendingPathComponent("link-in.xml"),
+                                                   withDestinationURL: inside.appendingPathComponent("own.xml"))
+        try FileManager.default.createSymbolicLink(at: inside.appendingPathComponent("loop"), withDestinationURL: inside)
+        let result = try CLI.run(["validate", inside.path])
+        #expect(result.stdout.contains("link-in.xml"))
+        #expect(result.stdout.contains("own.xml"))
+        #expect(!result.stdout.contains("link-out.xml"))
+        #expect(result.stdout.hasSuffix("2 documents: 0 valid, 2 invalid, 0 unreadable\n"))
+    }
+}

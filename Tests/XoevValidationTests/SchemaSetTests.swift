@@ -1,0 +1,152 @@
+import AmtsboteTestSupport
+import Foundation
+import Testing
+import XoevValidation
+
+@Suite("Schema sets: manifests, selection, load-time findings")
+struct SchemaSetTests {
+    static func write(_ files: [String: String]) throws -> URL {
+        let directory = try TestEnvironment.temporaryDirectory()
+        for (name, text) in files {
+            let url = directory.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try text.write(to: url, atomically: true, encoding: .utf8)
+        }
+        return directory
+    }
+
+    static let simpleXSD = """
+        <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:t:1" xmlns:t="urn:t:1"
+                   elementFormDefault="qualified">
+          <xs:element name="antrag"><xs:complexType><xs:sequence>
+            <xs:element name="wert" type="xs:int"/>
+          </xs:sequence><xs:attribute name="version" type="xs:string"/></xs:complexType></xs:element>
+        </xs:schema>
+        """
+
+    @Test("an import location outside catalog and schema set is reported at load time with file and line, never fetched")
+    func unresolvableImport() throws {
+        let directory = try Self.write([
+            "main.xsd": """
+                <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:t:1">
+                  <xs:import namespace="urn:remote:1"
+                             schemaLocation="http://127.0.0.1:9/remote.xsd"/>
+                  <xs:element name="a" type="xs:string"/>
+                </xs:schema>
+                """,
+            "amtsbote-schemas.json": #"{"schemas": [{"id": "t", "xsd": "main.xsd", "namespace": "urn:t:1"}]}"#,
+        ])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fetchesBefore = (try? LoopbackCanary.shared.get())?.requestCount
+        #expect(throws: ValidationError.self) { try SchemaSet(manifestAt: directory.path) }
+        do {
+            _ = try SchemaSet(manifestAt: directory.path)
+        } catch let error as ValidationError {
+            #expect(error.code == .noUsableSchema)
+            #expect(error.file.hasSuffix("main.xsd"))
+            #expect(error.message.contains("line 3"))
+            #expect(error.message.contains("http://127.0.0.1:9/remote.xsd"))
+        }
+        if let canary = try? LoopbackCanary.shared.get(), let fetchesBefore {
+            #expect(canary.requestCount == fetchesBefore, "the schema import was fetched")
+        }
+    }
+
+    @Test("a relative include that climbs out of the schema set is refused")
+    func includeOutsideRootRefused() throws {
+        let directory = try Self.write([
+            "set/main.xsd": """
+                <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:t:1">
+                  <xs:include schemaLocation="../outside.xsd"/>
+                </xs:schema>
+                """,
+            "outside.xsd": #"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:t:1"/>"#,
+            "set/amtsbote-schemas.json": #"{"schemas": [{"id": "t", "xsd": "main.xsd", "namespace": "urn:t:1"}]}"#,
+        ])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        #expect(throws: ValidationError.self) { try SchemaSet(manifestAt: directory.appendingPathComponent("set").path) }
+    }
+
+    @Test("one broken schema does not take the others down")
+    func brokenSchemaIsolated() throws {
+        let directory = try Self.write([
+            "good.xsd": Self.simpleXSD,
+            "bad.xsd": #"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="x" type="nope"/></xs:schema>"#,
+            "amtsbote-schemas.json": """
+                {"schemas": [{"id": "good", "xsd": "good.xsd", "namespace": "urn:t:1"},
+                             {"id": "bad", "xsd": "bad.xsd", "namespace": ""}]}
+                """,
+        ])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let set = try SchemaSet(manifestAt: directory.path)
+        #expect(set.entries.map(\.isUsable) == [true, false])
+        let finding = try #require(set.loadDiagnostics.first { $0.severity >= .error })
+        #expect(finding.file?.hasSuffix("bad.xsd") == true)
+        #expect(finding.line == 1)
+        let validator = Validator(schemas: set)
+        #expect(validator.validate(bytes: Array(#"<antrag xmlns="urn:t:1"><wert>1</wert></antrag>"#.utf8), named: "a").isValid)
+        let orphan = validator.validate(bytes: Array("<x>1</x>".utf8), named: "b")
+        #expect(orphan.errors.first?.code == "schema.unavailable")
+    }
+
+    @Test("selection by version attribute; a mismatch names both versions")
+    func versionSelection() throws {
+        let directory = try Self.write([
+            "t.xsd": Self.simpleXSD,
+            "amtsbote-schemas.json": """
+                {"schemas": [{"id": "t-1.1", "xsd": "t.xsd", "namespace": "urn:t:1", "roots": ["antrag"], "version": "1.1"},
+                             {"id": "t-1.2", "xsd": "t.xsd", "namespace": "urn:t:1", "roots": ["antrag"], "version": "1.2"}]}
+                """,
+        ])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let validator = Validator(schemas: try SchemaSet(manifestAt: directory.path))
+        let v12 = validator.validate(bytes: Array(#"<antrag xmlns="urn:t:1" version="1.2"><wert>1</wert></antrag>"#.utf8), named: "a")
+        #expect(v12.schema == "t-1.2")
+        #expect(v12.isValid)
+        let v20 = validator.validate(bytes: Array(#"<antrag xmlns="urn:t:1" version="2.0"><wert>1</wert></antrag>"#.utf8), named: "b")
+        let finding = try #require(v20.errors.first)
+        #expect(finding.code == "schema.version-mismatch")
+        #expect(finding.message.contains("2.0") && finding.message.contains("1.1") && finding.message.contains("1.2"))
+        #expect(finding.line == 1 && finding.path == "/antrag")
+        let other = validator.validate(bytes: Array(#"<other xmlns="urn:other"/>"#.utf8), named: "c")
+        #expect(other.errors.first?.code == "schema.unknown-document")
+        #expect(other.errors.first?.message.contains("known namespaces: urn:t:1") == true)
+    }
+
+    @Test("manifest errors name the file and the problem", arguments: [
+        (#"{"schemas": [{"xsd": "a.xsd", "namespace": ""}]}"#, "missing key 'id'"),
+        (#"{"format": "other/9", "schemas": []}"#, "unknown manifest format"),
+        (#"{"schemas": [{"id": "a", "xsd": "a.xsd", "namespace": ""}, {"id": "a", "xsd": "b.xsd", "namespace": ""}]}"#, "appears twice"),
+        ("not json", "not a valid manifest"),
+    ])
+    func manifestErrors(text: String, expected: String) throws {
+        let directory = try Self.write(["amtsbote-schemas.json": text])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        do {
+            _ = try SchemaSet(manifestAt: directory.path)
+            Issue.record("the manifest must be refused")
+        } catch let error as ValidationError {
+            #expect(error.code == .manifestInvalid)
+            #expect(error.message.contains(expected), "\(error.message)")
+            #expect(error.file.hasSuffix("amtsbote-schemas.json"))
+        }
+    }
+
+    @Test("limits: depth, attributes and size are enforced with their own codes and a place")
+    func limits() throws {
+        let schemas = Fixtures.ownSchemas
+        let deep = String(repeating: "<a>", count: 40) + String(repeating: "</a>", count: 40)
+        let depth = Validator(schemas: schemas, limits: ValidationLimits(maxDepth: 32)).validate(bytes: Array(deep.utf8), named: "d")
+        #expect(depth.errors.map(\.code).contains("input.too-deep"))
+        let attributes = "<a " + (0..<20).map { "x\($0)=\"1\"" }.joined(separator: " ") + "/>"
+        let wide = Validator(schemas: schemas, limits: ValidationLimits(maxAttributes: 10)).validate(bytes: Array(attributes.utf8), named: "w")
+        let finding = try #require(wide.errors.first { $0.code == "input.too-many-attributes" })
+        #expect(finding.line == 1 && finding.column == 1)
+        let big = "<a>" + String(repeating: "x", count: 5000) + "</a>"
+        let size = Validator(schemas: schemas, limits: ValidationLimits(maxBytes: 1000)).validate(bytes: Array(big.utf8), named: "s")
+        #expect(size.errors.map(\.code).contains("input.too-large"))
+        #expect(size.bytes <= 1000)
+        let manyErrors = "<a>" + String(repeating: "<b x='1' x='2'/>", count: 1) + "</a>"
+        #expect(!Validator(schemas: schemas).validate(bytes: Array(manyErrors.utf8), named: "m").isValid)
+    }
+}
