@@ -107,6 +107,19 @@ public final class LoopbackCanary: @unchecked Sendable {
 }
 
 extension LoopbackCanary {
+    /// The shared canary, or nil (with a printed reason) when it cannot listen on 127.0.0.1:9 here, for example
+    /// without the right to bind a port below 1024. Where shared material is required (CI), that is a failure.
+    public static func forTest() throws -> LoopbackCanary? {
+        switch shared {
+        case .success(let canary):
+            return canary
+        case .failure(let error):
+            if TestEnvironment.sharedMaterialRequired { throw error }
+            FileHandle.standardError.write(Data("note: loopback canary not running (\(error)); fetch checks skipped\n".utf8))
+            return nil
+        }
+    }
+
     /// One canary for the whole test process, started on first use.
     public static let shared: Result<LoopbackCanary, any Error> = {
         guard let badInputs = TestEnvironment.badInputs else { return .failure(CanaryError.notListening) }

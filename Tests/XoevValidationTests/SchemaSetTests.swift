@@ -37,7 +37,8 @@ struct SchemaSetTests {
             "amtsbote-schemas.json": #"{"schemas": [{"id": "t", "xsd": "main.xsd", "namespace": "urn:t:1"}]}"#,
         ])
         defer { try? FileManager.default.removeItem(at: directory) }
-        let fetchesBefore = (try? LoopbackCanary.shared.get())?.requestCount
+        let canary = try LoopbackCanary.forTest()
+        let fetchesBefore = canary?.requestCount
         #expect(throws: ValidationError.self) { try SchemaSet(manifestAt: directory.path) }
         do {
             _ = try SchemaSet(manifestAt: directory.path)
@@ -47,9 +48,7 @@ struct SchemaSetTests {
             #expect(error.message.contains("line 3"))
             #expect(error.message.contains("http://127.0.0.1:9/remote.xsd"))
         }
-        if let canary = try? LoopbackCanary.shared.get(), let fetchesBefore {
-            #expect(canary.requestCount == fetchesBefore, "the schema import was fetched")
-        }
+        #expect(canary?.requestCount == fetchesBefore, "the schema import was fetched")
     }
 
     @Test("a relative include that climbs out of the schema set is refused")
