@@ -196,3 +196,31 @@ struct CLITests {
         #expect(result.stdout.hasSuffix("2 documents: 0 valid, 2 invalid, 0 unreadable\n"))
     }
 }
+
+@Suite("Standard input is streamed")
+struct StreamingTests {
+    @Test("a refused document on an open pipe is decided before the sender closes it")
+    func decidedBeforeEndOfInput() throws {
+        let process = Process()
+        process.executableURL = CLI.binary
+        process.arguments = ["validate", "-"]
+        process.currentDirectoryURL = TestEnvironment.projectRoot
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // More than the 512 bytes held back for the start-of-document check, then silence with the pipe open.
+        let head = "<?xml version=\"1.0\"?>\n<!DOCTYPE a [<!ENTITY e \"x\">]>\n<a>" + String(repeating: "x", count: 1024)
+        input.fileHandleForWriting.write(Data(head.utf8))
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        let finishedWhileOpen = !process.isRunning
+        try input.fileHandleForWriting.close()
+        process.waitUntilExit()
+        #expect(finishedWhileOpen, "the tool waited for the end of input instead of deciding")
+        #expect(process.terminationStatus == 1)
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(text.contains("-:2:13: fatal[input.doctype-forbidden]"))
+    }
+}
