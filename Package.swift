@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "XoevValidation", targets: ["XoevValidation"]),
+        .library(name: "XoevRouting", targets: ["XoevRouting"]),
         .executable(name: "amtsbote", targets: ["amtsbote"]),
     ],
     dependencies: [
@@ -30,11 +31,14 @@ let package = Package(
             name: "XoevValidation",
             dependencies: ["CXMLShim"]
         ),
+        // Routing keys (AGS, ARS, Leistungsschlüssel, Behördenkennung), municipality list, dated routing tables.
+        .target(name: "XoevRouting"),
         // The command-line tool: flags -> configuration -> validation -> output and exit code.
         .executableTarget(
             name: "amtsbote",
             dependencies: [
                 "XoevValidation",
+                "XoevRouting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -48,6 +52,10 @@ let package = Package(
             name: "XoevValidationTests",
             dependencies: ["XoevValidation", "AmtsboteTestSupport"],
             exclude: ["Golden"]
+        ),
+        .testTarget(
+            name: "XoevRoutingTests",
+            dependencies: ["XoevRouting", "AmtsboteTestSupport"]
         ),
         .testTarget(
             name: "AmtsboteCLITests",

@@ -15,6 +15,20 @@
 #include <strings.h>
 
 enum { MAX_CHILD_NAMES_PER_LEVEL = 256, HEAD_SIZE = 512 };
+enum { MAX_CAPTURES = 8, MAX_CAPTURE_STEPS = 16, CAPTURE_BYTES = 256 };
+enum { CAPTURE_SEARCHING = 0, CAPTURE_READING = 1, CAPTURE_DONE = 2 };
+
+/* One element whose text is wanted. `matched` counts the leading steps matched by the open elements. */
+typedef struct {
+    char *steps[MAX_CAPTURE_STEPS];
+    int step_count;
+    int matched;
+    int state;
+    int depth;                 /* depth of the element being read */
+    int overflow;
+    size_t length;
+    char value[CAPTURE_BYTES + 1];
+} capture;
 
 typedef struct {
     const xmlChar *local;    /* interned in the parser's dictionary: pointer equality is name equality */
@@ -48,6 +62,10 @@ struct axs_doc {
     int replaying_root;
     int root_seen;
     int64_t text_bytes;
+
+    capture captures[MAX_CAPTURES];
+    int capture_count;
+    int capturing;             /* captures in state CAPTURE_READING */
 
     axs_prescan scan;
     unsigned char head[HEAD_SIZE];   /* the first bytes, held back until the start of the document is checked */
@@ -197,6 +215,76 @@ static int push_level(axs_doc *d, const xmlChar *local, const xmlChar *prefix, c
     return 0;
 }
 
+/* ---- captures ----------------------------------------------------------------------------------------------- */
+
+static void capture_start(axs_doc *d, const xmlChar *localname) {
+    int step = d->depth - 2;   /* the root is depth 1; its children match step 0 */
+    for (int i = 0; i < d->capture_count; i++) {
+        capture *c = &d->captures[i];
+        if (c->state != CAPTURE_SEARCHING || c->matched != step || step >= c->step_count) continue;
+        if (strcmp((const char *)localname, c->steps[step]) != 0) continue;
+        c->matched = step + 1;
+        if (c->matched == c->step_count) {
+            c->state = CAPTURE_READING;
+            c->depth = d->depth;
+            d->capturing++;
+        }
+    }
+}
+
+static void capture_end(axs_doc *d) {
+    for (int i = 0; i < d->capture_count; i++) {
+        capture *c = &d->captures[i];
+        if (c->state == CAPTURE_READING && c->depth == d->depth) {
+            c->state = CAPTURE_DONE;
+            d->capturing--;
+        }
+        if (c->matched > d->depth - 2 && d->depth >= 2) c->matched = d->depth - 2;
+    }
+}
+
+static void capture_text(axs_doc *d, const xmlChar *text, int length) {
+    for (int i = 0; i < d->capture_count; i++) {
+        capture *c = &d->captures[i];
+        if (c->state != CAPTURE_READING) continue;
+        if (c->length + (size_t)length > CAPTURE_BYTES) { c->overflow = 1; continue; }
+        memcpy(c->value + c->length, text, (size_t)length);
+        c->length += (size_t)length;
+        c->value[c->length] = '\0';
+    }
+}
+
+int axs_doc_set_captures(axs_doc *d, const char *const *paths, int count) {
+    if (count > MAX_CAPTURES) return -1;
+    for (int i = 0; i < count; i++) {
+        capture *c = &d->captures[i];
+        memset(c, 0, sizeof *c);
+        const char *p = paths[i];
+        while (*p != '\0') {
+            const char *slash = strchr(p, '/');
+            size_t n = slash != NULL ? (size_t)(slash - p) : strlen(p);
+            if (n > 0) {
+                if (c->step_count == MAX_CAPTURE_STEPS) return -1;
+                c->steps[c->step_count] = strndup(p, n);
+                if (c->steps[c->step_count] == NULL) return -1;
+                c->step_count++;
+            }
+            p += n;
+            if (*p == '/') p++;
+        }
+        if (c->step_count == 0) return -1;
+        d->capture_count = i + 1;
+    }
+    return 0;
+}
+
+const char *axs_doc_capture(const axs_doc *d, int index) {
+    if (index < 0 || index >= d->capture_count) return NULL;
+    const capture *c = &d->captures[index];
+    if (c->state == CAPTURE_SEARCHING || c->overflow) return NULL;
+    return c->value;
+}
+
 /* ---- SAX callbacks (user side of the plug) -------------------------------------------------------------------- */
 
 static void on_internal_subset(void *ctx, const xmlChar *name, const xmlChar *external_id, const xmlChar *system_id) {
@@ -275,6 +363,7 @@ static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar 
         stop(d);
         return;
     }
+    if (d->capture_count > 0 && d->depth >= 2) capture_start(d, localname);
     if (!d->root_seen) {
         d->root_seen = 1;
         select_and_plug(d, localname, prefix, uri, nb_attributes, attributes);
@@ -293,14 +382,15 @@ static void on_end_element(void *ctx, const xmlChar *localname, const xmlChar *p
     axs_doc *d = ctx;
     apply_pending_pop(d);
     d->text_bytes = 0;
+    if (d->capture_count > 0) capture_end(d);
     d->pending_pop = 1;   /* the validator's end-of-element findings still name this element */
 }
 
 static void on_characters(void *ctx, const xmlChar *ch, int len) {
-    (void)ch;
     axs_doc *d = ctx;
     apply_pending_pop(d);
     d->text_bytes += len;
+    if (d->capturing > 0) capture_text(d, ch, len);
     if (d->limits.max_text_bytes > 0 && d->text_bytes > d->limits.max_text_bytes) {
         char message[160];
         snprintf(message, sizeof message, "a text node is longer than the limit of %lld bytes",
@@ -572,6 +662,8 @@ void axs_doc_free(axs_doc *d) {
         xmlFreeParserCtxt(d->parser);
     }
     if (d->validator != NULL) xmlSchemaFreeValidCtxt(d->validator);
+    for (int i = 0; i < d->capture_count; i++)
+        for (int j = 0; j < d->captures[i].step_count; j++) free(d->captures[i].steps[j]);
     for (int i = 0; i < d->level_capacity; i++) free(d->levels[i].children);
     free(d->levels);
     free(d->name);

@@ -22,16 +22,27 @@ public struct SchemaManifest: Sendable, Codable, Hashable {
         public var version: String?
         /// Name of the (unqualified) version attribute on the root; default `version`.
         public var versionAttribute: String?
+        /// Element texts to capture while validating, by name: '/'-separated local names below the root (first
+        /// occurrence; namespaces not compared). Default: ``SchemaManifest/defaultCaptures`` (XÖV nachrichtenkopf.g2g).
+        /// Routing uses the names `messageId`, `behoerdenkennung`, `behoerdenkennungPraefix`, `ags`, `ars` and
+        /// `leistung`.
+        public var captures: [String: String]?
 
         /// Creates an entry.
         public init(id: String, xsd: String, namespace: String, roots: [String]? = nil, version: String? = nil,
-                    versionAttribute: String? = nil) {
+                    versionAttribute: String? = nil, captures: [String: String]? = nil) {
             self.id = id
             self.xsd = xsd
             self.namespace = namespace
             self.roots = roots
             self.version = version
             self.versionAttribute = versionAttribute
+            self.captures = captures
+        }
+
+        /// The captures in effect for this entry, sorted by name.
+        public var effectiveCaptures: [(name: String, path: String)] {
+            (captures ?? SchemaManifest.defaultCaptures).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         }
     }
 
@@ -44,6 +55,17 @@ public struct SchemaManifest: Sendable, Codable, Hashable {
     public var catalogs: [String]?
     /// The rules, tried in order; an entry naming the root explicitly wins over a namespace-wide one.
     public var schemas: [Entry]
+
+    /// Where XÖV messages keep their message id and recipient: `nachrichtenkopf.g2g` of the Basisnachricht G2G,
+    /// whose `leser/kennung` holds the Behördenkennung as `praefix:kennung`.
+    public static let defaultCaptures: [String: String] = [
+        "messageId": "nachrichtenkopf.g2g/identifikation.nachricht/nachrichtenUUID",
+        "behoerdenkennung": "nachrichtenkopf.g2g/leser/kennung",
+    ]
+
+    /// Limits of the capture mechanism (see CXMLShim).
+    static let maxCaptures = 8
+    static let maxCaptureSteps = 16
 
     /// The file name looked for when a directory is given instead of a manifest file.
     public static let defaultFileName = "amtsbote-schemas.json"
@@ -88,8 +110,17 @@ public struct SchemaManifest: Sendable, Codable, Hashable {
                                   message: "unknown manifest format '\(format)' (expected amtsbote-schemas/1)")
         }
         var seen = Set<String>()
-        for entry in manifest.schemas where !seen.insert(entry.id).inserted {
-            throw ValidationError(code: .manifestInvalid, file: file, message: "schema id '\(entry.id)' appears twice")
+        for entry in manifest.schemas {
+            if !seen.insert(entry.id).inserted {
+                throw ValidationError(code: .manifestInvalid, file: file, message: "schema id '\(entry.id)' appears twice")
+            }
+            let captures = entry.effectiveCaptures
+            if captures.count > maxCaptures
+                || captures.contains(where: { $0.path.split(separator: "/").count > maxCaptureSteps || $0.path.split(separator: "/").isEmpty }) {
+                throw ValidationError(
+                    code: .manifestInvalid, file: file,
+                    message: "schema '\(entry.id)': at most \(maxCaptures) captures of 1 to \(maxCaptureSteps) steps each")
+            }
         }
         return (manifest, (file as NSString).deletingLastPathComponent)
     }

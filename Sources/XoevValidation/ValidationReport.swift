@@ -37,16 +37,20 @@ public struct ValidationReport: Sendable, Codable, Hashable {
     public var diagnostics: [Diagnostic]
     /// Bytes read from the document.
     public var bytes: Int64
+    /// Element texts captured in the same pass (see ``SchemaManifest/Entry/captures``), whitespace-trimmed; a name
+    /// is absent when its element did not occur. Raw document data: check before use, never log.
+    public var captured: [String: String]
 
     /// Creates a report.
     public init(document: String, verdict: Verdict, schema: String?, root: RootElement?,
-                diagnostics: [Diagnostic], bytes: Int64) {
+                diagnostics: [Diagnostic], bytes: Int64, captured: [String: String] = [:]) {
         self.document = document
         self.verdict = verdict
         self.schema = schema
         self.root = root
         self.diagnostics = diagnostics
         self.bytes = bytes
+        self.captured = captured
     }
 
     /// `true` when the verdict is `.valid`.

@@ -110,6 +110,7 @@ public final class DocumentValidation {
         context.name = name
         handle = axs_doc_new(name, &cLimits, DocumentContext.selectCallback, DiagnosticSink.callback,
                              Unmanaged.passUnretained(context).toOpaque())
+        context.handle = handle
     }
 
     deinit { axs_doc_free(handle) }
@@ -147,12 +148,21 @@ public final class DocumentValidation {
             diagnostics.append(Diagnostic(severity: .error, code: "validation.incomplete",
                                           message: "the document could not be validated completely"))
         }
+        var captured: [String: String] = [:]
+        if let handle {
+            for (index, name) in context.captureNames.enumerated() {
+                if let value = axs_doc_capture(handle, Int32(index)) {
+                    captured[name] = String(cString: value).trimmingCharacters(in: .whitespacesAndNewlines)
+                }
+            }
+        }
         let report = ValidationReport(
             document: context.name, verdict: valid ? .valid : .invalid, schema: context.selectedSchema,
-            root: context.root, diagnostics: diagnostics, bytes: result.bytes)
+            root: context.root, diagnostics: diagnostics, bytes: result.bytes, captured: captured)
         self.report = report
         axs_doc_free(handle)
         handle = nil
+        context.handle = nil
         return report
     }
 }
@@ -163,10 +173,24 @@ final class DocumentContext: DiagnosticSink {
     var name = ""
     var root: RootElement?
     var selectedSchema: String?
+    var handle: OpaquePointer?
+    var captureNames: [String] = []
 
     init(schemas: SchemaSet) {
         self.schemas = schemas
         super.init()
+    }
+
+    private func setCaptures(_ captures: [(name: String, path: String)]) {
+        guard let handle, !captures.isEmpty else { return }
+        var pointers = captures.map { strdup($0.path) }
+        defer { pointers.forEach { free($0) } }
+        let status = pointers.withUnsafeMutableBufferPointer { buffer in
+            buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) {
+                axs_doc_set_captures(handle, $0.baseAddress, Int32($0.count))
+            }
+        }
+        if status == 0 { captureNames = captures.map(\.name) }
     }
 
     static let selectCallback: axs_select_fn = { context, rootPointer in
@@ -185,6 +209,7 @@ final class DocumentContext: DiagnosticSink {
         switch document.schemas.select(root: root, attributes: attributes) {
         case .schema(let entry, let compiled):
             document.selectedSchema = entry.rule.id
+            document.setCaptures(entry.rule.effectiveCaptures)
             return compiled.handle
         case .refused(let code, let message):
             document.diagnostics.append(Diagnostic(

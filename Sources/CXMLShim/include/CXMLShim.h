@@ -116,6 +116,18 @@ int axs_doc_feed(axs_doc *doc, const char *bytes, size_t length);
 /** Ends the input, runs the final checks and fills `result`. */
 void axs_doc_finish(axs_doc *doc, axs_result *result);
 
+/**
+ * Names elements whose text to capture while parsing (routing keys, message ids), in the same pass. Each path is
+ * '/'-separated local names below the root element, e.g. "nachrichtenkopf.g2g/leser/kennung"; namespaces are not
+ * compared; the first occurrence wins; at most 8 paths of at most 16 steps, values up to 256 bytes. Call before
+ * the root's children arrive (for example from the schema selector). Returns 0, or -1 when a path is too long.
+ */
+int axs_doc_set_captures(axs_doc *doc, const char *const *paths, int count);
+
+/** The captured text of path `index` (NUL-terminated, not trimmed), or NULL when the element did not occur or its
+ * text was longer than 256 bytes. Valid until the document is freed. */
+const char *axs_doc_capture(const axs_doc *doc, int index);
+
 /** Reports an error found outside the parser (for example a read error) against this document. */
 void axs_doc_report(axs_doc *doc, const char *code, const char *message);
 
