@@ -7,11 +7,15 @@ let package = Package(
     products: [
         .library(name: "XoevValidation", targets: ["XoevValidation"]),
         .library(name: "XoevRouting", targets: ["XoevRouting"]),
+        .library(name: "Postfach", targets: ["Postfach"]),
+        .library(name: "PostfachTesting", targets: ["PostfachTesting"]),
         .executable(name: "amtsbote", targets: ["amtsbote"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         // libxml2 as found by pkg-config; Debian: libxml2-dev.
@@ -33,6 +37,13 @@ let package = Package(
         ),
         // Routing keys (AGS, ARS, Leistungsschlüssel, Behördenkennung), municipality list, dated routing tables.
         .target(name: "XoevRouting"),
+        // The PostfachBackend protocol, deliveries and receipts, filesystem and in-memory backends, the registry.
+        .target(name: "Postfach"),
+        // The conformance suite every backend must pass (Swift Testing checks, callable from any test target).
+        .target(
+            name: "PostfachTesting",
+            dependencies: ["Postfach", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // The command-line tool: flags -> configuration -> validation -> output and exit code.
         .executableTarget(
             name: "amtsbote",
@@ -56,6 +67,10 @@ let package = Package(
         .testTarget(
             name: "XoevRoutingTests",
             dependencies: ["XoevRouting", "AmtsboteTestSupport"]
+        ),
+        .testTarget(
+            name: "PostfachTests",
+            dependencies: ["Postfach", "PostfachTesting", "AmtsboteTestSupport"]
         ),
         .testTarget(
             name: "AmtsboteCLITests",
