@@ -44,12 +44,24 @@ let package = Package(
             name: "PostfachTesting",
             dependencies: ["Postfach", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // validate -> route -> deliver, the ledger (SQLite via GRDB), the spool, retries.
+        .target(
+            name: "AmtsbotePipeline",
+            dependencies: [
+                "XoevValidation", "XoevRouting", "Postfach",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The command-line tool: flags -> configuration -> validation -> output and exit code.
         .executableTarget(
             name: "amtsbote",
             dependencies: [
                 "XoevValidation",
                 "XoevRouting",
+                "Postfach",
+                "AmtsbotePipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

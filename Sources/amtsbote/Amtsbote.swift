@@ -11,28 +11,40 @@ enum ExitStatus: Int32 {
     case usage = 2
     /// At least one input could not be read (missing file, permission, read error).
     case unreadable = 3
+    /// At least one document could not be routed.
+    case unroutable = 4
+    /// At least one delivery failed (queued for retry or dead letter).
+    case deliveryFailed = 5
 }
 
 @main
-struct Amtsbote: ParsableCommand {
+struct Amtsbote: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "amtsbote",
         abstract: "Validate XÖV / OZG submissions against their form schemas, safely and while streaming.",
         discussion: """
         EXIT CODES
-          0  every document is valid
+          0  every document is valid (validate) / delivered (submit)
           1  at least one document is invalid (not well-formed, refused by a limit, no schema, schema-invalid)
-          2  usage or configuration error (bad flags, unreadable manifest or catalog, no usable schema)
-          3  at least one input could not be read (3 wins over 1)
+          2  usage or configuration error (bad flags, unreadable manifest, catalog or routing table)
+          3  at least one input could not be read
+          4  at least one document could not be routed (submit, route)
+          5  at least one delivery failed and is queued for retry or dead-lettered (submit, retry)
+          When several apply, the highest wins, except that 2 stops before any document is read.
         """,
-        subcommands: [ValidateCommand.self]
+        subcommands: [ValidateCommand.self, SubmitCommand.self, RouteCommand.self, DeliveriesCommand.self,
+                      RetryCommand.self]
     )
 
     /// Runs the command and maps every failure to a documented exit code (argument errors are 2, not 64).
-    static func main() {
+    static func main() async {
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
         } catch let exit as ExitCode {
             Foundation.exit(exit.rawValue)
         } catch {

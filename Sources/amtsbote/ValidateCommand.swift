@@ -75,12 +75,7 @@ struct ValidateCommand: ParsableCommand {
     }
 
     func run() throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .warning
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LogSetup.bootstrapOnce(level: Logger.Level(rawValue: logLevel) ?? .warning)
         let logger = Logger(label: "amtsbote.validate")
 
         let schemaSet: SchemaSet

@@ -1,0 +1,301 @@
+import Foundation
+import Logging
+import Postfach
+import XoevRouting
+import XoevValidation
+
+/// How failed deliveries are retried: exponential backoff, then dead letter.
+public struct RetryPolicy: Sendable, Hashable {
+    public var maxAttempts: Int
+    public var initialDelay: Duration
+    public var multiplier: Double
+    public var maxDelay: Duration
+
+    public init(maxAttempts: Int = 5, initialDelay: Duration = .seconds(1), multiplier: Double = 2,
+                maxDelay: Duration = .seconds(60)) {
+        self.maxAttempts = maxAttempts
+        self.initialDelay = initialDelay
+        self.multiplier = multiplier
+        self.maxDelay = maxDelay
+    }
+
+    /// The wait after the `attempt`-th failure (1-based).
+    public func delay(afterAttempt attempt: Int) -> Duration {
+        let factor = pow(multiplier, Double(max(0, attempt - 1)))
+        let seconds = min(Double(initialDelay.components.seconds) + Double(initialDelay.components.attoseconds) / 1e18, 1e9) * factor
+        let capped = min(seconds, Double(maxDelay.components.seconds) + Double(maxDelay.components.attoseconds) / 1e18)
+        return .milliseconds(Int64(capped * 1000))
+    }
+}
+
+/// Which backend serves which Postfach: a default and per-Postfach overrides.
+public struct BackendSelection: Sendable {
+    public let defaultBackend: any PostfachBackend
+    public let overrides: [String: any PostfachBackend]
+
+    public init(default defaultBackend: any PostfachBackend, overrides: [String: any PostfachBackend] = [:]) {
+        self.defaultBackend = defaultBackend
+        self.overrides = overrides
+    }
+
+    public func backend(for postfach: String) -> any PostfachBackend { overrides[postfach] ?? defaultBackend }
+}
+
+/// validate → route → deliver, with every step recorded in the ledger first.
+public struct Pipeline: Sendable {
+    public let validator: Validator
+    public let router: Router
+    public let backends: BackendSelection
+    public let ledger: Ledger
+    public let spool: Spool
+    public let retry: RetryPolicy
+    let logger: Logger
+
+    public init(validator: Validator, router: Router, backends: BackendSelection, ledger: Ledger, spool: Spool,
+                retry: RetryPolicy = RetryPolicy(), logger: Logger = Logger(label: "amtsbote.pipeline")) {
+        self.validator = validator
+        self.router = router
+        self.backends = backends
+        self.ledger = ledger
+        self.spool = spool
+        self.retry = retry
+        self.logger = logger
+    }
+
+    /// Takes one file: records it, spools and validates it, routes it, and makes the first delivery attempt.
+    /// Returns the ledger row as it stands afterwards.
+    public func submit(file path: String) async throws -> Submission {
+        var submission = try ledger.recordReceived(source: path, at: Date())
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let reason = String(cString: strerror(errno))
+            submission.state = .abandoned
+            submission.reasonCode = "input.unreadable"
+            submission.reason = "cannot open: \(reason)"
+            try ledger.save(submission)
+            return submission
+        }
+        defer { close(fd) }
+        return try await submit(fileDescriptor: fd, named: path, recorded: submission)
+    }
+
+    /// Takes one stream (standard input, a socket) to its end.
+    public func submit(fileDescriptor fd: Int32, named name: String) async throws -> Submission {
+        let submission = try ledger.recordReceived(source: name, at: Date())
+        return try await submit(fileDescriptor: fd, named: name, recorded: submission)
+    }
+
+    private func submit(fileDescriptor fd: Int32, named name: String, recorded: Submission) async throws -> Submission {
+        var submission = recorded
+        let intake: Intake
+        do {
+            intake = try spool.take(fileDescriptor: fd, named: name, submission: submission.id ?? 0, validator: validator)
+        } catch {
+            submission.state = .abandoned
+            submission.reasonCode = (error as? XoevValidation.ValidationError)?.code.rawValue ?? "spool.failed"
+            submission.reason = "\(error)"
+            try ledger.save(submission)
+            logger.error("intake failed", metadata: ["submission": "\(submission.id ?? 0)", "code": "\(submission.reasonCode ?? "")"])
+            return submission
+        }
+        submission.spoolPath = intake.path.path
+        submission.payloadSHA256 = intake.sha256
+        submission.payloadSize = intake.size
+        submission.schemaId = intake.report.schema
+        let report = intake.report
+        guard report.isValid else {
+            let first = report.errors.first
+            submission.state = .rejected
+            submission.reasonCode = first?.code ?? "validation.incomplete"
+            submission.reason = first.map { Self.place(of: $0) } ?? "invalid"
+            try ledger.save(submission)
+            logger.info("rejected", metadata: ["submission": "\(submission.id ?? 0)", "code": "\(submission.reasonCode ?? "")",
+                                               "line": "\(first?.line ?? 0)", "path": "\(first?.path ?? "")"])
+            return submission
+        }
+        let captured = report.captured
+        submission.messageId = captured["messageId"].flatMap { Delivery.isValidID($0) ? $0 : nil }
+        submission.deliveryId = submission.messageId ?? "sha256-\(intake.sha256)"
+        let keys = RoutingKeys(captured: captured)
+        submission.routingKeys = String(decoding: try JSONEncoder().encode(StoredKeys(keys)), as: UTF8.self)
+        submission.state = .validated
+        try ledger.save(submission)
+        return try await routeAndDeliver(submission)
+    }
+
+    /// "line 3, column 7 (/p:a/p:b)": where a finding is, without its message (which may quote personal data).
+    public static func place(of finding: Diagnostic) -> String {
+        "line \(finding.line), column \(finding.column)" + (finding.path.isEmpty ? "" : " (\(finding.path))")
+    }
+
+    /// Routes a validated submission, claims its delivery id, and makes one delivery attempt.
+    func routeAndDeliver(_ validated: Submission) async throws -> Submission {
+        var submission = validated
+        let keys = submission.routingKeys.flatMap { try? JSONDecoder().decode(StoredKeys.self, from: Data($0.utf8)) }?.keys
+            ?? RoutingKeys()
+        switch router.route(keys, at: submission.receivedAt) {
+        case .failure(let unroutable):
+            submission.state = .unroutable
+            submission.reasonCode = unroutable.code
+            submission.reason = unroutable.message
+            try ledger.save(submission)
+            logger.info("unroutable", metadata: ["submission": "\(submission.id ?? 0)", "code": "\(unroutable.code)"])
+            return submission
+        case .success(let decision):
+            submission.postfach = decision.postfach.value
+            submission.routing = String(decoding: try JSONEncoder().encode(RoutingSummary(decision)), as: UTF8.self)
+        }
+        submission = try ledger.claimAndQueue(submission)
+        guard submission.state == .queued else { return submission }
+        return try await attempt(submission)
+    }
+
+    /// One delivery attempt; the outcome is saved before this returns.
+    func attempt(_ queued: Submission) async throws -> Submission {
+        var submission = queued
+        guard let postfach = submission.postfach, let deliveryId = submission.deliveryId, let spoolPath = submission.spoolPath,
+              let sha = submission.payloadSHA256, let size = submission.payloadSize else {
+            submission.state = .dead
+            submission.reasonCode = "ledger.incomplete"
+            submission.reason = "the ledger row lacks what a delivery needs"
+            try ledger.save(submission)
+            return submission
+        }
+        var metadata = ["submission": "\(submission.id ?? 0)", "schema": submission.schemaId ?? ""]
+        if let routing = submission.routing { metadata["routing"] = routing }
+        let delivery = Delivery(id: deliveryId, postfach: postfach, payload: URL(fileURLWithPath: spoolPath),
+                                payloadSHA256: sha, payloadSize: size, receivedAt: submission.receivedAt, metadata: metadata)
+        submission.attempts += 1
+        do {
+            let receipt = try await backends.backend(for: postfach).deliver(delivery)
+            submission.state = .delivered
+            submission.receipt = String(decoding: try JSONEncoder.receipts.encode(receipt), as: UTF8.self)
+            submission.reasonCode = nil
+            submission.reason = nil
+            submission.nextAttemptAt = nil
+            logger.info("delivered", metadata: ["submission": "\(submission.id ?? 0)", "postfach": "\(postfach)"])
+        } catch {
+            let failure = error as? PostfachError
+                ?? PostfachError(code: error is CancellationError ? .cancelled : .unavailable, message: "\(error)")
+            submission.reasonCode = failure.code.rawValue
+            submission.reason = failure.message
+            if failure.isRetryable && submission.attempts < retry.maxAttempts {
+                submission.state = .queued
+                submission.nextAttemptAt = Date().addingTimeInterval(retry.delay(afterAttempt: submission.attempts).seconds)
+            } else {
+                submission.state = .dead
+                submission.nextAttemptAt = nil
+            }
+            logger.warning("delivery failed", metadata: ["submission": "\(submission.id ?? 0)", "postfach": "\(postfach)",
+                                                         "code": "\(failure.code)", "attempt": "\(submission.attempts)"])
+        }
+        try ledger.save(submission)
+        return submission
+    }
+
+    /// After a crash: intakes that were cut off become `abandoned`; validated ones are routed; queued ones wait
+    /// for ``deliverDue(at:)``. Call once at start, before new submissions.
+    public func recover() async throws -> [Submission] {
+        spool.removeIncompleteFiles()
+        var resumed: [Submission] = []
+        for var submission in try ledger.submissions(states: [.received]) {
+            submission.state = .abandoned
+            submission.reasonCode = "intake.interrupted"
+            submission.reason = "the process stopped before the payload was complete; the sender must resend"
+            try ledger.save(submission)
+            resumed.append(submission)
+        }
+        for submission in try ledger.submissions(states: [.validated]) {
+            resumed.append(try await routeAndDeliver(submission))
+        }
+        return resumed
+    }
+
+    /// Delivers every queued submission whose attempt is due.
+    public func deliverDue(at date: Date = Date()) async throws -> [Submission] {
+        var results: [Submission] = []
+        for submission in try ledger.due(at: date) {
+            try Task.checkCancellation()
+            results.append(try await attempt(submission))
+        }
+        return results
+    }
+
+    /// Delivers due submissions until none is queued, waiting for backoff, at most `limit` in total.
+    public func drain(waitingAtMost limit: Duration) async throws {
+        let deadline = ContinuousClock.now + limit
+        while true {
+            _ = try await deliverDue()
+            guard let next = try ledger.nextAttempt() else { return }
+            let wait = max(0, next.timeIntervalSinceNow)
+            guard ContinuousClock.now + .milliseconds(Int64(wait * 1000)) <= deadline else { return }
+            try await Task.sleep(for: .milliseconds(Int64(wait * 1000) + 5))
+        }
+    }
+
+    /// Puts dead (or still queued) submissions back in the queue with a fresh attempt count.
+    public func requeue(_ ids: [Int64]?) throws -> [Submission] {
+        let candidates = try ledger.submissions(states: [.dead, .queued]).filter { ids == nil || ids!.contains($0.id ?? -1) }
+        var requeued: [Submission] = []
+        for var submission in candidates {
+            submission.state = .queued
+            submission.attempts = 0
+            submission.nextAttemptAt = Date()
+            try ledger.save(submission)
+            requeued.append(submission)
+        }
+        return requeued
+    }
+}
+
+/// The routing keys as stored in the ledger.
+struct StoredKeys: Codable {
+    var ags, ars, leistung, behoerdenkennung, behoerdenkennungPraefix: String?
+
+    init(_ keys: RoutingKeys) {
+        ags = keys.ags
+        ars = keys.ars
+        leistung = keys.leistung
+        behoerdenkennung = keys.behoerdenkennung
+        behoerdenkennungPraefix = keys.behoerdenkennungPraefix
+    }
+
+    var keys: RoutingKeys {
+        RoutingKeys(ags: ags, ars: ars, leistung: leistung, behoerdenkennung: behoerdenkennung,
+                    behoerdenkennungPraefix: behoerdenkennungPraefix)
+    }
+}
+
+/// The routing decision as stored in the ledger and shown to users.
+public struct RoutingSummary: Codable, Sendable, Hashable {
+    public var postfach: String
+    public var level: String
+    public var area: String
+    public var service: String?
+    public var rule: String
+    public var table: String
+
+    public init(_ decision: RoutingDecision) {
+        postfach = decision.postfach.value
+        level = decision.rule.level.description
+        area = decision.area
+        service = decision.service
+        rule = "\(decision.table):\(decision.rule.line)"
+        table = "\(decision.table) (valid from \(decision.tableValidFrom))"
+    }
+}
+
+extension JSONEncoder {
+    static var receipts: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+}
+
+extension Duration {
+    var seconds: TimeInterval {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,105 @@
+import Crypto
+import Foundation
+import XoevValidation
+
+/// What reading one submission produced: the payload on disk, its hash, and the validation report.
+public struct Intake: Sendable {
+    public let report: ValidationReport
+    public let path: URL
+    public let sha256: String
+    public let size: Int64
+    /// The input was longer than the size limit; only the first `size` bytes are kept.
+    public let truncated: Bool
+}
+
+/// Keeps every payload on disk, unchanged, from the moment it arrives: one pass reads the input, writes the spool
+/// file, hashes it and feeds the validator. Nothing is held whole in memory.
+public struct Spool: Sendable {
+    public let directory: URL
+    static let chunkSize = 256 * 1024
+
+    public init(directory: URL) throws {
+        self.directory = directory
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    /// Reads `fd` to its end (or to the validator's size limit) into `<submission>.xml`, validating on the way.
+    /// The file is fsync'ed and renamed into place before this returns.
+    public func take(fileDescriptor fd: Int32, named name: String, submission: Int64,
+                     validator: Validator) throws -> Intake {
+        let final = directory.appendingPathComponent("\(submission).xml")
+        let temporary = directory.appendingPathComponent(".\(submission).xml.tmp")
+        let output = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard output >= 0 else { throw SpoolError("cannot create \(temporary.path): \(String(cString: strerror(errno)))") }
+        var closed = false
+        defer { if !closed { close(output) }; unlink(temporary.path) }
+
+        let document = validator.startDocument(named: name)
+        var decided = false
+        var hasher = SHA256()
+        var size: Int64 = 0
+        var truncated = false
+        let cap = validator.limits.maxBytes
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.chunkSize, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            var count = read(fd, buffer.baseAddress, buffer.count)
+            if count < 0 {
+                if errno == EINTR { continue }
+                _ = document.finish()
+                throw XoevValidation.ValidationError(code: .inputUnreadable, file: name,
+                                                     message: "read failed: \(String(cString: strerror(errno)))")
+            }
+            if count == 0 { break }
+            if cap > 0 && size + Int64(count) > cap {
+                count = Int(cap - size)
+                truncated = true
+            }
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+            try Self.writeAll(output, chunk)
+            hasher.update(bufferPointer: chunk)
+            size += Int64(count)
+            if !decided { decided = document.feed(chunk) }
+            if truncated {
+                if !decided { _ = document.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<1])) }
+                break
+            }
+        }
+        guard fsync(output) == 0 else { throw SpoolError("cannot flush the spool file: \(String(cString: strerror(errno)))") }
+        close(output)
+        closed = true
+        guard rename(temporary.path, final.path) == 0 else {
+            throw SpoolError("cannot move the spool file into place: \(String(cString: strerror(errno)))")
+        }
+        let dir = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 { fsync(dir); close(dir) }
+        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return Intake(report: document.finish(), path: final, sha256: digest, size: size, truncated: truncated)
+    }
+
+    /// Removes temporary files of intakes a crash interrupted.
+    public func removeIncompleteFiles() {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasSuffix(".tmp") {
+            unlink(directory.appendingPathComponent(name).path)
+        }
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw SpoolError("cannot write the spool file: \(String(cString: strerror(errno)))")
+            }
+            offset += written
+        }
+    }
+}
+
+/// The spool could not keep a payload (disk full, permissions): the submission is not accepted.
+public struct SpoolError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

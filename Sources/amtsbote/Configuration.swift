@@ -1,0 +1,221 @@
+import AmtsbotePipeline
+import ArgumentParser
+import Foundation
+import Logging
+import Postfach
+import XoevRouting
+import XoevValidation
+
+/// The configuration file of `submit`, `route`, `deliveries` and `retry` (Docs/configuration.md). Paths are
+/// relative to the file's folder; without a file the embedded default applies, relative to the working folder.
+struct AmtsboteConfiguration: Codable {
+    struct Routing: Codable {
+        /// Routing table files, or folders whose `*.tsv` files are tables.
+        var tables: [String]
+        var municipalities: String?
+        var retiredKeys: String?
+        /// A text file of known DVDV prefixes, one per line.
+        var dvdvPrefixes: String?
+    }
+
+    struct Backend: Codable {
+        var kind: String
+        var parameters: [String: String]?
+
+        init(kind: String, parameters: [String: String]? = nil) {
+            self.kind = kind
+            self.parameters = parameters
+        }
+
+        enum CodingKeys: String, CodingKey { case kind }
+
+        init(from decoder: any Decoder) throws {
+            kind = try decoder.container(keyedBy: CodingKeys.self).decode(String.self, forKey: .kind)
+            // Every other key is a parameter of the backend.
+            let all = try decoder.singleValueContainer().decode([String: JSONScalar].self)
+            parameters = all.filter { $0.key != "kind" }.mapValues(\.text)
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            try container.encode((parameters ?? [:]).merging(["kind": kind]) { a, _ in a })
+        }
+    }
+
+    struct Postfaecher: Codable {
+        var `default`: String
+        var overrides: [String: String]?
+    }
+
+    struct Retry: Codable {
+        var maxAttempts: Int?
+        var initialDelaySeconds: Double?
+        var multiplier: Double?
+        var maxDelaySeconds: Double?
+    }
+
+    var format: String?
+    var schemas: String?
+    var routing: Routing
+    var backends: [String: Backend]
+    var postfaecher: Postfaecher
+    var ledger: String
+    var spool: String
+    var retry: Retry?
+
+    /// Works out of the box from the project folder: Samples' routing, Postfächer, ledger and spool under
+    /// `amtsbote-data/`.
+    static let embeddedDefault = AmtsboteConfiguration(
+        format: "amtsbote-config/1",
+        schemas: nil,
+        routing: Routing(tables: ["Samples/routing"], municipalities: "Samples/routing/gemeinden_ags_ars_2026-04-30.csv",
+                         retiredKeys: "Samples/routing/ags-retired-since-2011.txt", dvdvPrefixes: nil),
+        backends: ["local": Backend(kind: "filesystem", parameters: ["directory": "amtsbote-data/postfach"])],
+        postfaecher: Postfaecher(default: "local", overrides: nil),
+        ledger: "amtsbote-data/ledger.sqlite",
+        spool: "amtsbote-data/spool",
+        retry: nil)
+}
+
+/// A JSON string, number or boolean read as text (backend parameters).
+struct JSONScalar: Codable {
+    let text: String
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let string = try? container.decode(String.self) { text = string }
+        else if let bool = try? container.decode(Bool.self) { text = String(bool) }
+        else if let number = try? container.decode(Double.self) { text = number == number.rounded() ? String(Int(number)) : String(number) }
+        else { text = "" }
+    }
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(text)
+    }
+}
+
+/// Options shared by the commands that use the pipeline.
+struct PipelineOptions: ParsableArguments {
+    @Option(name: .long, help: "Configuration file (amtsbote-config/1). Default: the embedded default (Samples routing, amtsbote-data/).")
+    var config: String?
+
+    @Option(name: .long, help: "Schema manifest or folder; overrides the configuration.")
+    var schemas: String?
+
+    @Option(name: .long, help: "Log level on standard error.")
+    var logLevel: String = "warning"
+
+    /// Reads the configuration and builds the parts. Configuration errors exit with 2.
+    func load(needsDelivery: Bool = true) throws -> LoadedPipeline {
+        LogSetup.bootstrapOnce(level: Logger.Level(rawValue: logLevel) ?? .warning)
+        do {
+            return try LoadedPipeline(options: self, needsDelivery: needsDelivery)
+        } catch {
+            FileHandle.standardError.write(Data("amtsbote: configuration error: \(error)\n".utf8))
+            throw ExitCode(ExitStatus.usage.rawValue)
+        }
+    }
+}
+
+enum LogSetup {
+    /// swift-log allows one bootstrap per process; each command calls this once, at its start.
+    static func bootstrapOnce(level: Logger.Level) {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}
+
+/// The configured parts: validator, router, backends, ledger, spool.
+struct LoadedPipeline {
+    let validator: Validator
+    let router: Router
+    let pipeline: Pipeline?
+    let ledger: Ledger?
+
+    init(options: PipelineOptions, needsDelivery: Bool) throws {
+        let configuration: AmtsboteConfiguration
+        let base: URL
+        if let path = options.config {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            configuration = try JSONDecoder().decode(AmtsboteConfiguration.self, from: data)
+            if let format = configuration.format, format != "amtsbote-config/1" {
+                throw ConfigurationError("\(path): unknown format '\(format)' (expected amtsbote-config/1)")
+            }
+            base = URL(fileURLWithPath: path).deletingLastPathComponent()
+        } else {
+            configuration = .embeddedDefault
+            base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+        }
+        func resolve(_ path: String) -> URL {
+            path.hasPrefix("/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path).standardizedFileURL
+        }
+
+        let schemaPath = try options.schemas ?? configuration.schemas.map { resolve($0).path } ?? SchemaLocation.resolve(explicit: nil)
+        validator = Validator(schemas: try SchemaSet(manifestAt: schemaPath))
+
+        let directory = try configuration.routing.municipalities.map {
+            try MunicipalityDirectory(csv: resolve($0).path, retiredKeys: configuration.routing.retiredKeys.map { resolve($0).path })
+        }
+        var tables: [RoutingTable] = []
+        for entry in configuration.routing.tables {
+            let url = resolve(entry)
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+                throw ConfigurationError("routing table \(url.path) not found")
+            }
+            let files = isDirectory.boolValue
+                ? try FileManager.default.contentsOfDirectory(atPath: url.path).filter { $0.hasSuffix(".tsv") }.sorted()
+                    .map { url.appendingPathComponent($0).path }
+                : [url.path]
+            for file in files { tables.append(try RoutingTable(file: file, directory: directory)) }
+        }
+        guard !tables.isEmpty else { throw ConfigurationError("no routing table configured") }
+        let prefixes = try configuration.routing.dvdvPrefixes.map { path -> Set<String> in
+            let text = try String(contentsOf: resolve(path), encoding: .utf8)
+            return Set(text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty && !$0.hasPrefix("#") })
+        }
+        router = try Router(tables: tables, directory: directory, dvdvPrefixes: prefixes)
+
+        guard needsDelivery else {
+            pipeline = nil
+            ledger = nil
+            return
+        }
+        let registry = PostfachBackendRegistry.builtIn
+        var backends: [String: any PostfachBackend] = [:]
+        for (name, backend) in configuration.backends {
+            backends[name] = try registry.make(kind: backend.kind, parameters: backend.parameters ?? [:], baseDirectory: base)
+        }
+        guard let defaultBackend = backends[configuration.postfaecher.default] else {
+            throw ConfigurationError("postfaecher.default names no configured backend ('\(configuration.postfaecher.default)')")
+        }
+        var overrides: [String: any PostfachBackend] = [:]
+        for (postfach, name) in configuration.postfaecher.overrides ?? [:] {
+            guard let backend = backends[name] else { throw ConfigurationError("postfaecher.overrides.\(postfach) names no configured backend ('\(name)')") }
+            overrides[postfach] = backend
+        }
+        for backend in backends.values { (backend as? FilesystemBackend)?.removeIncompleteFiles() }
+
+        let ledgerURL = resolve(configuration.ledger)
+        try FileManager.default.createDirectory(at: ledgerURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let ledger = try Ledger(path: ledgerURL.path)
+        let retry = configuration.retry
+        let policy = RetryPolicy(
+            maxAttempts: retry?.maxAttempts ?? 5,
+            initialDelay: .milliseconds(Int64((retry?.initialDelaySeconds ?? 1) * 1000)),
+            multiplier: retry?.multiplier ?? 2,
+            maxDelay: .milliseconds(Int64((retry?.maxDelaySeconds ?? 60) * 1000)))
+        self.ledger = ledger
+        pipeline = Pipeline(validator: validator, router: router,
+                            backends: BackendSelection(default: defaultBackend, overrides: overrides),
+                            ledger: ledger, spool: try Spool(directory: resolve(configuration.spool)), retry: policy)
+    }
+}
+
+struct ConfigurationError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,176 @@
+import AmtsbotePipeline
+import Foundation
+import Postfach
+import XoevRouting
+import XoevValidation
+
+/// One line of `submit`, `route`, `deliveries` and `retry` output. Every key is present in JSON (null when unknown).
+struct SubmissionRecord: Encodable {
+    var id: Int64?
+    var source: String
+    var state: String
+    var postfach: String?
+    var location: String?
+    var deliveryId: String?
+    var duplicateOf: Int64?
+    var attempts: Int?
+    var routing: RoutingSummary?
+    var reasonCode: String?
+    var reason: String?
+
+    init(source: String, state: String, postfach: String? = nil, routing: RoutingSummary? = nil,
+         reasonCode: String? = nil, reason: String? = nil) {
+        self.source = source
+        self.state = state
+        self.postfach = postfach
+        self.routing = routing
+        self.reasonCode = reasonCode
+        self.reason = reason
+    }
+
+    init(_ submission: Submission, ledger: Ledger) {
+        id = submission.id
+        source = submission.source
+        state = submission.state.rawValue
+        postfach = submission.postfach
+        deliveryId = submission.deliveryId
+        duplicateOf = submission.duplicateOf
+        attempts = submission.attempts
+        routing = submission.routing.flatMap { try? JSONDecoder().decode(RoutingSummary.self, from: Data($0.utf8)) }
+        reasonCode = submission.reasonCode
+        reason = submission.reason
+        var receiptSource = submission
+        if let original = submission.duplicateOf, let row = try? ledger.submission(original) {
+            receiptSource = row
+            postfach = row.postfach
+        }
+        location = receiptSource.receipt
+            .flatMap { try? Self.receiptDecoder.decode(Receipt.self, from: Data($0.utf8)) }?.location
+    }
+
+    static let receiptDecoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+
+    /// The exit status a submission in this state contributes.
+    static func status(of submission: Submission, ledger: Ledger) -> ExitStatus {
+        switch submission.state {
+        case .delivered, .duplicate: .allValid
+        case .rejected: .someInvalid
+        case .abandoned: .unreadable
+        case .unroutable: .unroutable
+        case .received, .validated, .queued, .dead: .deliveryFailed
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, source, state, postfach, location, deliveryId, duplicateOf, attempts, routing, reasonCode, reason
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(source, forKey: .source)
+        try c.encode(state, forKey: .state)
+        try c.encode(postfach, forKey: .postfach)
+        try c.encode(location, forKey: .location)
+        try c.encode(deliveryId, forKey: .deliveryId)
+        try c.encode(duplicateOf, forKey: .duplicateOf)
+        try c.encode(attempts, forKey: .attempts)
+        try c.encode(routing, forKey: .routing)
+        try c.encode(reasonCode, forKey: .reasonCode)
+        try c.encode(reason, forKey: .reason)
+    }
+
+    var text: String {
+        let number = id.map { " [#\($0)]" } ?? ""
+        switch state {
+        case "delivered":
+            return "\(source): delivered -> \(postfach ?? "?") (\(location ?? "?"))\(number)"
+        case "duplicate":
+            return "\(source): duplicate of #\(duplicateOf ?? 0), already in \(postfach ?? "?") (\(location ?? "not yet delivered"))\(number)"
+        case "routed":
+            return "\(source): would go to \(postfach ?? "?") (rule \(routing?.rule ?? "?"), \(routing?.level ?? "?") level)"
+        case "queued":
+            return "\(source): queued for retry to \(postfach ?? "?") after \(attempts ?? 0) attempt(s): \(reasonCode ?? "")\(number)"
+        default:
+            return "\(source): \(state): \(reasonCode ?? "?"): \(reason ?? "")\(number)"
+        }
+    }
+}
+
+/// Prints records as text or JSON Lines, and a summary in text mode.
+struct SubmissionPrinter {
+    let format: OutputFormat
+    var showIDs = false
+    private var out = StandardOutput()
+    private let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    init(format: OutputFormat, showIDs: Bool = false) {
+        self.format = format
+        self.showIDs = showIDs
+    }
+
+    mutating func write(_ record: SubmissionRecord) {
+        switch format {
+        case .text:
+            out.append(record.text + "\n")
+        case .json:
+            if let data = try? encoder.encode(record) { out.append(String(decoding: data, as: UTF8.self) + "\n") }
+        }
+    }
+
+    mutating func finish(counts: [SubmissionState: Int]? = nil, run: Int? = nil) {
+        if format == .text, let counts {
+            let parts = SubmissionState.allCases.compactMap { state in counts[state].map { "\($0) \(state.rawValue)" } }
+            let prefix = run.map { "\($0) submission\($0 == 1 ? "" : "s") this run; " } ?? ""
+            out.append("\(prefix)ledger: \(parts.isEmpty ? "empty" : parts.joined(separator: ", "))\n")
+        }
+        out.flush()
+    }
+}
+
+/// Decisions without delivery, for `submit --dry-run` and `route`.
+enum DryRun {
+    struct Line {
+        var record: SubmissionRecord
+        var status: ExitStatus
+        var decision: RoutingDecision?
+
+        func text(explain: Bool) -> String {
+            guard explain, let decision else { return record.text }
+            return record.text + "\n" + decision.explanation.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n")
+        }
+    }
+
+    static func decide(_ outcome: Outcome, router: Router) -> Line {
+        switch outcome {
+        case .unreadable(let document, let code, let message):
+            return Line(record: SubmissionRecord(source: document, state: "unreadable", reasonCode: code, reason: message),
+                        status: .unreadable)
+        case .report(let report):
+            guard report.isValid else {
+                let first = report.errors.first
+                return Line(record: SubmissionRecord(
+                    source: report.document, state: "rejected", reasonCode: first?.code,
+                    reason: first.map { Pipeline.place(of: $0) }), status: .someInvalid)
+            }
+            switch router.route(RoutingKeys(captured: report.captured), at: Date()) {
+            case .failure(let unroutable):
+                return Line(record: SubmissionRecord(source: report.document, state: "unroutable",
+                                                     reasonCode: unroutable.code, reason: unroutable.message),
+                            status: .unroutable)
+            case .success(let decision):
+                return Line(record: SubmissionRecord(source: report.document, state: "routed",
+                                                     postfach: decision.postfach.value, routing: RoutingSummary(decision)),
+                            status: .allValid, decision: decision)
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+import AmtsbotePipeline
+import ArgumentParser
+import Foundation
+import XoevRouting
+import XoevValidation
+
+/// `amtsbote submit`: validate, route and deliver, recording every step in the ledger.
+struct SubmitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit",
+        abstract: "Validate, route and deliver submissions (files, folders or - for standard input).",
+        discussion: """
+        Every submission is recorded in the ledger before anything else happens, and ends delivered, or kept with
+        its reason: rejected (invalid), unroutable, duplicate (same message id as an earlier one), or dead
+        (delivery failed after retries; `amtsbote retry` re-queues). A restart first resumes unfinished work.
+
+        EXIT CODES (the highest applies)
+          0  every document delivered (or a resend of one already delivered)
+          1  at least one document rejected as invalid
+          2  usage or configuration error
+          3  at least one input could not be read
+          4  at least one document could not be routed
+          5  at least one delivery failed (queued for retry or dead-lettered)
+        """
+    )
+
+    @Argument(help: "Files, folders (recursively, *.xml) or - for standard input.")
+    var paths: [String] = []
+
+    @OptionGroup var options: PipelineOptions
+
+    @Flag(name: .long, help: "Validate and route, print the decision, deliver nothing and record nothing.")
+    var dryRun = false
+
+    @Option(name: .long, help: "Output format: text or json (one object per document and line).")
+    var format: OutputFormat = .text
+
+    @Option(name: .long, help: "Seconds to wait for retries of failed deliveries before exiting (0 = do not wait).")
+    var wait: Double = 30
+
+    func validate() throws {
+        if paths.isEmpty { throw ValidationError("give at least one file, folder or - for standard input") }
+        if paths.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input (-) can be read only once") }
+        if wait < 0 { throw ValidationError("--wait must not be negative") }
+    }
+
+    func run() async throws {
+        let loaded = try options.load(needsDelivery: !dryRun)
+        var printer = SubmissionPrinter(format: format)
+        var status = ExitStatus.allValid
+        if dryRun {
+            for source in InputFiles.expand(paths) {
+                let outcome = ValidateCommand.validate(source, with: loaded.validator)
+                let line = DryRun.decide(outcome, router: loaded.router)
+                status = max(status, line.status)
+                printer.write(line.record)
+            }
+            printer.finish()
+            throw ExitCode(status.rawValue)
+        }
+        guard let pipeline = loaded.pipeline else { throw ExitCode(ExitStatus.usage.rawValue) }
+        let resumed = try await pipeline.recover()
+        if !resumed.isEmpty {
+            FileHandle.standardError.write(Data("amtsbote: resumed \(resumed.count) unfinished submission(s) from an earlier run\n".utf8))
+        }
+        var submitted: [Int64] = []
+        for source in InputFiles.expand(paths) {
+            let submission: Submission
+            switch source {
+            case .file(let path): submission = try await pipeline.submit(file: path)
+            case .standardInput: submission = try await pipeline.submit(fileDescriptor: STDIN_FILENO, named: "-")
+            case .unreadable(let path, let reason):
+                printer.write(SubmissionRecord(source: path, state: "unreadable", reasonCode: "input.unreadable", reason: reason))
+                status = max(status, .unreadable)
+                continue
+            }
+            if let id = submission.id { submitted.append(id) }
+            if submission.state != .queued { printer.write(SubmissionRecord(submission, ledger: pipeline.ledger)) }
+        }
+        try await pipeline.drain(waitingAtMost: .milliseconds(Int64(wait * 1000)))
+        // Report each submission of this run in its final state (queued ones after their retries).
+        for id in submitted {
+            guard let submission = try pipeline.ledger.submission(id) else { continue }
+            status = max(status, SubmissionRecord.status(of: submission, ledger: pipeline.ledger))
+            if submission.attempts > 1 || submission.state == .queued {
+                printer.write(SubmissionRecord(submission, ledger: pipeline.ledger))
+            }
+        }
+        printer.finish(counts: try pipeline.ledger.counts(), run: submitted.count)
+        throw ExitCode(status.rawValue)
+    }
+}
+
+/// `amtsbote route --explain FILE`: the routing decision for documents, without delivering.
+struct RouteCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "route",
+        abstract: "Show where documents would go and why (validates them; delivers and records nothing).",
+        discussion: "EXIT CODES: 0 routed, 1 invalid, 2 configuration error, 3 unreadable, 4 unroutable."
+    )
+
+    @Argument(help: "Files or - for standard input.")
+    var paths: [String] = []
+
+    @Flag(name: .long, help: "Print every step of the hierarchical search.")
+    var explain = false
+
+    @OptionGroup var options: PipelineOptions
+
+    func validate() throws {
+        if paths.isEmpty { throw ValidationError("give at least one file or - for standard input") }
+    }
+
+    func run() async throws {
+        let loaded = try options.load(needsDelivery: false)
+        var status = ExitStatus.allValid
+        var out = StandardOutput()
+        for source in InputFiles.expand(paths) {
+            let outcome = ValidateCommand.validate(source, with: loaded.validator)
+            let line = DryRun.decide(outcome, router: loaded.router)
+            status = max(status, line.status)
+            out.append(line.text(explain: explain) + "\n")
+        }
+        out.flush()
+        throw ExitCode(status.rawValue)
+    }
+}
+
+/// `amtsbote deliveries`: the ledger, listed.
+struct DeliveriesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deliveries",
+        abstract: "List submissions in the ledger with their state, Postfach, attempts and reason.")
+
+    @Option(name: .long, help: "Only these states (repeatable): \(SubmissionState.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var state: [String] = []
+
+    @Option(name: .long, help: "Output format: text or json.")
+    var format: OutputFormat = .text
+
+    @OptionGroup var options: PipelineOptions
+
+    func validate() throws {
+        for name in state where SubmissionState(rawValue: name) == nil {
+            throw ValidationError("unknown state '\(name)'")
+        }
+    }
+
+    func run() async throws {
+        let loaded = try options.load()
+        guard let ledger = loaded.ledger else { throw ExitCode(ExitStatus.usage.rawValue) }
+        let states = state.isEmpty ? nil : state.compactMap(SubmissionState.init(rawValue:))
+        var printer = SubmissionPrinter(format: format, showIDs: true)
+        for submission in try ledger.submissions(states: states) {
+            printer.write(SubmissionRecord(submission, ledger: ledger))
+        }
+        printer.finish(counts: try ledger.counts(), run: nil)
+    }
+}
+
+/// `amtsbote retry`: dead letters back into the queue, then deliver.
+struct RetryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retry",
+        abstract: "Re-queue dead (and waiting) deliveries, all or by ledger id, and deliver them now.",
+        discussion: "EXIT CODES: 0 all delivered, 2 configuration error, 5 some still failing.")
+
+    @Argument(help: "Ledger ids (see `amtsbote deliveries`); none = every dead or queued submission.")
+    var ids: [Int64] = []
+
+    @Option(name: .long, help: "Seconds to wait for further retries before exiting.")
+    var wait: Double = 30
+
+    @OptionGroup var options: PipelineOptions
+
+    func run() async throws {
+        let loaded = try options.load()
+        guard let pipeline = loaded.pipeline else { throw ExitCode(ExitStatus.usage.rawValue) }
+        _ = try await pipeline.recover()
+        let requeued = try pipeline.requeue(ids.isEmpty ? nil : ids)
+        try await pipeline.drain(waitingAtMost: .milliseconds(Int64(wait * 1000)))
+        var printer = SubmissionPrinter(format: .text, showIDs: true)
+        var status = ExitStatus.allValid
+        for submission in requeued {
+            guard let id = submission.id, let now = try pipeline.ledger.submission(id) else { continue }
+            status = max(status, SubmissionRecord.status(of: now, ledger: pipeline.ledger))
+            printer.write(SubmissionRecord(now, ledger: pipeline.ledger))
+        }
+        printer.finish(counts: try pipeline.ledger.counts(), run: requeued.count)
+        throw ExitCode(status.rawValue)
+    }
+}
+
+extension ExitStatus: Comparable {
+    static func < (lhs: ExitStatus, rhs: ExitStatus) -> Bool { lhs.rawValue < rhs.rawValue }
+}
