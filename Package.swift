@@ -85,6 +85,10 @@ let package = Package(
             dependencies: ["Postfach", "PostfachTesting", "AmtsboteTestSupport"]
         ),
         .testTarget(
+            name: "AmtsbotePipelineTests",
+            dependencies: ["AmtsbotePipeline", "Postfach", "XoevValidation", "XoevRouting", "AmtsboteTestSupport"]
+        ),
+        .testTarget(
             name: "AmtsboteCLITests",
             dependencies: ["amtsbote", "AmtsboteTestSupport"]
         ),

@@ -21,10 +21,8 @@ public struct RetryPolicy: Sendable, Hashable {
 
     /// The wait after the `attempt`-th failure (1-based).
     public func delay(afterAttempt attempt: Int) -> Duration {
-        let factor = pow(multiplier, Double(max(0, attempt - 1)))
-        let seconds = min(Double(initialDelay.components.seconds) + Double(initialDelay.components.attoseconds) / 1e18, 1e9) * factor
-        let capped = min(seconds, Double(maxDelay.components.seconds) + Double(maxDelay.components.attoseconds) / 1e18)
-        return .milliseconds(Int64(capped * 1000))
+        let seconds = min(initialDelay.seconds * pow(multiplier, Double(max(0, attempt - 1))), maxDelay.seconds)
+        return .milliseconds(Int64((seconds * 1000).rounded()))
     }
 }
 
@@ -289,7 +287,7 @@ extension JSONEncoder {
     static var receipts: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
     }
 }

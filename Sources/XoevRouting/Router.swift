@@ -146,7 +146,10 @@ public struct Router: Sendable {
         if let ars {
             chain.append((.gemeinde, ars.digits))
         }
-        chain.append((.gemeinde, "ags:" + ags.digits))
+        // With a municipality list, AGS rules were rewritten to the ARS at load time; without one they stay AGS.
+        if ars == nil || directory == nil {
+            chain.append((.gemeinde, "ags:" + ags.digits))
+        }
         if let ars, !ars.digits.dropFirst(5).prefix(4).allSatisfy({ $0 == "0" }) {
             chain.append((.verband, ars.verband))
         }

@@ -63,18 +63,19 @@ struct AmtsboteConfiguration: Codable {
     var spool: String
     var retry: Retry?
 
-    /// Works out of the box from the project folder: Samples' routing, Postfächer, ledger and spool under
-    /// `amtsbote-data/`.
-    static let embeddedDefault = AmtsboteConfiguration(
-        format: "amtsbote-config/1",
-        schemas: nil,
-        routing: Routing(tables: ["Samples/routing"], municipalities: "Samples/routing/gemeinden_ags_ars_2026-04-30.csv",
-                         retiredKeys: "Samples/routing/ags-retired-since-2011.txt", dvdvPrefixes: nil),
-        backends: ["local": Backend(kind: "filesystem", parameters: ["directory": "amtsbote-data/postfach"])],
-        postfaecher: Postfaecher(default: "local", overrides: nil),
-        ledger: "amtsbote-data/ledger.sqlite",
-        spool: "amtsbote-data/spool",
-        retry: nil)
+    /// Works out of the box from the project folder: Samples' routing, Postfächer, ledger and spool under `data`.
+    static func embeddedDefault(data: String) -> AmtsboteConfiguration {
+        AmtsboteConfiguration(
+            format: "amtsbote-config/1",
+            schemas: nil,
+            routing: Routing(tables: ["Samples/routing"], municipalities: "Samples/routing/gemeinden_ags_ars_2026-04-30.csv",
+                             retiredKeys: "Samples/routing/ags-retired-since-2011.txt", dvdvPrefixes: nil),
+            backends: ["local": Backend(kind: "filesystem", parameters: ["directory": data + "/postfach"])],
+            postfaecher: Postfaecher(default: "local", overrides: nil),
+            ledger: data + "/ledger.sqlite",
+            spool: data + "/spool",
+            retry: nil)
+    }
 }
 
 /// A JSON string, number or boolean read as text (backend parameters).
@@ -101,10 +102,17 @@ struct PipelineOptions: ParsableArguments {
     @Option(name: .long, help: "Schema manifest or folder; overrides the configuration.")
     var schemas: String?
 
+    @Option(name: .long, help: "Folder for Postfächer, ledger and spool of the embedded default (default: ./amtsbote-data).")
+    var data: String?
+
     @Option(name: .long, help: "Log level on standard error.")
     var logLevel: String = "warning"
 
     /// Reads the configuration and builds the parts. Configuration errors exit with 2.
+    func validate() throws {
+        if data != nil && config != nil { throw ValidationError("--data belongs to the embedded default; a configuration file names its own folders") }
+    }
+
     func load(needsDelivery: Bool = true) throws -> LoadedPipeline {
         LogSetup.bootstrapOnce(level: Logger.Level(rawValue: logLevel) ?? .warning)
         do {
@@ -145,7 +153,7 @@ struct LoadedPipeline {
             }
             base = URL(fileURLWithPath: path).deletingLastPathComponent()
         } else {
-            configuration = .embeddedDefault
+            configuration = .embeddedDefault(data: options.data ?? "amtsbote-data")
             base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
         }
         func resolve(_ path: String) -> URL {

@@ -126,3 +126,24 @@ extension LoopbackCanary {
         return Result { try LoopbackCanary.start(badInputs: badInputs) }
     }()
 }
+
+/// Submissions made from the samples, each with a fresh message id.
+public enum SampleSubmissions {
+    /// The Köln sample's message UUID, replaced in copies.
+    public static let koelnUUID = "3f2b9c1e-8d4a-4e6b-9a7c-1d2e3f4a5b6c"
+
+    /// Writes `count` copies of the Köln Anmeldung with distinct UUIDs into `directory`; returns their UUIDs.
+    @discardableResult
+    public static func write(count: Int, into directory: URL) throws -> [String] {
+        let template = try String(contentsOf: TestEnvironment.projectRoot
+            .appendingPathComponent("Samples/valid/wohnsitz-anmeldung-koeln.xml"), encoding: .utf8)
+        var ids: [String] = []
+        for index in 0..<count {
+            let id = String(format: "00000000-0000-4000-8000-%012d", index)
+            try template.replacingOccurrences(of: koelnUUID, with: id)
+                .write(to: directory.appendingPathComponent(String(format: "antrag-%05d.xml", index)), atomically: false, encoding: .utf8)
+            ids.append(id)
+        }
+        return ids
+    }
+}

@@ -1,0 +1,98 @@
+import AmtsboteTestSupport
+import Foundation
+import Testing
+
+/// kill -9 at random moments during `amtsbote submit`, restart, and check that nothing was lost or doubled.
+@Suite("Crash safety of submit (SIGKILL)")
+struct CrashTests {
+    /// A configuration over a temporary data folder, with the project's schemas and sample routing.
+    static func configuration(in directory: URL) throws -> URL {
+        let root = TestEnvironment.projectRoot.path
+        let config = """
+            {
+              "format": "amtsbote-config/1",
+              "schemas": "\(root)/Schemas",
+              "routing": {
+                "tables": ["\(root)/Samples/routing"],
+                "municipalities": "\(root)/Samples/routing/gemeinden_ags_ars_2026-04-30.csv",
+                "retiredKeys": "\(root)/Samples/routing/ags-retired-since-2011.txt"
+              },
+              "backends": {"local": {"kind": "filesystem", "directory": "postfach"}},
+              "postfaecher": {"default": "local"},
+              "ledger": "ledger.sqlite",
+              "spool": "spool"
+            }
+            """
+        let url = directory.appendingPathComponent("amtsbote.json")
+        try config.write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    @Test("submissions killed at random moments and restarted end delivered exactly once, with no partial file")
+    func killAndRestart() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let count = Int(environment["AMTSBOTE_CRASH_SUBMISSIONS"] ?? "") ?? 300
+        let kills = Int(environment["AMTSBOTE_CRASH_KILLS"] ?? "") ?? 12
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let inbox = directory.appendingPathComponent("inbox")
+        try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+        let ids = try SampleSubmissions.write(count: count, into: inbox)
+        let config = try Self.configuration(in: directory)
+        var generator = SystemRandomNumberGenerator()
+        var killed = 0
+        let postfach = directory.appendingPathComponent("postfach/gemeinde-05315000-koeln")
+        func deliveredSoFar() -> Int {
+            ((try? FileManager.default.contentsOfDirectory(atPath: postfach.path)) ?? []).filter { $0.hasSuffix(".xml") }.count
+        }
+        for _ in 0..<kills {
+            // Kill after a random number of new deliveries plus a random few milliseconds, so the kills land in
+            // new work (spooling, ledger writes, the delivery itself), not only in resends of what is done.
+            let target = deliveredSoFar() + Int.random(in: 1...max(1, count / kills), using: &generator)
+            let process = Process()
+            process.executableURL = CLI.binary
+            process.arguments = ["submit", "--config", config.path, "--wait", "0", inbox.path]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            while process.isRunning && deliveredSoFar() < target { try await Task.sleep(for: .milliseconds(2)) }
+            try await Task.sleep(for: .microseconds(Int.random(in: 0...15_000, using: &generator)))
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                killed += 1
+            }
+            process.waitUntilExit()
+        }
+        #expect(killed >= kills / 2, "the runs finished too fast to be killed; raise AMTSBOTE_CRASH_SUBMISSIONS")
+        let final = try CLI.run(["submit", "--config", config.path, "--wait", "0", inbox.path])
+        #expect(final.status == 0, "\(final.stderr)")
+
+        // The Postfach: every message exactly once, complete, with its metadata; nothing else.
+        let files = try FileManager.default.contentsOfDirectory(atPath: postfach.path)
+        let payloads = files.filter { $0.hasSuffix(".xml") }.map { String($0.dropLast(4)) }
+        #expect(payloads.count == count)
+        #expect(Set(payloads) == Set(ids))
+        #expect(files.count == 2 * count, "one .json per .xml and no partial file: \(files.filter { !$0.hasSuffix(".xml") && !$0.hasSuffix(".json") })")
+        for (index, id) in ids.enumerated() {
+            let expected = try Data(contentsOf: inbox.appendingPathComponent(String(format: "antrag-%05d.xml", index)))
+            #expect(try Data(contentsOf: postfach.appendingPathComponent(id + ".xml")) == expected, "\(id)")
+        }
+        let incoming = try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("postfach/.incoming").path)
+        #expect(incoming.isEmpty, "temporary files were cleaned up")
+
+        // The ledger agrees: one delivered row per message, every other row a duplicate or an abandoned intake.
+        let listing = try CLI.run(["deliveries", "--config", config.path, "--format", "json"])
+        let rows = try listing.stdout.split(separator: "\n").map {
+            try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+        let delivered = rows.filter { $0["state"] as? String == "delivered" }
+        #expect(delivered.count == count)
+        #expect(Set(delivered.compactMap { $0["deliveryId"] as? String }) == Set(ids))
+        let others = Set(rows.compactMap { $0["state"] as? String }).subtracting(["delivered"])
+        #expect(others.isSubset(of: ["duplicate", "abandoned"]), "\(others)")
+        for row in delivered {
+            let location = try #require(row["location"] as? String)
+            #expect(FileManager.default.fileExists(atPath: location))
+        }
+    }
+}

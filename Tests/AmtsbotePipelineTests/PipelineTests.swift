@@ -1,0 +1,189 @@
+import AmtsboteTestSupport
+import Foundation
+import Postfach
+import Testing
+@testable import AmtsbotePipeline
+import XoevRouting
+import XoevValidation
+
+/// A pipeline over temporary directories, the project's schemas and sample routing.
+struct Harness {
+    let directory: URL
+    let ledger: Ledger
+    let pipeline: Pipeline
+
+    static let validator: Validator = {
+        do { return Validator(schemas: try SchemaSet(manifestAt: TestEnvironment.projectRoot.appendingPathComponent("Schemas").path)) }
+        catch { fatalError("\(error)") }
+    }()
+    static let router: Router = {
+        let routing = TestEnvironment.projectRoot.appendingPathComponent("Samples/routing")
+        do {
+            let directory = try MunicipalityDirectory(csv: routing.appendingPathComponent("gemeinden_ags_ars_2026-04-30.csv").path,
+                                                      retiredKeys: routing.appendingPathComponent("ags-retired-since-2011.txt").path)
+            return try Router(tables: [RoutingTable(file: routing.appendingPathComponent("routing-2026-04-30.tsv").path,
+                                                    directory: directory)], directory: directory)
+        } catch { fatalError("\(error)") }
+    }()
+
+    init(backend: (any PostfachBackend)? = nil, retry: RetryPolicy = RetryPolicy(maxAttempts: 3, initialDelay: .milliseconds(10))) throws {
+        directory = try TestEnvironment.temporaryDirectory()
+        ledger = try Ledger(path: directory.appendingPathComponent("ledger.sqlite").path)
+        let backend = try backend ?? FilesystemBackend(root: directory.appendingPathComponent("postfach"))
+        pipeline = Pipeline(validator: Self.validator, router: Self.router, backends: BackendSelection(default: backend),
+                            ledger: ledger, spool: try Spool(directory: directory.appendingPathComponent("spool")), retry: retry)
+    }
+
+    func sample(_ relative: String) -> String {
+        TestEnvironment.projectRoot.appendingPathComponent("Samples/\(relative)").path
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: directory) }
+}
+
+@Suite("Pipeline: validate, route, deliver, with the ledger first")
+struct PipelineTests {
+    @Test("valid samples are delivered unchanged into the right Postfach, with receipts")
+    func delivered() async throws {
+        let harness = try Harness()
+        defer { harness.remove() }
+        let submission = try await harness.pipeline.submit(file: harness.sample("valid/wohnsitz-anmeldung-koeln.xml"))
+        #expect(submission.state == .delivered)
+        #expect(submission.postfach == "gemeinde-05315000-koeln")
+        #expect(submission.deliveryId == SampleSubmissions.koelnUUID)
+        let file = harness.directory.appendingPathComponent("postfach/gemeinde-05315000-koeln/\(SampleSubmissions.koelnUUID).xml")
+        #expect(try Data(contentsOf: file) == Data(contentsOf: URL(fileURLWithPath: harness.sample("valid/wohnsitz-anmeldung-koeln.xml"))))
+        let receipt = try #require(submission.receipt)
+        #expect(receipt.contains(file.path))
+        let routing = try #require(submission.routing)
+        #expect(routing.contains("\"level\":\"Gemeinde\""))
+    }
+
+    @Test("invalid and unroutable submissions are kept with their reason, payload included")
+    func keptWithReason() async throws {
+        let harness = try Harness()
+        defer { harness.remove() }
+        let rejected = try await harness.pipeline.submit(file: harness.sample("invalid/wohnsitz-unmoegliches-datum.xml"))
+        #expect(rejected.state == .rejected)
+        #expect(rejected.reasonCode == "schema.value.type")
+        #expect(rejected.reason == "line 32, column 48 (/wa:wohnsitz.anmeldung.0101/wa:einzugsdatum)")
+        #expect(FileManager.default.fileExists(atPath: try #require(rejected.spoolPath)))
+        let retired = try await harness.pipeline.submit(file: harness.sample("unroutable/wohnsitz-anmeldung-hanau-alter-schluessel.xml"))
+        #expect(retired.state == .unroutable)
+        #expect(retired.reasonCode == "route.key-retired")
+        let unknown = try await harness.pipeline.submit(file: harness.sample("unroutable/hundesteuer-unbekannte-gemeinde.xml"))
+        #expect(unknown.reasonCode == "route.key-unknown")
+        let missing = try await harness.pipeline.submit(file: harness.directory.appendingPathComponent("nope.xml").path)
+        #expect(missing.state == .abandoned)
+        #expect(missing.reasonCode == "input.unreadable")
+        #expect(try harness.ledger.counts() == [.rejected: 1, .unroutable: 2, .abandoned: 1])
+    }
+
+    @Test("the same message id twice: delivered once, the resend is a duplicate pointing at the original")
+    func duplicates() async throws {
+        let harness = try Harness()
+        defer { harness.remove() }
+        let first = try await harness.pipeline.submit(file: harness.sample("valid/gewerbe-anmeldung-gmbh-muenchen.xml"))
+        let second = try await harness.pipeline.submit(file: harness.sample("valid/gewerbe-anmeldung-gmbh-muenchen.xml"))
+        #expect(first.state == .delivered)
+        #expect(second.state == .duplicate)
+        #expect(second.duplicateOf == first.id)
+        let postfach = harness.directory.appendingPathComponent("postfach/land-09-bayern")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: postfach.path).filter { $0.hasSuffix(".xml") }.count == 1)
+    }
+
+    @Test("a failing backend retries with backoff, ends in dead letter, and recovers with requeue")
+    func deadLetterAndRetry() async throws {
+        let backend = InMemoryBackend()
+        await backend.failNext(3, with: PostfachError(code: .unavailable, message: "Fachverfahren offline"))
+        let harness = try Harness(backend: backend)
+        defer { harness.remove() }
+        let first = try await harness.pipeline.submit(file: harness.sample("valid/wohnsitz-anmeldung-koeln.xml"))
+        #expect(first.state == .queued)
+        #expect(first.attempts == 1)
+        let next = try #require(first.nextAttemptAt)
+        #expect(next > first.updatedAt.addingTimeInterval(-1))
+        try await harness.pipeline.drain(waitingAtMost: .seconds(120))
+        let dead = try #require(try harness.ledger.submission(first.id!))
+        #expect(dead.state == .dead)
+        #expect(dead.attempts == 3)
+        #expect(dead.reasonCode == "postfach.unavailable")
+        #expect(dead.reason == "Fachverfahren offline")
+        #expect(FileManager.default.fileExists(atPath: try #require(dead.spoolPath)), "the dead letter keeps its payload")
+        #expect(await backend.count == 0)
+        let requeued = try harness.pipeline.requeue(nil)
+        #expect(requeued.map(\.id) == [first.id])
+        try await harness.pipeline.drain(waitingAtMost: .seconds(120))
+        let delivered = try #require(try harness.ledger.submission(first.id!))
+        #expect(delivered.state == .delivered)
+        #expect(await backend.count == 1)
+    }
+
+    @Test("a permanent failure goes to dead letter at once")
+    func permanentFailure() async throws {
+        let backend = InMemoryBackend()
+        await backend.failNext(1, with: PostfachError(code: .rejected, message: "payload refused"))
+        let harness = try Harness(backend: backend)
+        defer { harness.remove() }
+        let submission = try await harness.pipeline.submit(file: harness.sample("valid/wohnsitz-anmeldung-koeln.xml"))
+        #expect(submission.state == .dead)
+        #expect(submission.attempts == 1)
+    }
+
+    @Test("after a crash: interrupted intakes are abandoned, validated ones routed, queued ones delivered")
+    func recovery() async throws {
+        let harness = try Harness()
+        defer { harness.remove() }
+        // A crash while reading: the row exists, no payload.
+        let interrupted = try harness.ledger.recordReceived(source: "upload-1", at: Date())
+        // A crash after validation: the row knows its keys, nothing routed yet.
+        let validated = try await harness.pipeline.submit(file: harness.sample("valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml"))
+        var rewound = validated
+        rewound.state = .validated
+        rewound.postfach = nil
+        rewound.receipt = nil
+        try harness.ledger.save(rewound)
+        let resumed = try await harness.pipeline.recover()
+        #expect(try harness.ledger.submission(interrupted.id!)?.state == .abandoned)
+        let redone = try #require(resumed.first { $0.id == validated.id })
+        #expect(redone.state == .delivered)
+        // The Postfach already held it: the receipt says so, and there is still one copy.
+        #expect(redone.receipt?.contains("\"alreadyPresent\":true") == true)
+        let files = try FileManager.default.contentsOfDirectory(
+            atPath: harness.directory.appendingPathComponent("postfach/gemeinde-05915000-hamm").path)
+        #expect(files.filter { $0.hasSuffix(".xml") }.count == 1)
+    }
+
+    @Test("standard input and other streams are spooled while validated")
+    func stream() async throws {
+        let harness = try Harness()
+        defer { harness.remove() }
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        let data = try Data(contentsOf: URL(fileURLWithPath: harness.sample("valid/wohnsitz-anmeldung-koeln.xml")))
+        let writeEnd = fds[1], readEnd = fds[0]
+        let writer = Thread {
+            data.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    let n = write(writeEnd, raw.baseAddress! + offset, min(97, raw.count - offset))
+                    if n <= 0 { break }
+                    offset += n
+                }
+            }
+            close(writeEnd)
+        }
+        writer.start()
+        let submission = try await harness.pipeline.submit(fileDescriptor: readEnd, named: "-")
+        close(readEnd)
+        #expect(submission.state == .delivered)
+        #expect(submission.payloadSize == Int64(data.count))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: submission.spoolPath!)) == data)
+    }
+
+    @Test("backoff grows exponentially up to its cap")
+    func backoff() {
+        let policy = RetryPolicy(maxAttempts: 6, initialDelay: .seconds(1), multiplier: 2, maxDelay: .seconds(5))
+        #expect((1...5).map { policy.delay(afterAttempt: $0) } == [.seconds(1), .seconds(2), .seconds(4), .seconds(5), .seconds(5)])
+    }
+}
