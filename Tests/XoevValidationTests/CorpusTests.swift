@@ -44,6 +44,14 @@ struct CorpusTests {
         try Self.expectAllValid(try Self.files("xoev-xbeteiligung/tests/res"), count: 6, schema: "xbeteiligung-1.2")
     }
 
+    @Test("XÖV header keys are captured in the validation pass with the default capture paths")
+    func xbeteiligungCaptures() throws {
+        let validator = try Self.validator.get()
+        let corpus = try #require(TestEnvironment.corpus)
+        let report = try validator.validate(file: corpus.appendingPathComponent("xoev-xbeteiligung/tests/res/example402FromCockpit.xml").path)
+        #expect(report.captured == ["messageId": "f4d3b213-1ce1-4ec5-a7b1-763ca250dcf1", "behoerdenkennung": "xyz:0002"])
+    }
+
     @Test("xdomea 2.3.0, 2.4.0, 3.0.0: all 12 messages valid against their version's schema")
     func xdomea() throws {
         let files = try Self.files("xoev-xdomea-lath/message_generation/pattern")

@@ -38,6 +38,17 @@ struct SampleTests {
         #expect(rendered == golden)
     }
 
+    @Test("routing keys are captured while validating, the first occurrence of each path")
+    func captures() throws {
+        let report = try Validator(schemas: Fixtures.ownSchemas).validate(file: Fixtures.sample("valid", "wohnsitz-anmeldung-familie-hanau.xml"))
+        #expect(report.captured == [
+            "messageId": "7a1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", "behoerdenkennungPraefix": "mel",
+            "behoerdenkennung": "06415000", "leistung": "99115001001000", "ags": "06415000",
+        ])
+        let invalid = try Validator(schemas: Fixtures.ownSchemas).validate(file: Fixtures.sample("invalid", "mit-doctype.xml"))
+        #expect(invalid.captured.isEmpty)
+    }
+
     @Test("every invalid sample has a golden file and every golden file a sample")
     func goldenFilesMatchSamples() throws {
         let golden = try FileManager.default.contentsOfDirectory(
