@@ -40,16 +40,17 @@ const char *axs_code_for_schema_parser_error(int code, const char *message);
 /* Byte pre-scan: bounded attributes per start tag, before libxml2 sees the bytes. */
 typedef struct {
     int state;
-    int marker;          /* consecutive '-' or ']' or '?' seen, depending on state */
+    unsigned char last1; /* the last two bytes of the previous chunk, for closes split across chunks */
+    unsigned char last2;
     int32_t attributes;  /* '=' outside quotes in the current start tag */
     int32_t limit;
-    long line;           /* 1-based line of the scan position */
-    long column;         /* 1-based column of the scan position */
-    long tag_line, tag_column;
+    size_t tag_start;    /* offset of the current tag's '<' in the chunk being scanned */
+    int tag_started_here;
 } axs_prescan;
 
 void axs_prescan_init(axs_prescan *scan, int32_t max_attributes);
-/* Returns the number of bytes that are safe to feed; less than `length` when a start tag exceeds the limit. */
+/* Returns the number of bytes that are safe to feed; less than `length` when a start tag exceeds the limit (then
+ * the offset of that tag's '<' when the tag began in this chunk). */
 size_t axs_prescan_run(axs_prescan *scan, const unsigned char *bytes, size_t length);
 
 #endif

@@ -2,7 +2,7 @@ import Foundation
 import XoevValidation
 
 /// The result for one input: a report, or the reason it could not be read.
-enum Outcome {
+enum Outcome: Sendable {
     case report(ValidationReport)
     case unreadable(document: String, code: String, message: String)
 }

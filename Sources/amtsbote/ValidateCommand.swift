@@ -60,6 +60,9 @@ struct ValidateCommand: ParsableCommand {
     @Option(name: .long, help: "Most findings listed per document.")
     var maxDiagnostics: Int = ValidationLimits.safeProfile.maxDiagnostics
 
+    @Option(name: .shortAndLong, help: "Documents validated at once (default: the number of cores). Output stays in input order.")
+    var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+
     @Option(name: .long, help: "Log level on standard error (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "warning"
 
@@ -69,6 +72,7 @@ struct ValidateCommand: ParsableCommand {
         if !catalog.isEmpty && xsd == nil { throw ValidationError("--catalog belongs to --xsd; a manifest names its own catalogs") }
         if paths.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input (-) can be read only once") }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("unknown log level '\(logLevel)'") }
+        if jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         if maxDepth < 1 || maxAttributes < 1 || maxSize < 0 || maxText < 0 || maxDiagnostics < 1 {
             throw ValidationError("limits must be positive (0 switches --max-size and --max-text off)")
         }
@@ -95,8 +99,7 @@ struct ValidateCommand: ParsableCommand {
         case (false, .json): JSONLinesReporter()
         }
         var tally = Tally()
-        for source in InputFiles.expand(paths) {
-            let outcome = Self.validate(source, with: validator)
+        ParallelValidation(inputs: InputFiles.expand(paths), validator: validator, jobs: jobs).run { outcome in
             tally.count(outcome)
             switch outcome {
             case .report(let report):
