@@ -6,6 +6,9 @@
  * at bytes one by one where it can (about 1 instruction per byte; a byte-by-byte switch cost 24). */
 #include "shim_internal.h"
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 enum {
     S_TEXT, S_LT, S_BANG, S_BANG_DASH, S_COMMENT, S_CDATA, S_PI, S_DECL, S_TAG, S_TAG_DQ, S_TAG_SQ, S_END_TAG
@@ -15,6 +18,23 @@ enum {
 static const unsigned char tag_special[256] = {
     ['>'] = 1, ['"'] = 1, ['\''] = 1, ['='] = 1,
 };
+
+/* Index of the first byte at or after `i` that ends a run inside a start tag, or `length`. */
+static size_t skip_tag_run(const unsigned char *bytes, size_t i, size_t length) {
+#if defined(__SSE2__)
+    const __m128i gt = _mm_set1_epi8('>'), dq = _mm_set1_epi8('"'), sq = _mm_set1_epi8('\''), eq = _mm_set1_epi8('=');
+    while (i + 16 <= length) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(bytes + i));
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, gt), _mm_cmpeq_epi8(v, dq)),
+                                   _mm_or_si128(_mm_cmpeq_epi8(v, sq), _mm_cmpeq_epi8(v, eq)));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        if (mask != 0) return i + (size_t)__builtin_ctz(mask);
+        i += 16;
+    }
+#endif
+    while (i < length && !tag_special[bytes[i]]) i++;
+    return i;
+}
 
 void axs_prescan_init(axs_prescan *scan, int32_t max_attributes) {
     memset(scan, 0, sizeof *scan);
@@ -110,7 +130,7 @@ static size_t scan(axs_prescan *s, const unsigned char *bytes, size_t length) {
             break;
         }
         case S_TAG: {
-            while (i < length && !tag_special[bytes[i]]) i++;
+            i = skip_tag_run(bytes, i, length);
             if (i == length) return length;
             unsigned char c = bytes[i++];
             if (c == '>') s->state = S_TEXT;

@@ -42,6 +42,13 @@ struct StandardOutput {
         if buffer.count >= 64 * 1024 { flush() }
     }
 
+    /// The encoder of every JSON Lines output: sorted keys, slashes as they are.
+    static func jsonLineEncoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+
     mutating func flush() {
         guard !buffer.isEmpty else { return }
         buffer.withUnsafeBytes { raw in
@@ -91,11 +98,7 @@ struct TextReporter: Reporter {
 /// One JSON object per document and line (JSON Lines); the format is documented in Docs/json-output.md.
 struct JSONLinesReporter: Reporter {
     private var out = StandardOutput()
-    private let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
+    private let encoder = StandardOutput.jsonLineEncoder()
 
     mutating func write(_ outcome: Outcome) {
         let record: DocumentRecord = switch outcome {
@@ -129,7 +132,7 @@ struct DocumentRecord: Encodable {
     }
 
     enum DiagnosticKeys: String, CodingKey {
-        case severity, code, line, column, path, message, file
+        case severity, code, line, column, path, message
     }
 
     func encode(to encoder: any Encoder) throws {

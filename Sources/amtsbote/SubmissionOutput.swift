@@ -106,11 +106,7 @@ struct SubmissionPrinter {
     let format: OutputFormat
     var showIDs = false
     private var out = StandardOutput()
-    private let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
+    private let encoder = StandardOutput.jsonLineEncoder()
 
     init(format: OutputFormat, showIDs: Bool = false) {
         self.format = format

@@ -49,7 +49,7 @@ struct SubmitCommand: AsyncParsableCommand {
         var printer = SubmissionPrinter(format: format)
         var status = ExitStatus.allValid
         if dryRun {
-            for source in InputFiles.expand(paths) {
+            for source in InputFiles(paths) {
                 let outcome = ValidateCommand.validate(source, with: loaded.validator)
                 let line = DryRun.decide(outcome, router: loaded.router)
                 status = max(status, line.status)
@@ -64,7 +64,7 @@ struct SubmitCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("amtsbote: resumed \(resumed.count) unfinished submission(s) from an earlier run\n".utf8))
         }
         var submitted: [Int64] = []
-        for source in InputFiles.expand(paths) {
+        for source in InputFiles(paths) {
             let submission: Submission
             switch source {
             case .file(let path): submission = try await pipeline.submit(file: path)
@@ -115,7 +115,7 @@ struct RouteCommand: AsyncParsableCommand {
         let loaded = try options.load(needsDelivery: false)
         var status = ExitStatus.allValid
         var out = StandardOutput()
-        for source in InputFiles.expand(paths) {
+        for source in InputFiles(paths) {
             let outcome = ValidateCommand.validate(source, with: loaded.validator)
             let line = DryRun.decide(outcome, router: loaded.router)
             status = max(status, line.status)

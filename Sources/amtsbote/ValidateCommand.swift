@@ -99,7 +99,7 @@ struct ValidateCommand: ParsableCommand {
         case (false, .json): JSONLinesReporter()
         }
         var tally = Tally()
-        ParallelValidation(inputs: InputFiles.expand(paths), validator: validator, jobs: jobs).run { outcome in
+        ParallelValidation(inputs: InputFiles(paths), validator: validator, jobs: jobs).run { outcome in
             tally.count(outcome)
             switch outcome {
             case .report(let report):
