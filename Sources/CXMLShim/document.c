@@ -66,6 +66,7 @@ struct axs_doc {
     capture captures[MAX_CAPTURES];
     int capture_count;
     int capturing;             /* captures in state CAPTURE_READING */
+    int captures_open;         /* captures not yet CAPTURE_DONE: when 0, elements skip the capture work */
 
     axs_prescan scan;
     unsigned char head[HEAD_SIZE];   /* the first bytes, held back until the start of the document is checked */
@@ -238,6 +239,7 @@ static void capture_end(axs_doc *d) {
         if (c->state == CAPTURE_READING && c->depth == d->depth) {
             c->state = CAPTURE_DONE;
             d->capturing--;
+            d->captures_open--;
         }
         if (c->matched > d->depth - 2 && d->depth >= 2) c->matched = d->depth - 2;
     }
@@ -274,6 +276,7 @@ int axs_doc_set_captures(axs_doc *d, const char *const *paths, int count) {
         }
         if (c->step_count == 0) return -1;
         d->capture_count = i + 1;
+        d->captures_open = i + 1;
     }
     return 0;
 }
@@ -363,7 +366,7 @@ static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar 
         stop(d);
         return;
     }
-    if (d->capture_count > 0 && d->depth >= 2) capture_start(d, localname);
+    if (d->captures_open > 0 && d->depth >= 2) capture_start(d, localname);
     if (!d->root_seen) {
         d->root_seen = 1;
         select_and_plug(d, localname, prefix, uri, nb_attributes, attributes);
@@ -382,7 +385,7 @@ static void on_end_element(void *ctx, const xmlChar *localname, const xmlChar *p
     axs_doc *d = ctx;
     apply_pending_pop(d);
     d->text_bytes = 0;
-    if (d->capture_count > 0) capture_end(d);
+    if (d->captures_open > 0) capture_end(d);
     d->pending_pop = 1;   /* the validator's end-of-element findings still name this element */
 }
 
