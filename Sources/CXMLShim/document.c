@@ -18,10 +18,16 @@ enum { MAX_CHILD_NAMES_PER_LEVEL = 256, HEAD_SIZE = 512 };
 enum { MAX_CAPTURES = 8, MAX_CAPTURE_STEPS = 16, CAPTURE_BYTES = 256 };
 enum { CAPTURE_SEARCHING = 0, CAPTURE_READING = 1, CAPTURE_DONE = 2 };
 
-/* One element whose text is wanted. `matched` counts the leading steps matched by the open elements. */
+/* The paths of a capture set, parsed once and shared read-only by every document that uses them. */
+struct axs_capture_set {
+    int count;
+    int step_count[MAX_CAPTURES];
+    char *steps[MAX_CAPTURES][MAX_CAPTURE_STEPS];
+};
+
+/* One element whose text is wanted, in one document. `matched` counts the leading steps matched by the open
+ * elements. */
 typedef struct {
-    char *steps[MAX_CAPTURE_STEPS];
-    int step_count;
     int matched;
     int state;
     int depth;                 /* depth of the element being read */
@@ -63,6 +69,7 @@ struct axs_doc {
     int root_seen;
     int64_t text_bytes;
 
+    const axs_capture_set *capture_set;
     capture captures[MAX_CAPTURES];
     int capture_count;
     int capturing;             /* captures in state CAPTURE_READING */
@@ -222,10 +229,11 @@ static void capture_start(axs_doc *d, const xmlChar *localname) {
     int step = d->depth - 2;   /* the root is depth 1; its children match step 0 */
     for (int i = 0; i < d->capture_count; i++) {
         capture *c = &d->captures[i];
-        if (c->state != CAPTURE_SEARCHING || c->matched != step || step >= c->step_count) continue;
-        if (strcmp((const char *)localname, c->steps[step]) != 0) continue;
+        int steps = d->capture_set->step_count[i];
+        if (c->state != CAPTURE_SEARCHING || c->matched != step || step >= steps) continue;
+        if (strcmp((const char *)localname, d->capture_set->steps[i][step]) != 0) continue;
         c->matched = step + 1;
-        if (c->matched == c->step_count) {
+        if (c->matched == steps) {
             c->state = CAPTURE_READING;
             c->depth = d->depth;
             d->capturing++;
@@ -256,29 +264,43 @@ static void capture_text(axs_doc *d, const xmlChar *text, int length) {
     }
 }
 
-int axs_doc_set_captures(axs_doc *d, const char *const *paths, int count) {
-    if (count > MAX_CAPTURES) return -1;
+axs_capture_set *axs_capture_set_new(const char *const *paths, int count) {
+    if (count < 0 || count > MAX_CAPTURES) return NULL;
+    axs_capture_set *set = calloc(1, sizeof *set);
+    if (set == NULL) return NULL;
+    set->count = count;
     for (int i = 0; i < count; i++) {
-        capture *c = &d->captures[i];
-        memset(c, 0, sizeof *c);
         const char *p = paths[i];
         while (*p != '\0') {
             const char *slash = strchr(p, '/');
             size_t n = slash != NULL ? (size_t)(slash - p) : strlen(p);
             if (n > 0) {
-                if (c->step_count == MAX_CAPTURE_STEPS) return -1;
-                c->steps[c->step_count] = strndup(p, n);
-                if (c->steps[c->step_count] == NULL) return -1;
-                c->step_count++;
+                if (set->step_count[i] == MAX_CAPTURE_STEPS) { axs_capture_set_free(set); return NULL; }
+                char *step = strndup(p, n);
+                if (step == NULL) { axs_capture_set_free(set); return NULL; }
+                set->steps[i][set->step_count[i]++] = step;
             }
             p += n;
             if (*p == '/') p++;
         }
-        if (c->step_count == 0) return -1;
-        d->capture_count = i + 1;
-        d->captures_open = i + 1;
+        if (set->step_count[i] == 0) { axs_capture_set_free(set); return NULL; }
     }
-    return 0;
+    return set;
+}
+
+void axs_capture_set_free(axs_capture_set *set) {
+    if (set == NULL) return;
+    for (int i = 0; i < MAX_CAPTURES; i++)
+        for (int j = 0; j < set->step_count[i]; j++) free(set->steps[i][j]);
+    free(set);
+}
+
+void axs_doc_use_captures(axs_doc *d, const axs_capture_set *set) {
+    d->capture_set = set;
+    d->capture_count = set != NULL ? set->count : 0;
+    d->captures_open = d->capture_count;
+    d->capturing = 0;
+    for (int i = 0; i < d->capture_count; i++) memset(&d->captures[i], 0, sizeof d->captures[i]);
 }
 
 const char *axs_doc_capture(const axs_doc *d, int index) {
@@ -672,8 +694,6 @@ void axs_doc_free(axs_doc *d) {
         xmlFreeParserCtxt(d->parser);
     }
     if (d->validator != NULL) xmlSchemaFreeValidCtxt(d->validator);
-    for (int i = 0; i < d->capture_count; i++)
-        for (int j = 0; j < d->captures[i].step_count; j++) free(d->captures[i].steps[j]);
     for (int i = 0; i < d->level_capacity; i++) free(d->levels[i].children);
     free(d->levels);
     free(d->name);

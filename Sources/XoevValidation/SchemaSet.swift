@@ -13,6 +13,7 @@ public final class SchemaSet: Sendable {
         /// `false` when the XSD could not be compiled; see ``SchemaSet/loadDiagnostics``.
         public var isUsable: Bool { compiled != nil }
         let compiled: CompiledSchema?
+        let captures: CaptureSet?
     }
 
     /// The entries in manifest order.
@@ -56,7 +57,8 @@ public final class SchemaSet: Sendable {
             if compiledByPath[xsdPath] == nil {
                 compiledByPath[xsdPath] = Self.compile(xsdPath, catalogs: catalogs, allowedRoot: allowedRoot, sink: sink)
             }
-            entries.append(Entry(rule: rule, xsdPath: xsdPath, compiled: compiledByPath[xsdPath] ?? nil))
+            entries.append(Entry(rule: rule, xsdPath: xsdPath, compiled: compiledByPath[xsdPath] ?? nil,
+                                 captures: CaptureSet(rule.effectiveCaptures)))
         }
         withExtendedLifetime(catalogs) {}
 

@@ -150,7 +150,7 @@ public final class DocumentValidation {
         }
         var captured: [String: String] = [:]
         if let handle {
-            for (index, name) in context.captureNames.enumerated() {
+            for (index, name) in (context.captureSet?.names ?? []).enumerated() {
                 if let value = axs_doc_capture(handle, Int32(index)) {
                     captured[name] = String(cString: value).trimmingCharacters(in: .whitespacesAndNewlines)
                 }
@@ -174,23 +174,18 @@ final class DocumentContext: DiagnosticSink {
     var root: RootElement?
     var selectedSchema: String?
     var handle: OpaquePointer?
-    var captureNames: [String] = []
+    /// Kept alive while the document uses it.
+    var captureSet: CaptureSet?
 
     init(schemas: SchemaSet) {
         self.schemas = schemas
         super.init()
     }
 
-    private func setCaptures(_ captures: [(name: String, path: String)]) {
-        guard let handle, !captures.isEmpty else { return }
-        var pointers = captures.map { strdup($0.path) }
-        defer { pointers.forEach { free($0) } }
-        let status = pointers.withUnsafeMutableBufferPointer { buffer in
-            buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) {
-                axs_doc_set_captures(handle, $0.baseAddress, Int32($0.count))
-            }
-        }
-        if status == 0 { captureNames = captures.map(\.name) }
+    private func useCaptures(_ captures: CaptureSet?) {
+        guard let handle, let captures else { return }
+        axs_doc_use_captures(handle, captures.handle)
+        captureSet = captures
     }
 
     static let selectCallback: axs_select_fn = { context, rootPointer in
@@ -209,7 +204,7 @@ final class DocumentContext: DiagnosticSink {
         switch document.schemas.select(root: root, attributes: attributes) {
         case .schema(let entry, let compiled):
             document.selectedSchema = entry.rule.id
-            document.setCaptures(entry.rule.effectiveCaptures)
+            document.useCaptures(entry.captures)
             return compiled.handle
         case .refused(let code, let message):
             document.diagnostics.append(Diagnostic(

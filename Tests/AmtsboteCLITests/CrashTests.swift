@@ -46,29 +46,23 @@ struct CrashTests {
         func deliveredSoFar() -> Int {
             ((try? FileManager.default.contentsOfDirectory(atPath: postfach.path)) ?? []).filter { $0.hasSuffix(".xml") }.count
         }
-        for _ in 0..<kills {
+        for round in 0..<kills {
             // Kill after a random number of new deliveries plus a random few milliseconds, so the kills land in
             // new work (spooling, ledger writes, the delivery itself), not only in resends of what is done.
             let target = deliveredSoFar() + Int.random(in: 1...max(1, count / kills), using: &generator)
-            let process = Process()
-            process.executableURL = CLI.binary
-            process.arguments = ["submit", "--config", config.path, "--wait", "0", inbox.path]
-            let errors = directory.appendingPathComponent("stderr-\(killed)-\(notKilled.count).txt")
-            _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = try FileHandle(forWritingTo: errors)
-            try process.run()
-            while process.isRunning && deliveredSoFar() < target { try await Task.sleep(for: .milliseconds(2)) }
+            let errors = directory.appendingPathComponent("stderr-\(round).txt")
+            let child = try Child(CLI.binary.path, ["submit", "--config", config.path, "--wait", "0", inbox.path],
+                                  stderr: errors.path)
+            while child.isRunning() && deliveredSoFar() < target { try await Task.sleep(for: .milliseconds(2)) }
             try await Task.sleep(for: .microseconds(Int.random(in: 0...15_000, using: &generator)))
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
+            if child.isRunning() {
+                child.kill()
                 killed += 1
-                process.waitUntilExit()
             } else {
-                process.waitUntilExit()
                 let text = (try? String(contentsOf: errors, encoding: .utf8)) ?? ""
-                notKilled.append("exit \(process.terminationStatus) after \(deliveredSoFar()) of \(count): \(text.prefix(300))")
+                notKilled.append("exit \(child.status ?? -1) after \(deliveredSoFar()) of \(count): \(text.prefix(300))")
             }
+            child.wait()
         }
         #expect(killed >= kills / 2, "runs that were not killed: \(notKilled)")
         let final = try CLI.run(["submit", "--config", config.path, "--wait", "0", inbox.path])
@@ -101,5 +95,47 @@ struct CrashTests {
             let location = try #require(row["location"] as? String)
             #expect(FileManager.default.fileExists(atPath: location))
         }
+    }
+}
+
+/// A child process started with posix_spawn and reaped by this test alone, so "still running" is exact.
+final class Child {
+    let pid: pid_t
+    private(set) var status: Int32?
+
+    init(_ executable: String, _ arguments: [String], stderr: String) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        guard result == 0 else { throw POSIXError(POSIXErrorCode(rawValue: result) ?? .EIO) }
+        self.pid = pid
+    }
+
+    /// `true` until the child has exited (reaped here, without blocking).
+    func isRunning() -> Bool {
+        guard status == nil else { return false }
+        var raw: Int32 = 0
+        let result = waitpid(pid, &raw, WNOHANG)
+        if result == pid {
+            status = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : -(raw & 0x7f)
+            return false
+        }
+        return true
+    }
+
+    func kill() { _ = Glibc.kill(pid, SIGKILL) }
+
+    /// Blocks until the child has exited.
+    func wait() {
+        guard status == nil else { return }
+        var raw: Int32 = 0
+        while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
+        status = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : -(raw & 0x7f)
     }
 }

@@ -117,12 +117,18 @@ int axs_doc_feed(axs_doc *doc, const char *bytes, size_t length);
 void axs_doc_finish(axs_doc *doc, axs_result *result);
 
 /**
- * Names elements whose text to capture while parsing (routing keys, message ids), in the same pass. Each path is
+ * Elements whose text to capture while parsing (routing keys, message ids), in the same pass. Each path is
  * '/'-separated local names below the root element, e.g. "nachrichtenkopf.g2g/leser/kennung"; namespaces are not
- * compared; the first occurrence wins; at most 8 paths of at most 16 steps, values up to 256 bytes. Call before
- * the root's children arrive (for example from the schema selector). Returns 0, or -1 when a path is too long.
+ * compared; the first occurrence wins; at most 8 paths of at most 16 steps, values up to 256 bytes. A set is
+ * parsed once and shared read-only by any number of documents. NULL when a path is empty or too long.
  */
-int axs_doc_set_captures(axs_doc *doc, const char *const *paths, int count);
+typedef struct axs_capture_set axs_capture_set;
+axs_capture_set *axs_capture_set_new(const char *const *paths, int count);
+void axs_capture_set_free(axs_capture_set *set);
+
+/** Captures this set in this document. Call before the root's children arrive (for example from the schema
+ * selector); the set must outlive the document. */
+void axs_doc_use_captures(axs_doc *doc, const axs_capture_set *set);
 
 /** The captured text of path `index` (NUL-terminated, not trimmed), or NULL when the element did not occur or its
  * text was longer than 256 bytes. Valid until the document is freed. */
