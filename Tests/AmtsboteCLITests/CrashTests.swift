@@ -61,10 +61,13 @@ struct CrashTests {
             } else {
                 let text = (try? String(contentsOf: errors, encoding: .utf8)) ?? ""
                 notKilled.append("exit \(child.status ?? -1) after \(deliveredSoFar()) of \(count): \(text.prefix(300))")
+                // A run that ends on its own must have ended well; one that failed is a finding, not bad luck.
+                #expect(child.status == 0 || child.status == 4 || child.status == 5, "\(notKilled.last ?? "")")
             }
             child.wait()
         }
-        #expect(killed >= kills / 2, "runs that were not killed: \(notKilled)")
+        // Runs can finish before their kill on a loaded machine; the proof needs kills that landed in new work.
+        #expect(killed >= min(3, kills), "runs that were not killed: \(notKilled)")
         let final = try CLI.run(["submit", "--config", config.path, "--wait", "0", inbox.path])
         #expect(final.status == 0, "\(final.stderr)")
 
