@@ -61,6 +61,8 @@ public struct Spool: Sendable {
             size += Int64(count)
             if !decided { decided = document.feed(chunk) }
             if truncated {
+                // The input goes on past the size limit: one more byte makes the validator report
+                // input.too-large (the spool keeps the first `cap` bytes, and the rest is not read).
                 if !decided { _ = document.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<1])) }
                 break
             }

@@ -85,7 +85,9 @@ struct JSONScalar: Codable {
         let container = try decoder.singleValueContainer()
         if let string = try? container.decode(String.self) { text = string }
         else if let bool = try? container.decode(Bool.self) { text = String(bool) }
-        else if let number = try? container.decode(Double.self) { text = number == number.rounded() ? String(Int(number)) : String(number) }
+        else if let number = try? container.decode(Double.self) {
+            text = number == number.rounded() && abs(number) < 1e15 ? String(Int64(number)) : String(number)
+        }
         else { text = "" }
     }
     func encode(to encoder: any Encoder) throws {
