@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 enum { MAX_CHILD_NAMES_PER_LEVEL = 256, HEAD_SIZE = 512 };
 enum { MAX_CAPTURES = 8, MAX_CAPTURE_STEPS = 16, CAPTURE_BYTES = 256 };
@@ -80,6 +81,8 @@ struct axs_doc {
     size_t head_length;
     int head_done;
     int finishing;
+    int64_t started_ms;        /* monotonic clock at the first byte; 0 before */
+    unsigned elements;
     int64_t bytes;
     int stopped;
     int well_formed;
@@ -94,6 +97,12 @@ struct axs_doc {
 
 void axs_on_parser_error(void *data, xmlErrorPtr error);
 static void on_validity_error(void *data, xmlErrorPtr error);
+
+static int64_t now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 
 /* ---- helpers ------------------------------------------------------------------------------------------------ */
 
@@ -176,6 +185,20 @@ static void emit_here(axs_doc *d, int severity, const char *code, const char *me
     long line, column;
     current_position(d, &line, &column);
     emit(d, severity, code, line, column, message);
+}
+
+/* Stops the document when it has taken longer than its time limit. Returns 1 when it stopped. */
+static int check_time(axs_doc *d) {
+    if (d->limits.max_milliseconds <= 0 || d->started_ms == 0 || d->stopped) return 0;
+    int64_t elapsed = now_ms() - d->started_ms;
+    if (elapsed <= d->limits.max_milliseconds) return 0;
+    char message[160];
+    snprintf(message, sizeof message, "validation took longer than the limit of %lld ms; the rest was not read",
+             (long long)d->limits.max_milliseconds);
+    emit_here(d, AXS_SEVERITY_FATAL, "input.timeout", message);
+    d->well_formed = 0;
+    stop(d);
+    return 1;
 }
 
 static void apply_pending_pop(axs_doc *d) {
@@ -383,6 +406,7 @@ static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar 
         stop(d);
         return;
     }
+    if ((++d->elements & 255) == 0 && check_time(d)) return;
     if (push_level(d, localname, prefix, uri) != 0) {
         emit_here(d, AXS_SEVERITY_FATAL, "input.out-of-memory", "out of memory");
         stop(d);
@@ -638,6 +662,8 @@ static int flush_head(axs_doc *d) {
 
 int axs_doc_feed(axs_doc *d, const char *bytes, size_t length) {
     if (d->stopped) return 1;
+    if (d->started_ms == 0) d->started_ms = now_ms();
+    else if (check_time(d)) return 1;
     if (!d->head_done) {
         size_t take = HEAD_SIZE - d->head_length;
         if (take > length) take = length;

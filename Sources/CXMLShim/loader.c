@@ -102,3 +102,8 @@ void axs_catalog_free(axs_catalog *catalog) {
     xmlFreeCatalog(catalog->catalog);
     free(catalog);
 }
+
+int axs_test_set_substitute_entities_default(int value) {
+    axs_global_init();
+    return xmlSubstituteEntitiesDefault(value);
+}

@@ -13,15 +13,19 @@ public struct ValidationLimits: Sendable, Hashable, Codable {
     public var maxTextBytes: Int64
     /// Most findings listed per document before the list is truncated (default 100).
     public var maxDiagnostics: Int
+    /// Longest time one document may take, from its first byte (default 30 s; `.zero` = no limit). A document over
+    /// the limit ends as `input.timeout`; the others of a batch are not affected.
+    public var timeLimit: Duration
 
     /// Creates limits; every parameter defaults to the safe profile.
     public init(maxBytes: Int64 = 100 << 20, maxDepth: Int = 256, maxAttributes: Int = 256,
-                maxTextBytes: Int64 = 10 << 20, maxDiagnostics: Int = 100) {
+                maxTextBytes: Int64 = 10 << 20, maxDiagnostics: Int = 100, timeLimit: Duration = .seconds(30)) {
         self.maxBytes = maxBytes
         self.maxDepth = maxDepth
         self.maxAttributes = maxAttributes
         self.maxTextBytes = maxTextBytes
         self.maxDiagnostics = maxDiagnostics
+        self.timeLimit = timeLimit
     }
 
     /// The safe profile for citizen submissions.

@@ -90,6 +90,13 @@ public struct Validator: Sendable {
     /// parsing a document, and was refused. Stays 0 for the safe profile; tests use it to prove nothing is loaded.
     public static var refusedExternalLoads: UInt64 { axs_refused_instance_loads() }
 
+    /// Sets libxml2's process-wide entity-substitution default (`xmlSubstituteEntitiesDefault`), as other
+    /// libraries in the same process may. For tests proving the safe profile does not depend on it.
+    @discardableResult
+    public static func setProcessEntitySubstitutionDefault(_ on: Bool) -> Bool {
+        axs_test_set_substitute_entities_default(on ? 1 : 0) != 0
+    }
+
     static func errnoMessage(_ prefix: String) -> String {
         "\(prefix): \(String(cString: strerror(errno)))"
     }
@@ -106,7 +113,8 @@ public final class DocumentValidation {
         var cLimits = axs_limits(
             max_bytes: limits.maxBytes, max_depth: Int32(clamping: limits.maxDepth),
             max_attributes: Int32(clamping: limits.maxAttributes), max_text_bytes: limits.maxTextBytes,
-            max_diagnostics: Int32(clamping: limits.maxDiagnostics))
+            max_diagnostics: Int32(clamping: limits.maxDiagnostics),
+            max_milliseconds: limits.timeLimit.components.seconds * 1000 + limits.timeLimit.components.attoseconds / 1_000_000_000_000_000)
         context.name = name
         handle = axs_doc_new(name, &cLimits, DocumentContext.selectCallback, DiagnosticSink.callback,
                              Unmanaged.passUnretained(context).toOpaque())

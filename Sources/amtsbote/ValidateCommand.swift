@@ -60,6 +60,9 @@ struct ValidateCommand: ParsableCommand {
     @Option(name: .long, help: "Most findings listed per document.")
     var maxDiagnostics: Int = ValidationLimits.safeProfile.maxDiagnostics
 
+    @Option(name: .long, help: "Seconds one document may take before it ends as input.timeout; 0 = no limit.")
+    var timeout: Double = 30
+
     @Option(name: .shortAndLong, help: "Documents validated at once (default: the number of cores). Output stays in input order.")
     var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -73,7 +76,7 @@ struct ValidateCommand: ParsableCommand {
         if paths.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input (-) can be read only once") }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("unknown log level '\(logLevel)'") }
         if jobs < 1 { throw ValidationError("--jobs must be at least 1") }
-        if maxDepth < 1 || maxAttributes < 1 || maxSize < 0 || maxText < 0 || maxDiagnostics < 1 {
+        if maxDepth < 1 || maxAttributes < 1 || maxSize < 0 || maxText < 0 || maxDiagnostics < 1 || timeout < 0 {
             throw ValidationError("limits must be positive (0 switches --max-size and --max-text off)")
         }
     }
@@ -91,7 +94,7 @@ struct ValidateCommand: ParsableCommand {
         }
         let validator = Validator(schemas: schemaSet, limits: ValidationLimits(
             maxBytes: maxSize, maxDepth: maxDepth, maxAttributes: maxAttributes, maxTextBytes: maxText,
-            maxDiagnostics: maxDiagnostics))
+            maxDiagnostics: maxDiagnostics, timeLimit: .milliseconds(Int64(timeout * 1000))))
 
         var reporter: any Reporter = switch (quiet, format) {
         case (true, _): SilentReporter()

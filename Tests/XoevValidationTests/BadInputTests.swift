@@ -188,6 +188,36 @@ struct BadInputTests {
         #expect(canary?.requestCount == fetchesBefore, "the loopback canary was contacted")
     }
 
+    @Test("entity substitution switched on process-wide (as other libraries may) changes nothing")
+    func processWideEntitySubstitution() throws {
+        let badInputs = try Self.badInputs()
+        let validator = try Self.validator(badInputs)
+        let previous = Validator.setProcessEntitySubstitutionDefault(true)
+        defer { Validator.setProcessEntitySubstitutionDefault(previous) }
+        let canary = try LoopbackCanary.forTest()
+        let fetchesBefore = canary?.requestCount
+        for name in BadInputExpectations.small.keys.sorted() where name.hasPrefix("0") {
+            try Self.check(badInputs.appendingPathComponent(name), expected: BadInputExpectations.small[name]!, validator: validator)
+        }
+        #expect(canary?.requestCount == fetchesBefore)
+    }
+
+    @Test("a document over the time limit ends as input.timeout; the next one is unaffected")
+    func timeLimit() throws {
+        let badInputs = try Self.badInputs()
+        let schemas = try SchemaSet(xsd: badInputs.appendingPathComponent("test.xsd").path)
+        let validator = Validator(schemas: schemas, limits: ValidationLimits(timeLimit: .milliseconds(20)))
+        // Valid but slow: an xs:unique over 300,000 keys keeps libxml2 busy for well over 20 ms.
+        var slow = #"<antrag xmlns="urn:example:xoev-lab:1"><gemeindeschluessel>09162000</gemeindeschluessel>"#
+            + "<antragsdatum>2024-05-01</antragsdatum><betrag>1</betrag><name>x</name>"
+        slow += (0..<300_000).map { "<kennung>\($0)</kennung>" }.joined() + "</antrag>"
+        let report = validator.validate(bytes: Array(slow.utf8), named: "slow")
+        let finding = try #require(report.errors.first { $0.code == "input.timeout" })
+        #expect(finding.line == 1 && finding.path == "/antrag")
+        let next = try validator.validate(file: badInputs.appendingPathComponent("00-valid-control.xml").path)
+        #expect(next.isValid)
+    }
+
     @Test("a 500 MB text node streamed in is refused after about 10 MB, never read whole")
     func hugeTextIsRefusedEarly() throws {
         let validator = try Self.validator(try Self.badInputs())

@@ -23,6 +23,10 @@ void axs_global_init(void);
 /** Number of external resources the loader refused while no schema was being compiled (instance parsing). */
 uint64_t axs_refused_instance_loads(void);
 
+/** Sets libxml2's process-wide entity-substitution default, as other libraries in the same process may do. Only
+ * for tests that prove the safe profile does not depend on it. Returns the previous value. */
+int axs_test_set_substitute_entities_default(int value);
+
 /* ---- diagnostics ------------------------------------------------------------------------------------------ */
 
 enum {
@@ -74,6 +78,8 @@ typedef struct {
     int32_t max_attributes;          /* attributes + namespace declarations per start tag (byte pre-scan) */
     int64_t max_text_bytes;          /* one text node (characters between two tags) */
     int32_t max_diagnostics;         /* findings reported per document before truncation */
+    int64_t max_milliseconds;        /* wall time from the first byte, checked between chunks and every 256 start
+                                        tags; 0 = none */
 } axs_limits;
 
 /** The root element, handed to the schema selector. Strings are NUL-terminated UTF-8, valid during the call. */
