@@ -29,7 +29,9 @@ struct CrashTests {
     }
 
     @Test("submissions killed at random moments and restarted end delivered exactly once, with no partial file")
-    func killAndRestart() async throws {
+    func killAndRestart() throws {
+        // Synchronous on purpose: the kill timing must not wait for a turn on the shared task pool, which other
+        // tests keep busy (an async sleep here once resumed only after the whole run had finished).
         let environment = ProcessInfo.processInfo.environment
         let count = Int(environment["AMTSBOTE_CRASH_SUBMISSIONS"] ?? "") ?? 300
         let kills = Int(environment["AMTSBOTE_CRASH_KILLS"] ?? "") ?? 12
@@ -53,8 +55,8 @@ struct CrashTests {
             let errors = directory.appendingPathComponent("stderr-\(round).txt")
             let child = try Child(CLI.binary.path, ["submit", "--config", config.path, "--wait", "0", inbox.path],
                                   stderr: errors.path)
-            while child.isRunning() && deliveredSoFar() < target { try await Task.sleep(for: .milliseconds(2)) }
-            try await Task.sleep(for: .microseconds(Int.random(in: 0...15_000, using: &generator)))
+            while child.isRunning() && deliveredSoFar() < target { usleep(2_000) }
+            usleep(UInt32.random(in: 0...15_000, using: &generator))
             if child.isRunning() {
                 child.kill()
                 killed += 1
@@ -66,8 +68,8 @@ struct CrashTests {
             }
             child.wait()
         }
-        // Runs can finish before their kill on a loaded machine; the proof needs kills that landed in new work.
-        #expect(killed >= min(3, kills), "runs that were not killed: \(notKilled)")
+        // The proof needs kills that landed in new work; a run may still finish first on a loaded machine.
+        #expect(killed >= kills / 2, "runs that were not killed: \(notKilled)")
         let final = try CLI.run(["submit", "--config", config.path, "--wait", "0", inbox.path])
         #expect(final.status == 0, "\(final.stderr)")
 
