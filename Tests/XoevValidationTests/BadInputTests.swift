@@ -133,8 +133,10 @@ struct BadInputTests {
         } else {
             #expect(report.verdict == .valid, "\(name) must be accepted: \(report.diagnostics)")
         }
-        // A guard against hangs, generous enough for a loaded machine; speed is measured in scripts/, not here.
-        #expect(elapsed < .seconds(10), "\(name) took \(elapsed)")
+        // A guard against hangs, generous enough for a loaded machine (raise it for sanitizer builds with
+        // AMTSBOTE_TIME_GUARD_SECONDS); speed is measured in scripts/bench, not here.
+        let guardSeconds = Int(ProcessInfo.processInfo.environment["AMTSBOTE_TIME_GUARD_SECONDS"] ?? "") ?? 10
+        #expect(elapsed < .seconds(guardSeconds), "\(name) took \(elapsed)")
         #expect(Validator.refusedExternalLoads == refusedBefore, "\(name) made the parser ask for an external resource")
     }
 
@@ -213,7 +215,7 @@ struct BadInputTests {
         slow += (0..<300_000).map { "<kennung>\($0)</kennung>" }.joined() + "</antrag>"
         let report = validator.validate(bytes: Array(slow.utf8), named: "slow")
         let finding = try #require(report.errors.first { $0.code == "input.timeout" })
-        #expect(finding.line == 1 && finding.path == "/antrag")
+        #expect(finding.line == 1 && finding.path.hasPrefix("/antrag/kennung"))
         let next = try validator.validate(file: badInputs.appendingPathComponent("00-valid-control.xml").path)
         #expect(next.isValid)
     }

@@ -1,0 +1,67 @@
+/* libFuzzer target over the validation entry point of the C shim (everything Swift hands a document to):
+ * start tag selection, limits, pre-scan, DOCTYPE refusal, path tracking, captures, libxml2's push parser and the
+ * schema validator. Inputs are fed in chunks whose sizes come from the input itself, so chunk boundaries are
+ * fuzzed too.
+ *
+ *   scripts/fuzz SECONDS      builds with clang -fsanitize=fuzzer,address,undefined and runs with the seed corpus
+ */
+#include "CXMLShim.h"
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static axs_schema *schema;
+static axs_capture_set *captures;
+
+static const axs_schema *select_schema(void *context, const axs_root *root) {
+    (void)context;
+    /* Exercise the root data the selector sees. */
+    size_t total = strlen(root->namespace_uri) + strlen(root->local_name);
+    for (int i = 0; i < root->attribute_count; i++) total += strlen(root->attribute_values[i]);
+    return total % 7 == 6 ? NULL : schema;
+}
+
+static void on_diagnostic(void *context, const axs_diagnostic *d) {
+    size_t *count = context;
+    /* Touch every string the callback hands out. */
+    *count += strlen(d->code) + strlen(d->message) + (d->path ? strlen(d->path) : 0);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc; (void)argv;
+    const char *xsd = getenv("AMTSBOTE_FUZZ_XSD");
+    const char *root = getenv("AMTSBOTE_FUZZ_ROOT");
+    if (xsd == NULL || root == NULL) { fprintf(stderr, "set AMTSBOTE_FUZZ_XSD and AMTSBOTE_FUZZ_ROOT\n"); exit(2); }
+    const char *roots[] = { root };
+    schema = axs_schema_compile(xsd, NULL, 0, roots, 1, NULL, NULL);
+    if (schema == NULL) { fprintf(stderr, "the fuzz schema does not compile\n"); exit(2); }
+    const char *paths[] = { "gemeindeschluessel", "kennung", "a/b/c" };
+    captures = axs_capture_set_new(paths, 3);
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    axs_limits limits = { .max_bytes = 1 << 20, .max_depth = 64, .max_attributes = 32, .max_text_bytes = 1 << 16,
+                          .max_diagnostics = 20, .max_milliseconds = 0 };
+    size_t seen = 0;
+    axs_doc *doc = axs_doc_new("fuzz", &limits, select_schema, on_diagnostic, &seen);
+    if (doc == NULL) return 0;
+    axs_doc_use_captures(doc, captures);
+    size_t offset = 0;
+    unsigned step = size > 0 ? (unsigned)data[0] % 61 + 1 : 1;
+    while (offset < size) {
+        size_t n = size - offset < step ? size - offset : step;
+        if (axs_doc_feed(doc, (const char *)data + offset, n)) break;
+        offset += n;
+        step = step * 7 % 4093 + 1;
+    }
+    axs_result result;
+    axs_doc_finish(doc, &result);
+    for (int i = 0; i < 3; i++) {
+        const char *value = axs_doc_capture(doc, i);
+        if (value != NULL) seen += strlen(value);
+    }
+    axs_doc_free(doc);
+    return 0;
+}
