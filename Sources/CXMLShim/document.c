@@ -190,6 +190,13 @@ static void emit_here(axs_doc *d, int severity, const char *code, const char *me
     emit(d, severity, code, line, column, message);
 }
 
+/* Refuses the document here: a fatal finding at the parser's position, and no more reading. */
+static void refuse_here(axs_doc *d, const char *code, const char *message) {
+    emit_here(d, AXS_SEVERITY_FATAL, code, message);
+    d->well_formed = 0;
+    stop(d);
+}
+
 /* Stops the document when it has taken longer than its time limit. Returns 1 when it stopped. */
 static int check_time(axs_doc *d) {
     if (d->limits.max_milliseconds <= 0 || d->started_ms == 0 || d->stopped) return 0;
@@ -198,9 +205,7 @@ static int check_time(axs_doc *d) {
     char message[160];
     snprintf(message, sizeof message, "validation took longer than the limit of %lld ms; the rest was not read",
              (long long)d->limits.max_milliseconds);
-    emit_here(d, AXS_SEVERITY_FATAL, "input.timeout", message);
-    d->well_formed = 0;
-    stop(d);
+    refuse_here(d, "input.timeout", message);
     return 1;
 }
 
@@ -341,12 +346,9 @@ const char *axs_doc_capture(const axs_doc *d, int index) {
 
 static void on_internal_subset(void *ctx, const xmlChar *name, const xmlChar *external_id, const xmlChar *system_id) {
     (void)name; (void)external_id; (void)system_id;
-    axs_doc *d = ctx;
-    emit_here(d, AXS_SEVERITY_FATAL, "input.doctype-forbidden",
-              "a DOCTYPE declaration is not allowed in a submission (entities, external DTDs and DTD defaults could "
-              "change or leak content); remove it");
-    d->well_formed = 0;
-    stop(d);
+    refuse_here(ctx, "input.doctype-forbidden",
+                "a DOCTYPE declaration is not allowed in a submission (entities, external DTDs and DTD defaults could "
+                "change or leak content); remove it");
 }
 
 static void select_and_plug(axs_doc *d, const xmlChar *localname, const xmlChar *prefix, const xmlChar *uri,
@@ -412,9 +414,7 @@ static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar 
         char message[160];
         snprintf(message, sizeof message, "elements are nested deeper than the limit of %d levels",
                  d->limits.max_depth);
-        emit_here(d, AXS_SEVERITY_FATAL, "input.too-deep", message);
-        d->well_formed = 0;
-        stop(d);
+        refuse_here(d, "input.too-deep", message);
         return;
     }
     if (d->captures_open > 0 && d->depth >= 2) capture_start(d, localname);
@@ -449,9 +449,7 @@ static void on_characters(void *ctx, const xmlChar *ch, int len) {
         char message[160];
         snprintf(message, sizeof message, "a text node is longer than the limit of %lld bytes",
                  (long long)d->limits.max_text_bytes);
-        emit_here(d, AXS_SEVERITY_FATAL, "input.text-too-long", message);
-        d->well_formed = 0;
-        stop(d);
+        refuse_here(d, "input.text-too-long", message);
     }
 }
 
@@ -567,9 +565,7 @@ static int feed_body(axs_doc *d, const char *bytes, size_t length) {
         size_t allowed = (size_t)(d->limits.max_bytes - d->bytes);
         if (allowed > 0) xmlParseChunk(d->parser, bytes, (int)allowed, 0);
         d->bytes += (int64_t)allowed;
-        if (!d->stopped) emit_here(d, AXS_SEVERITY_FATAL, "input.too-large", message);
-        d->well_formed = 0;
-        stop(d);
+        if (!d->stopped) refuse_here(d, "input.too-large", message);
         return 1;
     }
     size_t safe = axs_prescan_run(&d->scan, (const unsigned char *)bytes, length);
@@ -586,9 +582,7 @@ static int feed_body(axs_doc *d, const char *bytes, size_t length) {
         snprintf(message, sizeof message, "a start tag has more than %d attributes and namespace declarations",
                  d->limits.max_attributes);
         /* The parser has consumed everything before the tag: its position is the tag's. */
-        emit_here(d, AXS_SEVERITY_FATAL, "input.too-many-attributes", message);
-        d->well_formed = 0;
-        stop(d);
+        refuse_here(d, "input.too-many-attributes", message);
     }
     if (!d->well_formed) stop(d);   /* decided: libxml2 would only scan on without callbacks */
     return d->stopped;
@@ -682,18 +676,10 @@ int axs_doc_feed(axs_doc *d, const char *bytes, size_t length) {
     return length > 0 ? feed_body(d, bytes, length) : d->stopped;
 }
 
-void axs_doc_report(axs_doc *d, const char *code, const char *message) {
-    emit_here(d, AXS_SEVERITY_FATAL, code, message);
-    d->well_formed = 0;
-    stop(d);
-}
-
 void axs_doc_finish(axs_doc *d, axs_result *result) {
     if (!d->head_done && !d->stopped) {
         if (d->head_length == 0) {
-            emit(d, AXS_SEVERITY_FATAL, "xml.empty", 1, 1, "the document is empty (0 bytes)");
-            d->well_formed = 0;
-            stop(d);
+            refuse_start(d, "xml.empty", "the document is empty (0 bytes)");
         } else {
             flush_head(d);
         }

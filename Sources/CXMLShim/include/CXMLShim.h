@@ -140,9 +140,6 @@ void axs_doc_use_captures(axs_doc *doc, const axs_capture_set *set);
  * text was longer than 256 bytes. Valid until the document is freed. */
 const char *axs_doc_capture(const axs_doc *doc, int index);
 
-/** Reports an error found outside the parser (for example a read error) against this document. */
-void axs_doc_report(axs_doc *doc, const char *code, const char *message);
-
 void axs_doc_free(axs_doc *doc);
 
 #ifdef __cplusplus
