@@ -9,7 +9,7 @@ import Foundation
 /// ```swift
 /// let schemas = try SchemaSet(manifestAt: "Schemas")
 /// let validator = Validator(schemas: schemas)
-/// let report = try validator.validate(file: "Samples/valid/wohnsitzanmeldung.xml")
+/// let report = try validator.validate(file: "Samples/valid/wohnsitz-anmeldung-koeln.xml")
 /// for d in report.diagnostics { print(d.line, d.code, d.path) }
 /// ```
 public struct Validator: Sendable {
