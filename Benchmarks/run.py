@@ -79,7 +79,7 @@ def main():
     small_files = sorted(os.path.join(small, f) for f in os.listdir(small))
     listing = os.path.join(a.work, "small.list")
     with open(listing, "w") as f: f.write("\n".join(small_files) + "\n")
-    amts = [a.amtsbote, "validate", "--quiet", "--schemas", SCHEMAS, "--max-size", "0"]
+    amts = [a.amtsbote, "validate", "--quiet", "--schemas", SCHEMAS, "--max-size", "0", "--timeout", "0"]
     have = lambda tool: shutil.which(tool) is not None
     try:
         import lxml  # noqa: F401
