@@ -170,13 +170,15 @@ struct CLITests {
         #expect(result.stdout.isEmpty)
     }
 
-    @Test("--xsd validates against one schema, like xmllint --schema")
+    @Test("--xsd validates against one schema, like xmllint --schema", .enabled(if: TestEnvironment.badInputTestsEnabled))
     func singleSchema() throws {
-        let badInputs = try #require(TestEnvironment.badInputs ?? (TestEnvironment.sharedMaterialRequired ? nil : URL(fileURLWithPath: "/nonexistent")))
-        guard FileManager.default.fileExists(atPath: badInputs.path) else { return }
+        let badInputs = try #require(TestEnvironment.badInputs, "../shared/bad-inputs is required but missing")
         let result = try CLI.run(["validate", "--xsd", badInputs.appendingPathComponent("test.xsd").path,
-                                  badInputs.appendingPathComponent("00-valid-control.xml").path])
-        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+                                  badInputs.appendingPathComponent("00-valid-control.xml").path,
+                                  badInputs.appendingPathComponent("21d-unknown-extra-element.xml").path])
+        #expect(result.status == 1, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("00-valid-control.xml: valid [test.xsd]"))
+        #expect(result.stdout.contains("error[schema.element.unexpected]"))
     }
 
     @Test("a folder walk does not follow links out of the tree")
