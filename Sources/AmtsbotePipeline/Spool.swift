@@ -16,7 +16,6 @@ public struct Intake: Sendable {
 /// file, hashes it and feeds the validator. Nothing is held whole in memory.
 public struct Spool: Sendable {
     public let directory: URL
-    static let chunkSize = 256 * 1024
 
     public init(directory: URL) throws {
         self.directory = directory
@@ -40,7 +39,7 @@ public struct Spool: Sendable {
         var size: Int64 = 0
         var truncated = false
         let cap = validator.limits.maxBytes
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.chunkSize, alignment: 16)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Validator.readChunkSize, alignment: 16)
         defer { buffer.deallocate() }
         while true {
             var count = read(fd, buffer.baseAddress, buffer.count)

@@ -42,6 +42,15 @@ struct StandardOutput {
         if buffer.count >= 64 * 1024 { flush() }
     }
 
+    /// One JSON line; if encoding ever failed, a line saying so instead of silently leaving the record out.
+    static func jsonLine(_ value: some Encodable, encoder: JSONEncoder) -> String {
+        do {
+            return String(decoding: try encoder.encode(value), as: UTF8.self) + "\n"
+        } catch {
+            return #"{"status":"error","reason":"a record could not be encoded as JSON"}"# + "\n"
+        }
+    }
+
     /// The encoder of every JSON Lines output: sorted keys, slashes as they are.
     static func jsonLineEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
@@ -109,9 +118,7 @@ struct JSONLinesReporter: Reporter {
             DocumentRecord(document: document, status: "unreadable", schema: nil, root: nil, bytes: 0,
                            diagnostics: [Diagnostic(severity: .fatal, code: code, message: message)])
         }
-        if let data = try? encoder.encode(record), let line = String(data: data, encoding: .utf8) {
-            out.append(line + "\n")
-        }
+        out.append(StandardOutput.jsonLine(record, encoder: encoder))
     }
 
     mutating func finish(_ tally: Tally) { out.flush() }

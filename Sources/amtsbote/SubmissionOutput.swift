@@ -55,8 +55,15 @@ struct SubmissionRecord: Encodable {
     }()
 
     /// The exit status a submission in this state contributes.
+    /// A resend (`duplicate`) counts as its original: it is a success only once the original was delivered.
     static func status(of submission: Submission, ledger: Ledger) -> ExitStatus {
-        switch submission.state {
+        if submission.state == .duplicate {
+            guard let id = submission.duplicateOf, let original = try? ledger.submission(id), original.state != .duplicate else {
+                return .deliveryFailed
+            }
+            return status(of: original, ledger: ledger)
+        }
+        return switch submission.state {
         case .delivered, .duplicate: .allValid
         case .rejected: .someInvalid
         case .abandoned: .unreadable
@@ -118,7 +125,7 @@ struct SubmissionPrinter {
         case .text:
             out.append(record.text + "\n")
         case .json:
-            if let data = try? encoder.encode(record) { out.append(String(decoding: data, as: UTF8.self) + "\n") }
+            out.append(StandardOutput.jsonLine(record, encoder: encoder))
         }
     }
 

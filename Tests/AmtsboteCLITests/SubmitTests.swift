@@ -58,6 +58,10 @@ struct SubmitTests {
         let row = try #require(try JSONSerialization.jsonObject(with: Data(listing.stdout.utf8)) as? [String: Any])
         #expect(row["attempts"] as? Int == 3)
         #expect(row["reasonCode"] as? String == "postfach.unavailable")
+        // A resend of a dead submission is a duplicate of it, and not a success while the original is undelivered.
+        let resend = try CLI.run(["submit", "--config", config.path, "--wait", "0", "Samples/valid/wohnsitz-anmeldung-koeln.xml"])
+        #expect(resend.stdout.contains("duplicate of #1"))
+        #expect(resend.status == 5, "\(resend.stdout)")
         try FileManager.default.removeItem(at: blocked)
         let retried = try CLI.run(["retry", "--config", config.path])
         #expect(retried.status == 0, "\(retried.stdout)\(retried.stderr)")

@@ -19,9 +19,9 @@ struct ConcurrencyStressTests {
             for index in stride(from: worker, to: 400, by: 4) {
                 let which = index % files.count
                 // Half from files, half from memory in small chunks: both entry points share the schemas.
-                let report: ValidationReport
+                let report: ValidationReport?
                 if index % 2 == 0 {
-                    report = (try? validator.validate(file: files[which])) ?? expected[which]
+                    report = try? validator.validate(file: files[which])   // nil fails the comparison below
                 } else {
                     let document = validator.startDocument(named: files[which])
                     let bytes = [UInt8](documents[which])
@@ -49,7 +49,7 @@ final class ResultSlots: @unchecked Sendable {
 
     init(count: Int) { slots = Array(repeating: nil, count: count) }
 
-    func set(_ index: Int, _ report: ValidationReport) {
+    func set(_ index: Int, _ report: ValidationReport?) {
         lock.lock()
         slots[index] = report
         lock.unlock()
