@@ -10,13 +10,16 @@ public struct RetryPolicy: Sendable, Hashable {
     public var initialDelay: Duration
     public var multiplier: Double
     public var maxDelay: Duration
+    /// How long one delivery attempt may take before it counts as failed (`postfach.timeout`, retried); `nil`: no limit.
+    public var attemptTimeout: Duration?
 
     public init(maxAttempts: Int = 5, initialDelay: Duration = .seconds(1), multiplier: Double = 2,
-                maxDelay: Duration = .seconds(60)) {
+                maxDelay: Duration = .seconds(60), attemptTimeout: Duration? = .seconds(120)) {
         self.maxAttempts = maxAttempts
         self.initialDelay = initialDelay
         self.multiplier = multiplier
         self.maxDelay = maxDelay
+        self.attemptTimeout = attemptTimeout
     }
 
     /// The wait after the `attempt`-th failure (1-based).
@@ -165,7 +168,8 @@ public struct Pipeline: Sendable {
                                 payloadSHA256: sha, payloadSize: size, receivedAt: submission.receivedAt, metadata: metadata)
         submission.attempts += 1
         do {
-            let receipt = try await backends.backend(for: postfach).deliver(delivery)
+            let backend = backends.backend(for: postfach)
+            let receipt = try await Self.deliver(delivery, to: backend, within: retry.attemptTimeout)
             submission.state = .delivered
             submission.receipt = String(decoding: try JSONEncoder.receipts.encode(receipt), as: UTF8.self)
             submission.reasonCode = nil
@@ -189,6 +193,34 @@ public struct Pipeline: Sendable {
         }
         try ledger.save(submission)
         return submission
+    }
+
+    /// One `deliver` call, abandoned after `limit`: a backend that hangs (a server that never answers, a stuck
+    /// mount) must not hold up the queue. The call is cancelled and left to end on its own; should it still
+    /// complete, the next attempt finds the delivery present (backends are idempotent per id) and nothing is doubled.
+    static func deliver(_ delivery: Delivery, to backend: any PostfachBackend, within limit: Duration?) async throws -> Receipt {
+        guard let limit else { return try await backend.deliver(delivery) }
+        let call = Task { try await backend.deliver(delivery) }
+        let outcome = FirstOutcome<Receipt>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                outcome.install(continuation)
+                let timer = Task {
+                    try await Task.sleep(for: limit)
+                    if outcome.resume(with: .failure(PostfachError(code: .timeout,
+                                                                   message: "no answer within \(limit.seconds) s"))) {
+                        call.cancel()
+                    }
+                }
+                Task {
+                    let result = await call.result
+                    timer.cancel()
+                    outcome.resume(with: result)
+                }
+            }
+        } onCancel: {
+            call.cancel()
+        }
     }
 
     /// After a crash: intakes that were cut off become `abandoned`; validated ones are routed; queued ones wait
@@ -295,5 +327,37 @@ extension JSONEncoder {
 extension Duration {
     var seconds: TimeInterval {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
+
+/// Resumes one continuation with whichever outcome arrives first (a backend's answer or a timeout).
+final class FirstOutcome<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<Value, any Error>?
+    private var pending: Result<Value, any Error>?
+    private var done = false
+
+    func install(_ continuation: CheckedContinuation<Value, any Error>) {
+        lock.lock()
+        if let pending {
+            lock.unlock()
+            continuation.resume(with: pending)
+            return
+        }
+        self.continuation = continuation
+        lock.unlock()
+    }
+
+    /// `true` when this outcome was the first.
+    @discardableResult
+    func resume(with result: Result<Value, any Error>) -> Bool {
+        lock.lock()
+        guard !done else { lock.unlock(); return false }
+        done = true
+        guard let continuation else { pending = result; lock.unlock(); return true }
+        self.continuation = nil
+        lock.unlock()
+        continuation.resume(with: result)
+        return true
     }
 }

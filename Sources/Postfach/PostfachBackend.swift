@@ -94,6 +94,8 @@ public struct PostfachError: Error, Sendable, Hashable, CustomStringConvertible 
         public static let conflict = Code(rawValue: "postfach.conflict")
         /// The delivery was cancelled before it became visible.
         public static let cancelled = Code(rawValue: "postfach.cancelled")
+        /// The backend gave no answer in time (set by the caller that gave up waiting): retry later.
+        public static let timeout = Code(rawValue: "postfach.timeout")
     }
 
     public var code: Code
@@ -104,8 +106,8 @@ public struct PostfachError: Error, Sendable, Hashable, CustomStringConvertible 
         self.message = message
     }
 
-    /// `true` for ``Code/unavailable`` and ``Code/cancelled``.
-    public var isRetryable: Bool { code == .unavailable || code == .cancelled }
+    /// `true` for ``Code/unavailable``, ``Code/cancelled`` and ``Code/timeout``.
+    public var isRetryable: Bool { code == .unavailable || code == .cancelled || code == .timeout }
     public var description: String { "\(code): \(message)" }
 }
 

@@ -52,6 +52,7 @@ struct AmtsboteConfiguration: Codable {
         var initialDelaySeconds: Double?
         var multiplier: Double?
         var maxDelaySeconds: Double?
+        var attemptTimeoutSeconds: Double?
     }
 
     var format: String?
@@ -217,7 +218,9 @@ struct LoadedPipeline {
             maxAttempts: retry?.maxAttempts ?? 5,
             initialDelay: .milliseconds(Int64((retry?.initialDelaySeconds ?? 1) * 1000)),
             multiplier: retry?.multiplier ?? 2,
-            maxDelay: .milliseconds(Int64((retry?.maxDelaySeconds ?? 60) * 1000)))
+            maxDelay: .milliseconds(Int64((retry?.maxDelaySeconds ?? 60) * 1000)),
+            attemptTimeout: (retry?.attemptTimeoutSeconds ?? 120) > 0
+                ? .milliseconds(Int64((retry?.attemptTimeoutSeconds ?? 120) * 1000)) : nil)
         self.ledger = ledger
         pipeline = Pipeline(validator: validator, router: router,
                             backends: BackendSelection(default: defaultBackend, overrides: overrides),

@@ -107,12 +107,14 @@ struct CrashTests {
 final class Child {
     let pid: pid_t
     private(set) var status: Int32?
+    /// Peak resident memory of the child in KiB, once it has been reaped by ``wait()``.
+    private(set) var peakKiB: Int?
 
-    init(_ executable: String, _ arguments: [String], stderr: String) throws {
+    init(_ executable: String, _ arguments: [String], stdout: String = "/dev/null", stderr: String) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
@@ -126,8 +128,10 @@ final class Child {
     func isRunning() -> Bool {
         guard status == nil else { return false }
         var raw: Int32 = 0
-        let result = waitpid(pid, &raw, WNOHANG)
+        var usage = rusage()
+        let result = wait4(pid, &raw, WNOHANG, &usage)
         if result == pid {
+            peakKiB = usage.ru_maxrss
             status = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : -(raw & 0x7f)
             return false
         }
@@ -140,7 +144,9 @@ final class Child {
     func wait() {
         guard status == nil else { return }
         var raw: Int32 = 0
-        while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
+        var usage = rusage()
+        while wait4(pid, &raw, 0, &usage) < 0 && errno == EINTR {}
+        peakKiB = usage.ru_maxrss
         status = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : -(raw & 0x7f)
     }
 }

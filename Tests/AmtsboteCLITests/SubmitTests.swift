@@ -69,6 +69,41 @@ struct SubmitTests {
         #expect(FileManager.default.fileExists(atPath: blocked.appendingPathComponent("3f2b9c1e-8d4a-4e6b-9a7c-1d2e3f4a5b6c.xml").path))
     }
 
+    @Test("a Postfach directory without write permission: dead with the reason, delivered once permission is back")
+    func permissionDenied() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = try CrashTests.configuration(in: directory)
+        var text = try String(contentsOf: config, encoding: .utf8)
+        text = text.replacingOccurrences(of: #""ledger": "ledger.sqlite","#,
+                                         with: #""ledger": "ledger.sqlite", "retry": {"maxAttempts": 2, "initialDelaySeconds": 0.05},"#)
+        try text.write(to: config, atomically: true, encoding: .utf8)
+        let inbox = directory.appendingPathComponent("postfach/gemeinde-05315000-koeln")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("postfach/.incoming"),
+                                                withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+        for path in [directory, directory.appendingPathComponent("postfach"), directory.appendingPathComponent("postfach/.incoming")] {
+            chmod(path.path, 0o777)
+        }
+        chmod(inbox.path, 0o555)
+        // Root passes every permission check: run the tool as `nobody` then, so the refusal is the kernel's.
+        let asUser = geteuid() == 0 ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : []
+        let failed = try CLI.run(["submit", "--config", config.path, "--wait", "60", "Samples/valid/wohnsitz-anmeldung-koeln.xml"],
+                                 wrapper: asUser)
+        #expect(failed.status == 5, "\(failed.stdout)\(failed.stderr)")
+        #expect(failed.stdout.contains("dead: postfach.unavailable"), "\(failed.stdout)")
+        let listing = try CLI.run(["deliveries", "--config", config.path, "--state", "dead", "--format", "json"], wrapper: asUser)
+        let row = try #require(try JSONSerialization.jsonObject(with: Data(listing.stdout.utf8)) as? [String: Any])
+        #expect((row["reason"] as? String)?.contains("Permission denied") == true, "\(row)")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("postfach/.incoming").path)
+        #expect(leftovers.isEmpty, "\(leftovers)")
+
+        chmod(inbox.path, 0o777)
+        let retried = try CLI.run(["retry", "--config", config.path], wrapper: asUser)
+        #expect(retried.status == 0, "\(retried.stdout)\(retried.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: inbox.path).filter { $0.hasSuffix(".xml") }.count == 1)
+    }
+
     @Test("configuration errors exit 2 and name the problem", arguments: [
         (#"{"routing": {"tables": ["nowhere.tsv"]}, "backends": {}, "postfaecher": {"default": "x"}, "ledger": "l", "spool": "s"}"#, "nowhere.tsv"),
         (#"{"format": "amtsbote-config/9"}"#, "routing"),
