@@ -66,6 +66,12 @@ static xmlParserInputPtr axs_entity_loader(const char *url, const char *public_i
         atomic_fetch_add(&refused_instance_loads, 1);
         return NULL;
     }
+    for (int i = 0; i < scope->memory_count; i++) {
+        if (strcmp(url, scope->memory_urls[i]) != 0) continue;
+        xmlParserInputPtr input = xmlNewStringInputStream(ctxt, (const xmlChar *)scope->memory_documents[i]);
+        if (input != NULL && input->filename == NULL) input->filename = (char *)xmlStrdup((const xmlChar *)url);
+        return input;
+    }
     char *real = resolve(scope, url, public_id);
     if (real == NULL) {
         scope->refused++;

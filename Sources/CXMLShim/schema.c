@@ -3,13 +3,51 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+
+/* One import libxml2 skipped because its namespace was already imported from another document. */
+typedef struct {
+    char namespace_name[512];
+    char kept[1024];       /* the document libxml2 read for the namespace */
+    char skipped[1024];    /* the document it skipped */
+    char file[1024];       /* where the skipped import is */
+    int line;
+} skipped_import;
+
+#define MAX_SKIPPED_IMPORTS 64
 
 typedef struct {
     axs_diagnostic_fn on_diagnostic;
     void *context;
     axs_resolve_scope *scope;
     int errors;
+    int collect_skips;     /* hold back skipped-import warnings (the merge below may make them moot) */
+    skipped_import skips[MAX_SKIPPED_IMPORTS];
+    int skip_count;
+    char first_error[512];
 } compile_state;
+
+/* Copies the text between the next pair of single quotes after `marker` into `out`; returns the rest or NULL. */
+static const char *quoted_after(const char *text, const char *marker, char *out, size_t size) {
+    const char *start = strstr(text, marker);
+    if (start == NULL) return NULL;
+    start += strlen(marker);
+    const char *end = strchr(start, '\'');
+    if (end == NULL || (size_t)(end - start) >= size) return NULL;
+    memcpy(out, start, (size_t)(end - start));
+    out[end - start] = '\0';
+    return end + 1;
+}
+
+/* "Skipping import of schema located at 'A' for the namespace 'N', since this namespace was already imported
+ * with the schema located at 'B'." */
+static int parse_skipped_import(const char *message, skipped_import *out) {
+    const char *rest = quoted_after(message, "located at '", out->skipped, sizeof out->skipped);
+    if (rest == NULL) return 0;
+    rest = quoted_after(rest, "namespace '", out->namespace_name, sizeof out->namespace_name);
+    if (rest == NULL) return 0;
+    return quoted_after(rest, "located at '", out->kept, sizeof out->kept) != NULL;
+}
 
 static void strip_newline(char *s) {
     size_t n = strlen(s);
@@ -22,6 +60,18 @@ static void schema_parser_error(void *data, xmlErrorPtr error) {
     char message[2048];
     snprintf(message, sizeof message, "%s", error->message ? error->message : "unknown error");
     strip_newline(message);
+    if (error->code == XML_SCHEMAP_WARN_SKIP_SCHEMA && state->collect_skips && state->skip_count < MAX_SKIPPED_IMPORTS) {
+        skipped_import *skip = &state->skips[state->skip_count];
+        if (parse_skipped_import(message, skip)) {
+            snprintf(skip->file, sizeof skip->file, "%s", error->file ? error->file : "");
+            skip->line = error->line;
+            state->skip_count++;
+            return;
+        }
+    }
+    if (error->level != XML_ERR_WARNING && state->first_error[0] == '\0') {
+        snprintf(state->first_error, sizeof state->first_error, "%s", message);
+    }
     const char *code = axs_code_for_schema_parser_error(error->code, message);
     int severity = error->level == XML_ERR_WARNING ? AXS_SEVERITY_WARNING : AXS_SEVERITY_ERROR;
     /* A location the loader refused is an error, even where libxml2 only warns and skips the import. */
@@ -43,6 +93,183 @@ static void schema_parser_error(void *data, xmlErrorPtr error) {
     if (state->on_diagnostic) state->on_diagnostic(state->context, &d);
 }
 
+static xmlSchemaPtr parse_with(xmlSchemaParserCtxtPtr parser, compile_state *state) {
+    if (parser == NULL) return NULL;
+    xmlSchemaSetParserStructuredErrors(parser, schema_parser_error, state);
+    axs_loader_enter(state->scope);
+    xmlSchemaPtr xsd = xmlSchemaParse(parser);
+    axs_loader_leave();
+    xmlSchemaFreeParserCtxt(parser);
+    if (xsd != NULL && state->errors > 0) { xmlSchemaFree(xsd); return NULL; }
+    return xsd;
+}
+
+/* A growable string for the synthesised documents. */
+typedef struct { char *text; size_t length, capacity; int failed; } text_buffer;
+
+static void append(text_buffer *b, const char *s) {
+    size_t n = strlen(s);
+    if (b->failed) return;
+    if (b->length + n + 1 > b->capacity) {
+        size_t capacity = (b->length + n + 1) * 2;
+        char *grown = realloc(b->text, capacity);
+        if (grown == NULL) { b->failed = 1; return; }
+        b->text = grown;
+        b->capacity = capacity;
+    }
+    memcpy(b->text + b->length, s, n + 1);
+    b->length += n;
+}
+
+static void append_escaped(text_buffer *b, const char *s) {
+    char one[2] = {0, 0};
+    for (; *s; s++) {
+        switch (*s) {
+        case '&': append(b, "&amp;"); break;
+        case '<': append(b, "&lt;"); break;
+        case '"': append(b, "&quot;"); break;
+        default: one[0] = *s; append(b, one);
+        }
+    }
+}
+
+/* Absolute form of a location libxml2 reported (relative ones are relative to the working folder). */
+static void append_location(text_buffer *b, const char *location) {
+    if (location[0] == '/' || strstr(location, ":") != NULL) { append_escaped(b, location); return; }
+    char *real = realpath(location, NULL);
+    append_escaped(b, real ? real : location);
+    free(real);
+}
+
+static const char *xs_header = "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\"";
+
+/*
+ * libxml2 2.9 reads only the first xs:import of a namespace and skips later imports of the same namespace from
+ * other documents, so components declared only in a skipped document are missing. The fix: compile a synthesised
+ * driver that first imports, for each such namespace, one synthesised document including all of that
+ * namespace's documents, and then the schema itself (whose own imports of those namespaces are then skipped
+ * harmlessly). Returns NULL (with the reason in `state->first_error`) when that does not compile.
+ */
+static xmlSchemaPtr compile_merged(const char *xsd_path, const xmlChar *target_namespace, compile_state *first,
+                                   axs_resolve_scope *scope, compile_state *state) {
+    const char *namespaces[MAX_SKIPPED_IMPORTS];
+    int namespace_count = 0;
+    for (int i = 0; i < first->skip_count; i++) {
+        int known = 0;
+        for (int j = 0; j < namespace_count; j++) known |= strcmp(namespaces[j], first->skips[i].namespace_name) == 0;
+        if (!known) namespaces[namespace_count++] = first->skips[i].namespace_name;
+    }
+    text_buffer parts[MAX_SKIPPED_IMPORTS] = {{0}};
+    /* Served from memory under a name beside the schema (never a real file: the loader answers before looking),
+     * so that the absolute locations inside resolve as plain paths, exactly as the schema's own imports do. */
+    char urls[MAX_SKIPPED_IMPORTS][PATH_MAX + 64];
+    char directory[PATH_MAX];
+    snprintf(directory, sizeof directory, "%s", xsd_path);
+    char *slash = strrchr(directory, '/');
+    if (slash != NULL) *slash = '\0'; else snprintf(directory, sizeof directory, ".");
+    const char *url_list[MAX_SKIPPED_IMPORTS], *document_list[MAX_SKIPPED_IMPORTS];
+    text_buffer driver = {0};
+    append(&driver, xs_header);
+    append(&driver, ">\n");
+    int main_included = 0;
+    for (int n = 0; n < namespace_count; n++) {
+        snprintf(urls[n], sizeof urls[n], "%s/.amtsbote-merged-namespace-%d.xsd", directory, n);
+        url_list[n] = urls[n];
+        append(&parts[n], xs_header);
+        append(&parts[n], " targetNamespace=\"");
+        append_escaped(&parts[n], namespaces[n]);
+        append(&parts[n], "\">\n");
+        const char *seen[2 * MAX_SKIPPED_IMPORTS];
+        int seen_count = 0;
+        for (int i = 0; i < first->skip_count; i++) {
+            const skipped_import *skip = &first->skips[i];
+            if (strcmp(skip->namespace_name, namespaces[n]) != 0) continue;
+            const char *locations[2] = { skip->kept, skip->skipped };
+            for (int k = 0; k < 2; k++) {
+                int duplicate = 0;
+                for (int j = 0; j < seen_count; j++) duplicate |= strcmp(seen[j], locations[k]) == 0;
+                if (duplicate) continue;
+                seen[seen_count++] = locations[k];
+                append(&parts[n], "  <xs:include schemaLocation=\"");
+                append_location(&parts[n], locations[k]);
+                append(&parts[n], "\"/>\n");
+            }
+        }
+        if (target_namespace != NULL && strcmp((const char *)target_namespace, namespaces[n]) == 0) {
+            append(&parts[n], "  <xs:include schemaLocation=\"");
+            append_location(&parts[n], xsd_path);
+            append(&parts[n], "\"/>\n");
+            main_included = 1;
+        }
+        append(&parts[n], "</xs:schema>\n");
+        document_list[n] = parts[n].text;
+        append(&driver, "  <xs:import namespace=\"");
+        append_escaped(&driver, namespaces[n]);
+        append(&driver, "\" schemaLocation=\"");
+        append_escaped(&driver, urls[n]);
+        append(&driver, "\"/>\n");
+    }
+    if (!main_included) {
+        if (target_namespace != NULL) {
+            append(&driver, "  <xs:import namespace=\"");
+            append_escaped(&driver, (const char *)target_namespace);
+            append(&driver, "\" schemaLocation=\"");
+        } else {
+            append(&driver, "  <xs:include schemaLocation=\"");
+        }
+        append_location(&driver, xsd_path);
+        append(&driver, "\"/>\n");
+    }
+    append(&driver, "</xs:schema>\n");
+
+    xmlSchemaPtr xsd = NULL;
+    int failed = driver.failed;
+    for (int n = 0; n < namespace_count; n++) failed |= parts[n].failed;
+    if (!failed) {
+        scope->memory_urls = url_list;
+        scope->memory_documents = document_list;
+        scope->memory_count = namespace_count;
+        xsd = parse_with(xmlSchemaNewMemParserCtxt(driver.text, (int)driver.length), state);
+        scope->memory_count = 0;
+    } else {
+        snprintf(state->first_error, sizeof state->first_error, "out of memory");
+    }
+    free(driver.text);
+    for (int n = 0; n < namespace_count; n++) free(parts[n].text);
+    return xsd;
+}
+
+static void report_skips(compile_state *state, const char *code, int severity, const char *outcome) {
+    const char *done[MAX_SKIPPED_IMPORTS];
+    int done_count = 0;
+    for (int i = 0; i < state->skip_count; i++) {
+        const skipped_import *skip = &state->skips[i];
+        char message[4096];
+        if (strcmp(code, "schema.imports-merged") == 0) {
+            int reported = 0;
+            for (int j = 0; j < done_count; j++) reported |= strcmp(done[j], skip->namespace_name) == 0;
+            if (reported) continue;
+            done[done_count++] = skip->namespace_name;
+            int count = 1;
+            for (int j = 0; j < state->skip_count; j++) count += strcmp(state->skips[j].namespace_name, skip->namespace_name) == 0;
+            snprintf(message, sizeof message,
+                     "the namespace '%s' is declared in %d documents ('%s' and '%s'%s); libxml2 reads only the first "
+                     "import of a namespace, so they were compiled together", skip->namespace_name, count, skip->kept,
+                     skip->skipped, count > 2 ? " and others" : "");
+        } else {
+            snprintf(message, sizeof message,
+                     "the import of '%s' for the namespace '%s' was skipped: libxml2 already read '%s' for it, so "
+                     "components declared only in the skipped document are missing (%s)",
+                     skip->skipped, skip->namespace_name, skip->kept, outcome);
+        }
+        axs_diagnostic d = {
+            .severity = severity, .code = code, .line = skip->line, .column = 0,
+            .file = skip->file[0] ? skip->file : NULL, .path = NULL, .message = message,
+        };
+        if (state->on_diagnostic) state->on_diagnostic(state->context, &d);
+    }
+}
+
 axs_schema *axs_schema_compile(const char *xsd_path,
                                axs_catalog *const *catalogs, int catalog_count,
                                const char *const *allowed_roots, int root_count,
@@ -52,27 +279,43 @@ axs_schema *axs_schema_compile(const char *xsd_path,
         .catalogs = catalogs, .catalog_count = catalog_count,
         .roots = allowed_roots, .root_count = root_count,
     };
-    compile_state state = { .on_diagnostic = on_diagnostic, .context = context, .scope = &scope };
+    compile_state *state = calloc(1, sizeof *state);
+    if (state == NULL) return NULL;
+    *state = (compile_state){ .on_diagnostic = on_diagnostic, .context = context, .scope = &scope, .collect_skips = 1 };
 
-    xmlSchemaParserCtxtPtr parser = xmlSchemaNewParserCtxt(xsd_path);
-    if (parser == NULL) return NULL;
-    xmlSchemaSetParserStructuredErrors(parser, schema_parser_error, &state);
-    axs_loader_enter(&scope);
-    xmlSchemaPtr xsd = xmlSchemaParse(parser);
-    axs_loader_leave();
-    xmlSchemaFreeParserCtxt(parser);
-
-    if (xsd == NULL || state.errors > 0) {
-        if (xsd != NULL) xmlSchemaFree(xsd);
-        if (state.errors == 0) {
+    xmlSchemaPtr xsd = parse_with(xmlSchemaNewParserCtxt(xsd_path), state);
+    if (xsd == NULL) {
+        if (state->errors == 0) {
             axs_diagnostic d = {
                 .severity = AXS_SEVERITY_ERROR, .code = "schema.compile", .line = 0, .column = 0,
                 .file = xsd_path, .path = NULL, .message = "the schema could not be compiled",
             };
             if (on_diagnostic) on_diagnostic(context, &d);
         }
+        free(state);
         return NULL;
     }
+    if (state->skip_count > 0) {
+        compile_state *merged_state = calloc(1, sizeof *merged_state);
+        xmlSchemaPtr merged = NULL;
+        if (merged_state != NULL) {
+            axs_resolve_scope merged_scope = scope;
+            *merged_state = (compile_state){ .scope = &merged_scope };
+            merged = compile_merged(xsd_path, xsd->targetNamespace, state, &merged_scope, merged_state);
+        }
+        if (merged != NULL) {
+            xmlSchemaFree(xsd);
+            xsd = merged;
+            report_skips(state, "schema.imports-merged", AXS_SEVERITY_WARNING, NULL);
+        } else {
+            char outcome[700];
+            snprintf(outcome, sizeof outcome, "compiling them together failed: %s",
+                     merged_state && merged_state->first_error[0] ? merged_state->first_error : "unknown reason");
+            report_skips(state, "schema.import-skipped", AXS_SEVERITY_WARNING, outcome);
+        }
+        free(merged_state);
+    }
+    free(state);
     axs_schema *schema = calloc(1, sizeof *schema);
     if (schema == NULL) { xmlSchemaFree(xsd); return NULL; }
     schema->xsd = xsd;

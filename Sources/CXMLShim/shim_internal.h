@@ -6,6 +6,7 @@
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
 #include <libxml/xmlschemas.h>
+#include <libxml/schemasInternals.h>
 #include <libxml/catalog.h>
 #include <libxml/xmlerror.h>
 #include <libxml/xmlIO.h>
@@ -27,6 +28,10 @@ typedef struct {
     int root_count;
     char last_refused[1024];    /* last location the loader refused, for the load-time diagnostic */
     int refused;
+    /* Documents the shim synthesised (see schema.c), served from memory under these locations. */
+    const char *const *memory_urls;
+    const char *const *memory_documents;
+    int memory_count;
 } axs_resolve_scope;
 
 void axs_loader_enter(axs_resolve_scope *scope);

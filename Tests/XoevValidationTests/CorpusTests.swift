@@ -52,6 +52,27 @@ struct CorpusTests {
         #expect(report.captured == ["messageId": "f4d3b213-1ce1-4ec5-a7b1-763ca250dcf1", "behoerdenkennung": "xyz:0002"])
     }
 
+    @Test("XBau 2.6 via xbau-baukasten.xsd: the namespace libxml2 would half-load is merged, and universellerAntrag works")
+    func xbauImportMerge() throws {
+        let validator = try Self.validator.get()
+        let merged = validator.schemas.loadDiagnostics.filter { $0.code == "schema.imports-merged" }
+        #expect(merged.count == 1)
+        #expect(merged.first?.message.contains("http://www.xleitstelle.de/xbau/kernmodul/1/3/0") == true)
+        #expect(merged.first?.message.contains("xbau-kernmodul-universellerAntrag.xsd") == true)
+        #expect(merged.first?.file?.hasSuffix("xbau-baukasten.xsd") == true && merged.first?.line == 41)
+        #expect(!validator.schemas.loadDiagnostics.contains { $0.code == "schema.import-skipped" })
+        let samples = TestEnvironment.projectRoot.appendingPathComponent("Samples/corpus/xbau-2.6")
+        let valid = try validator.validate(file: samples.appendingPathComponent("universellerAntrag.antrag.1200-valid.xml").path)
+        #expect(valid.verdict == .valid, "\(valid.errors)")
+        #expect(valid.schema == "xbau-2.6-kernmodul")
+        let invalid = try validator.validate(file: samples.appendingPathComponent("universellerAntrag.antrag.1200-invalid.xml").path)
+        #expect(invalid.verdict == .invalid)
+        let first = try #require(invalid.errors.first)
+        #expect(first.code == "schema.element.unexpected" && first.line == 36)
+        #expect(first.path == "/xbauk:universellerAntrag.antrag.1200/grundstueck")
+        #expect(first.message.contains("antragsteller"))
+    }
+
     @Test("xdomea 2.3.0, 2.4.0, 3.0.0: all 12 messages valid against their version's schema")
     func xdomea() throws {
         let files = try Self.files("xoev-xdomea-lath/message_generation/pattern")
