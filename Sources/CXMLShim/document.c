@@ -77,6 +77,26 @@ struct axs_doc {
     int capturing;             /* captures in state CAPTURE_READING */
     int captures_open;         /* captures not yet CAPTURE_DONE: when 0, elements skip the capture work */
 
+    /* code lists (see codes_start): observations to check after the pass */
+    int collect_codes;
+    const axs_schema *schema;
+    int candidate_depth;            /* the latest element carrying listURI/listVersionID, and what it said */
+    char candidate_uri[512];
+    char candidate_version[128];
+    int reading_code;               /* inside a code (or kennung) element: its text is collected */
+    int reading_depth;
+    int reading_kind;
+    char reading_uri[512];
+    char reading_version[128];
+    int reading_has_version;
+    long reading_line, reading_column;
+    char reading_path[1024];
+    char reading_value[257];
+    size_t reading_length;
+    int reading_overflow;
+    axs_code_observation *observations;   /* strings in one malloc'd block per observation */
+    int observation_count, observation_capacity, observations_dropped;
+
     axs_prescan scan;
     unsigned char head[HEAD_SIZE];   /* the first bytes, held back until the start of the document is checked */
     size_t head_length;
@@ -255,6 +275,123 @@ static int push_level(axs_doc *d, const xmlChar *local, const xmlChar *prefix, c
     return 0;
 }
 
+/* ---- code observations -------------------------------------------------------------------------------------- */
+
+#define MAX_OBSERVATIONS 100000
+
+static void copy_value(char *out, size_t size, const xmlChar *begin, const xmlChar *end) {
+    size_t n = (size_t)(end - begin);
+    if (n >= size) n = size - 1;
+    memcpy(out, begin, n);
+    out[n] = '\0';
+}
+
+/* XÖV code types: an element with a `code` child and listURI/listVersionID, given on the element or
+ * fixed by the schema. Also the Behördenkennung of leser/autor (kennung), for the DVDV prefix check. */
+static void codes_start(axs_doc *d, const xmlChar *localname, const xmlChar *uri, int nb_attributes,
+                        const xmlChar **attributes) {
+    if (d->reading_code) return;    /* markup inside a code: the schema reports it */
+    const level *parent = &d->levels[d->depth - 2];
+    int kind = -1;
+    const char *list_uri = NULL, *list_version = NULL;
+    /* XÖV's xoev-code has an unqualified `code`; schemas with elementFormDefault="qualified" qualify it. */
+    (void)uri;
+    if (strcmp((const char *)localname, "code") == 0) {
+        if (d->candidate_depth == d->depth - 1) {
+            if (d->candidate_uri[0]) list_uri = d->candidate_uri;
+            if (d->candidate_version[0]) list_version = d->candidate_version;
+        }
+        if (list_uri == NULL || list_version == NULL) {
+            const axs_code_fixed *fixed = axs_schema_fixed_code(d->schema, parent->uri ? (const char *)parent->uri : "",
+                                                               (const char *)parent->local);
+            if (fixed != NULL) {
+                if (list_uri == NULL) list_uri = fixed->uri;
+                if (list_version == NULL) list_version = fixed->version;
+            }
+        }
+        if (list_uri != NULL) kind = AXS_CODE_VALUE;
+    } else if (strcmp((const char *)localname, "kennung") == 0 &&
+               (strcmp((const char *)parent->local, "leser") == 0 || strcmp((const char *)parent->local, "autor") == 0)) {
+        kind = AXS_CODE_BEHOERDENKENNUNG;
+    }
+    if (kind >= 0) {
+        d->reading_code = 1;
+        d->reading_kind = kind;
+        d->reading_depth = d->depth;
+        snprintf(d->reading_uri, sizeof d->reading_uri, "%s", list_uri ? list_uri : "");
+        snprintf(d->reading_version, sizeof d->reading_version, "%s", list_version ? list_version : "");
+        d->reading_has_version = list_version != NULL;
+        current_position(d, &d->reading_line, &d->reading_column);
+        build_path(d, d->reading_path, sizeof d->reading_path);
+        d->reading_length = 0;
+        d->reading_overflow = 0;
+        return;
+    }
+    d->candidate_depth = 0;
+    d->candidate_uri[0] = d->candidate_version[0] = '\0';
+    for (int i = 0; i < nb_attributes; i++) {
+        if (attributes[i * 5 + 2] != NULL) continue;
+        const char *name = (const char *)attributes[i * 5];
+        if (strcmp(name, "listURI") == 0)
+            copy_value(d->candidate_uri, sizeof d->candidate_uri, attributes[i * 5 + 3], attributes[i * 5 + 4]);
+        else if (strcmp(name, "listVersionID") == 0)
+            copy_value(d->candidate_version, sizeof d->candidate_version, attributes[i * 5 + 3], attributes[i * 5 + 4]);
+        else continue;
+        d->candidate_depth = d->depth;
+    }
+}
+
+static void codes_text(axs_doc *d, const xmlChar *text, int length) {
+    size_t room = sizeof d->reading_value - 1 - d->reading_length;
+    size_t n = (size_t)length;
+    if (n > room) { n = room; d->reading_overflow = 1; }
+    memcpy(d->reading_value + d->reading_length, text, n);
+    d->reading_length += n;
+}
+
+static void codes_end(axs_doc *d) {
+    d->reading_code = 0;
+    if (d->unwinding || d->stopped) return;
+    if (d->observation_count >= MAX_OBSERVATIONS) { d->observations_dropped++; return; }
+    d->reading_value[d->reading_length] = '\0';
+    char *value = d->reading_value;
+    while (*value == ' ' || *value == '\t' || *value == '\n' || *value == '\r') value++;
+    size_t n = strlen(value);
+    while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t' || value[n - 1] == '\n' || value[n - 1] == '\r')) n--;
+    value[n] = '\0';
+    if (d->observation_count == d->observation_capacity) {
+        int capacity = d->observation_capacity ? d->observation_capacity * 2 : 16;
+        axs_code_observation *grown = realloc(d->observations, (size_t)capacity * sizeof *grown);
+        if (grown == NULL) { d->observations_dropped++; return; }
+        d->observations = grown;
+        d->observation_capacity = capacity;
+    }
+    size_t uri_size = strlen(d->reading_uri) + 1, version_size = strlen(d->reading_version) + 1;
+    size_t value_size = n + 1, path_size = strlen(d->reading_path) + 1;
+    char *block = malloc(uri_size + version_size + value_size + path_size);
+    if (block == NULL) { d->observations_dropped++; return; }
+    axs_code_observation *o = &d->observations[d->observation_count++];
+    o->kind = d->reading_kind;
+    o->list_uri = memcpy(block, d->reading_uri, uri_size);
+    o->list_version = d->reading_has_version ? memcpy(block + uri_size, d->reading_version, version_size) : NULL;
+    if (o->list_version == NULL) block[uri_size] = '\0';
+    o->value = memcpy(block + uri_size + version_size, value, value_size);
+    o->path = memcpy(block + uri_size + version_size + value_size, d->reading_path, path_size);
+    o->value_too_long = d->reading_overflow;
+    o->line = d->reading_line;
+    o->column = d->reading_column;
+}
+
+void axs_doc_collect_codes(axs_doc *d, int on) { if (d != NULL) d->collect_codes = on; }
+int axs_doc_code_count(const axs_doc *d) { return d != NULL ? d->observation_count : 0; }
+int axs_doc_codes_dropped(const axs_doc *d) { return d != NULL ? d->observations_dropped : 0; }
+
+int axs_doc_code_at(const axs_doc *d, int index, axs_code_observation *out) {
+    if (d == NULL || index < 0 || index >= d->observation_count) return 0;
+    *out = d->observations[index];
+    return 1;
+}
+
 /* ---- captures ----------------------------------------------------------------------------------------------- */
 
 static void capture_start(axs_doc *d, const xmlChar *localname) {
@@ -380,6 +517,7 @@ static void select_and_plug(axs_doc *d, const xmlChar *localname, const xmlChar 
     const axs_schema *schema = d->select != NULL ? d->select(d->context, &root) : NULL;
     for (int i = 0; i < count; i++) free(values[i]);
     if (schema == NULL) return;
+    d->schema = schema;
 
     d->validator = xmlSchemaNewValidCtxt(schema->xsd);
     if (d->validator == NULL) {
@@ -418,6 +556,7 @@ static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar 
         return;
     }
     if (d->captures_open > 0 && d->depth >= 2) capture_start(d, localname);
+    if (d->collect_codes && d->depth >= 2) codes_start(d, localname, uri, nb_attributes, attributes);
     if (!d->root_seen) {
         d->root_seen = 1;
         select_and_plug(d, localname, prefix, uri, nb_attributes, attributes);
@@ -437,6 +576,7 @@ static void on_end_element(void *ctx, const xmlChar *localname, const xmlChar *p
     apply_pending_pop(d);
     d->text_bytes = 0;
     if (d->captures_open > 0) capture_end(d);
+    if (d->reading_code && d->depth == d->reading_depth) codes_end(d);
     d->pending_pop = 1;   /* the validator's end-of-element findings still name this element */
 }
 
@@ -445,6 +585,7 @@ static void on_characters(void *ctx, const xmlChar *ch, int len) {
     apply_pending_pop(d);
     d->text_bytes += len;
     if (d->capturing > 0) capture_text(d, ch, len);
+    if (d->reading_code) codes_text(d, ch, len);
     if (d->limits.max_text_bytes > 0 && d->text_bytes > d->limits.max_text_bytes) {
         char message[160];
         snprintf(message, sizeof message, "a text node is longer than the limit of %lld bytes",
@@ -726,6 +867,8 @@ void axs_doc_free(axs_doc *d) {
     if (d->validator != NULL) xmlSchemaFreeValidCtxt(d->validator);
     for (int i = 0; i < d->level_capacity; i++) free(d->levels[i].children);
     free(d->levels);
+    for (int i = 0; i < d->observation_count; i++) free((void *)d->observations[i].list_uri);
+    free(d->observations);
     free(d->name);
     free(d);
 }

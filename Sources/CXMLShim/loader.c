@@ -80,7 +80,10 @@ static xmlParserInputPtr axs_entity_loader(const char *url, const char *public_i
         return NULL;
     }
     xmlParserInputPtr input = xmlNewInputFromFile(ctxt, real);
-    free(real);
+    int seen = 0;
+    for (int i = 0; i < scope->loaded_count && !seen; i++) seen = strcmp(scope->loaded[i], real) == 0;
+    if (!seen && scope->loaded_count < AXS_MAX_LOADED_DOCUMENTS) scope->loaded[scope->loaded_count++] = real;
+    else free(real);
     return input;
 }
 

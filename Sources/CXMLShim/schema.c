@@ -270,6 +270,11 @@ static void report_skips(compile_state *state, const char *code, int severity, c
     }
 }
 
+static void free_loaded(axs_resolve_scope *scope) {
+    for (int i = 0; i < scope->loaded_count; i++) free(scope->loaded[i]);
+    scope->loaded_count = 0;
+}
+
 axs_schema *axs_schema_compile(const char *xsd_path,
                                axs_catalog *const *catalogs, int catalog_count,
                                const char *const *allowed_roots, int root_count,
@@ -293,6 +298,7 @@ axs_schema *axs_schema_compile(const char *xsd_path,
             if (on_diagnostic) on_diagnostic(context, &d);
         }
         free(state);
+        free_loaded(&scope);
         return NULL;
     }
     if (state->skip_count > 0) {
@@ -300,8 +306,16 @@ axs_schema *axs_schema_compile(const char *xsd_path,
         xmlSchemaPtr merged = NULL;
         if (merged_state != NULL) {
             axs_resolve_scope merged_scope = scope;
+            merged_scope.loaded_count = 0;
             *merged_state = (compile_state){ .scope = &merged_scope };
             merged = compile_merged(xsd_path, xsd->targetNamespace, state, &merged_scope, merged_state);
+            /* The merged compile read the skipped documents too: their code declarations count. */
+            for (int i = 0; i < merged_scope.loaded_count; i++) {
+                int seen = 0;
+                for (int j = 0; j < scope.loaded_count && !seen; j++) seen = strcmp(scope.loaded[j], merged_scope.loaded[i]) == 0;
+                if (!seen && scope.loaded_count < AXS_MAX_LOADED_DOCUMENTS) scope.loaded[scope.loaded_count++] = merged_scope.loaded[i];
+                else free(merged_scope.loaded[i]);
+            }
         }
         if (merged != NULL) {
             xmlSchemaFree(xsd);
@@ -317,13 +331,26 @@ axs_schema *axs_schema_compile(const char *xsd_path,
     }
     free(state);
     axs_schema *schema = calloc(1, sizeof *schema);
-    if (schema == NULL) { xmlSchemaFree(xsd); return NULL; }
+    if (schema == NULL) { xmlSchemaFree(xsd); free_loaded(&scope); return NULL; }
     schema->xsd = xsd;
+    const char *paths[AXS_MAX_LOADED_DOCUMENTS + 1];
+    int count = 0;
+    char *main_real = realpath(xsd_path, NULL);
+    int main_loaded = 0;
+    for (int i = 0; i < scope.loaded_count; i++) {
+        paths[count++] = scope.loaded[i];
+        if (main_real != NULL && strcmp(main_real, scope.loaded[i]) == 0) main_loaded = 1;
+    }
+    if (main_real != NULL && !main_loaded) paths[count++] = main_real;
+    axs_schema_scan_codes(schema, paths, count);
+    free(main_real);
+    free_loaded(&scope);
     return schema;
 }
 
 void axs_schema_free(axs_schema *schema) {
     if (schema == NULL) return;
     xmlSchemaFree(schema->xsd);
+    axs_schema_free_codes(schema);
     free(schema);
 }

@@ -16,9 +16,23 @@ struct axs_catalog {
     xmlCatalogPtr catalog;
 };
 
+/* An element whose XÖV code list the schema fixes or defaults (listURI / listVersionID). */
+typedef struct {
+    char *ns;
+    char *local;
+    char *uri;
+    char *version;    /* NULL when the schema fixes only the list */
+    int conflict;     /* the same name carries different lists in different places: not used */
+} axs_code_fixed;
+
 struct axs_schema {
     xmlSchemaPtr xsd;
+    axs_code_fixed *fixed;
+    int fixed_count;
+    int fixed_capacity;
 };
+
+#define AXS_MAX_LOADED_DOCUMENTS 1024
 
 /* While a schema compiles on this thread, the loader answers from this scope; otherwise it refuses everything. */
 typedef struct {
@@ -32,7 +46,15 @@ typedef struct {
     const char *const *memory_urls;
     const char *const *memory_documents;
     int memory_count;
+    /* Files the loader served (real paths, malloc'd), for the code-list scan after compiling. */
+    char *loaded[AXS_MAX_LOADED_DOCUMENTS];
+    int loaded_count;
 } axs_resolve_scope;
+
+/* Code lists (codelists.c). */
+void axs_schema_scan_codes(axs_schema *schema, const char *const *paths, int count);
+const axs_code_fixed *axs_schema_fixed_code(const axs_schema *schema, const char *ns, const char *local);
+void axs_schema_free_codes(axs_schema *schema);
 
 void axs_loader_enter(axs_resolve_scope *scope);
 void axs_loader_leave(void);

@@ -12,6 +12,8 @@ public struct ValidationError: Error, Sendable, Hashable, CustomStringConvertibl
         public static let manifestInvalid = Code(rawValue: "config.manifest-invalid")
         /// A catalog named by the manifest could not be loaded.
         public static let catalogUnreadable = Code(rawValue: "config.catalog-unreadable")
+        /// A folder of code lists could not be read.
+        public static let codeListsUnreadable = Code(rawValue: "config.code-lists-unreadable")
         /// No schema of the set could be compiled.
         public static let noUsableSchema = Code(rawValue: "config.no-usable-schema")
     }

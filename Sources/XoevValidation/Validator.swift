@@ -17,19 +17,23 @@ public struct Validator: Sendable {
     public let schemas: SchemaSet
     /// Limits applied to every document.
     public var limits: ValidationLimits
+    /// Code lists to check XÖV code elements against; `nil` (or an empty catalog): codes are not checked.
+    public var codeLists: CodeListCatalog?
 
     /// Size of each read from a file or stream.
     public static let readChunkSize = 256 * 1024
 
     /// Creates a validator.
-    public init(schemas: SchemaSet, limits: ValidationLimits = .safeProfile) {
+    public init(schemas: SchemaSet, limits: ValidationLimits = .safeProfile, codeLists: CodeListCatalog? = nil) {
         self.schemas = schemas
         self.limits = limits
+        self.codeLists = codeLists
     }
 
     /// Starts an incremental validation: feed the bytes as they arrive, then call ``DocumentValidation/finish()``.
     public func startDocument(named name: String) -> DocumentValidation {
-        DocumentValidation(name: name, schemas: schemas, limits: limits)
+        DocumentValidation(name: name, schemas: schemas, limits: limits,
+                           codeLists: (codeLists?.count ?? 0) > 0 ? codeLists : nil)
     }
 
     /// Validates a document held in memory.
@@ -107,8 +111,10 @@ public final class DocumentValidation {
     private let context: DocumentContext
     private var handle: OpaquePointer?
     private var report: ValidationReport?
+    private let codeLists: CodeListCatalog?
 
-    init(name: String, schemas: SchemaSet, limits: ValidationLimits) {
+    init(name: String, schemas: SchemaSet, limits: ValidationLimits, codeLists: CodeListCatalog?) {
+        self.codeLists = codeLists
         context = DocumentContext(schemas: schemas)
         var cLimits = axs_limits(
             max_bytes: limits.maxBytes, max_depth: Int32(clamping: limits.maxDepth),
@@ -119,6 +125,7 @@ public final class DocumentValidation {
         handle = axs_doc_new(name, &cLimits, DocumentContext.selectCallback, DiagnosticSink.callback,
                              Unmanaged.passUnretained(context).toOpaque())
         context.handle = handle
+        if codeLists != nil { axs_doc_collect_codes(handle, 1) }
     }
 
     deinit { axs_doc_free(handle) }
@@ -148,9 +155,12 @@ public final class DocumentValidation {
             context.diagnostics.append(Diagnostic(severity: .fatal, code: "input.out-of-memory",
                                                   message: "could not allocate a parser"))
         }
-        let valid = result.well_formed != 0 && result.schema_applied != 0 && result.schema_valid != 0
-            && !context.diagnostics.contains { $0.severity >= .error }
         var diagnostics = context.diagnostics
+        if let codeLists, let handle, result.well_formed != 0, result.stopped == 0 {
+            diagnostics = Self.merge(diagnostics, codeLists.check(Self.observations(handle)))
+        }
+        let valid = result.well_formed != 0 && result.schema_applied != 0 && result.schema_valid != 0
+            && !diagnostics.contains { $0.severity >= .error }
         if !valid && !diagnostics.contains(where: { $0.severity >= .error }) {
             // Never let an unexplained failure pass as valid, and never leave it unexplained.
             diagnostics.append(Diagnostic(severity: .error, code: "validation.incomplete",
@@ -172,6 +182,31 @@ public final class DocumentValidation {
         handle = nil
         context.handle = nil
         return report
+    }
+}
+
+extension DocumentValidation {
+    static func observations(_ handle: OpaquePointer) -> [CodeObservation] {
+        (0..<Int(axs_doc_code_count(handle))).compactMap { index in
+            var raw = axs_code_observation()
+            return axs_doc_code_at(handle, Int32(index), &raw) != 0 ? CodeObservation(raw) : nil
+        }
+    }
+
+    /// Both lists are in document order; the result is too (a stable merge by line and column).
+    static func merge(_ first: [Diagnostic], _ second: [Diagnostic]) -> [Diagnostic] {
+        guard !second.isEmpty else { return first }
+        var merged: [Diagnostic] = []
+        merged.reserveCapacity(first.count + second.count)
+        var i = 0, j = 0
+        while i < first.count || j < second.count {
+            if j == second.count || (i < first.count && (first[i].line, first[i].column) <= (second[j].line, second[j].column)) {
+                merged.append(first[i]); i += 1
+            } else {
+                merged.append(second[j]); j += 1
+            }
+        }
+        return merged
     }
 }
 

@@ -57,6 +57,10 @@ struct AmtsboteConfiguration: Codable {
 
     var format: String?
     var schemas: String?
+    /// Folders of genericode code lists (default: the schema set's `codelists` folder).
+    var codeLists: [String]?
+    /// A code whose list is not loaded: ignore, warning (default) or error.
+    var missingCodeLists: String?
     var routing: Routing
     var backends: [String: Backend]
     var postfaecher: Postfaecher
@@ -69,6 +73,8 @@ struct AmtsboteConfiguration: Codable {
         AmtsboteConfiguration(
             format: "amtsbote-config/1",
             schemas: nil,
+            codeLists: nil,
+            missingCodeLists: nil,
             routing: Routing(tables: ["Samples/routing"], municipalities: "Samples/routing/gemeinden_ags_ars_2026-04-30.csv",
                              retiredKeys: "Samples/routing/ags-retired-since-2011.txt", dvdvPrefixes: nil),
             backends: ["local": Backend(kind: "filesystem", parameters: ["directory": data + "/postfach"])],
@@ -164,7 +170,14 @@ struct LoadedPipeline {
         }
 
         let schemaPath = try options.schemas ?? configuration.schemas.map { resolve($0).path } ?? SchemaLocation.resolve(explicit: nil)
-        validator = Validator(schemas: try SchemaSet(manifestAt: schemaPath))
+        let schemaFolder = schemaPath.hasSuffix(".json") ? (schemaPath as NSString).deletingLastPathComponent : schemaPath
+        guard let missing = CodeListCatalog.MissingListPolicy(rawValue: configuration.missingCodeLists ?? "warning") else {
+            throw ConfigurationError("missingCodeLists must be ignore, warning or error")
+        }
+        let codeLists = try CodeListFolders.load(explicit: (configuration.codeLists ?? []).map { resolve($0).path },
+                                                 schemaFolder: schemaFolder, missing: missing,
+                                                 logger: Logger(label: "amtsbote.config"))
+        validator = Validator(schemas: try SchemaSet(manifestAt: schemaPath), codeLists: codeLists)
 
         let directory = try configuration.routing.municipalities.map {
             try MunicipalityDirectory(csv: resolve($0).path, retiredKeys: configuration.routing.retiredKeys.map { resolve($0).path })

@@ -39,6 +39,16 @@ struct ValidateCommand: ParsableCommand {
     @Option(name: .long, help: "Folder the --xsd schema may load files from (default: the XSD's folder).")
     var schemaRoot: String?
 
+    @Option(name: .customLong("code-lists"),
+            help: "Folder of genericode code lists to check XÖV codes against (repeatable; default: the schema set's codelists folder).")
+    var codeListFolders: [String] = []
+
+    @Option(name: .long, help: "A code whose list or list version is not loaded: ignore, warning (default) or error.")
+    var missingCodeLists: CodeListCatalog.MissingListPolicy = .warning
+
+    @Flag(name: .long, help: "Do not check codes against code lists.")
+    var noCodeLists = false
+
     @Option(name: .long, help: "Output format: text (default) or json (one JSON object per line and document).")
     var format: OutputFormat = .text
 
@@ -86,15 +96,20 @@ struct ValidateCommand: ParsableCommand {
         let logger = Logger(label: "amtsbote.validate")
 
         let schemaSet: SchemaSet
+        let codeLists: CodeListCatalog?
         do {
-            schemaSet = try loadSchemas(logger: logger)
+            let (set, manifestFolder) = try loadSchemas(logger: logger)
+            schemaSet = set
+            codeLists = noCodeLists ? nil
+                : try CodeListFolders.load(explicit: codeListFolders, schemaFolder: manifestFolder,
+                                           missing: missingCodeLists, logger: logger)
         } catch let error as XoevValidation.ValidationError {
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             throw ExitCode(ExitStatus.usage.rawValue)
         }
         let validator = Validator(schemas: schemaSet, limits: ValidationLimits(
             maxBytes: maxSize, maxDepth: maxDepth, maxAttributes: maxAttributes, maxTextBytes: maxText,
-            maxDiagnostics: maxDiagnostics, timeLimit: .milliseconds(Int64(timeout * 1000))))
+            maxDiagnostics: maxDiagnostics, timeLimit: .milliseconds(Int64(timeout * 1000))), codeLists: codeLists)
 
         var reporter: any Reporter = switch (quiet, format) {
         case (true, _): SilentReporter()
@@ -138,12 +153,16 @@ struct ValidateCommand: ParsableCommand {
         }
     }
 
-    private func loadSchemas(logger: Logger) throws -> SchemaSet {
+    /// The schema set, and the folder of its manifest (nil for --xsd).
+    private func loadSchemas(logger: Logger) throws -> (SchemaSet, String?) {
         let set: SchemaSet
+        var folder: String?
         if let xsd {
             set = try SchemaSet(xsd: xsd, catalogs: catalog, allowedRoot: schemaRoot)
         } else {
-            set = try SchemaSet(manifestAt: try SchemaLocation.resolve(explicit: schemas))
+            let location = try SchemaLocation.resolve(explicit: schemas)
+            set = try SchemaSet(manifestAt: location)
+            folder = location.hasSuffix(".json") ? (location as NSString).deletingLastPathComponent : location
         }
         for d in set.loadDiagnostics {
             let place = "\(d.file ?? "schema"):\(d.line)"
@@ -153,7 +172,32 @@ struct ValidateCommand: ParsableCommand {
                 logger.warning("\(place): \(d.code): \(d.message)")
             }
         }
-        return set
+        return (set, folder)
+    }
+}
+
+extension CodeListCatalog.MissingListPolicy: ExpressibleByArgument {}
+
+/// Which code lists a command checks against: the folders given, else the schema set's `codelists` folder.
+enum CodeListFolders {
+    static func load(explicit: [String], schemaFolder: String?, missing: CodeListCatalog.MissingListPolicy,
+                     logger: Logger) throws -> CodeListCatalog? {
+        var folders = explicit
+        if folders.isEmpty, let schemaFolder {
+            let candidate = (schemaFolder as NSString).appendingPathComponent("codelists")
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), isDirectory.boolValue {
+                folders = [candidate]
+            }
+        }
+        guard !folders.isEmpty else { return nil }
+        var catalog = try CodeListCatalog(directories: folders)
+        catalog.missingLists = missing
+        for d in catalog.loadDiagnostics {
+            logger.warning("\(d.file ?? "code list"): \(d.code): \(d.message)")
+        }
+        logger.debug("code lists loaded", metadata: ["versions": "\(catalog.count)"])
+        return catalog
     }
 }
 

@@ -53,7 +53,7 @@ enum CLI {
 struct CLITests {
     @Test("a valid file: exit 0, one line naming the schema, a summary")
     func validFile() throws {
-        let result = try CLI.run(["validate", "Samples/valid/wohnsitz-anmeldung-koeln.xml"])
+        let result = try CLI.run(["validate", "--missing-code-lists", "ignore", "Samples/valid/wohnsitz-anmeldung-koeln.xml"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout == """
             Samples/valid/wohnsitz-anmeldung-koeln.xml: valid [wohnsitz.anmeldung-1.0]
@@ -62,9 +62,29 @@ struct CLITests {
             """)
     }
 
+    @Test("code lists: Schemas/codelists by default, unloaded lists warned once per document, a wrong code is an error")
+    func codeLists() throws {
+        let valid = try CLI.run(["validate", "Samples/valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml"])
+        #expect(valid.status == 0, "\(valid.stderr)")
+        #expect(valid.stdout.contains(
+            "hundesteuer-anmeldung-zwei-hunde-hamm.xml:37:18: warning[codelist.unknown-list]: the code list urn:de:dsmeld:schluesseltabelle:staat is not loaded"))
+        #expect(valid.stdout.components(separatedBy: "schluesseltabelle:staat is not loaded").count == 2, "once per list")
+        #expect(!valid.stdout.contains("codeliste:nachrichtentyp"), "the loaded list is checked, not warned about")
+        let text = try String(contentsOfFile: TestEnvironment.projectRoot.appendingPathComponent(
+            "Samples/valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml").path, encoding: .utf8)
+        let wrong = try CLI.run(["validate", "--missing-code-lists", "error", "-"],
+                                stdin: Data(text.replacingOccurrences(of: "<bas:code>0301</bas:code>", with: "<bas:code>0399</bas:code>").utf8))
+        #expect(wrong.status == 1)
+        #expect(wrong.stdout.contains("-:8:18: error[codelist.value-unknown]: the code '0399' is not in the code list urn:xoev-de:amtsbote:codeliste:nachrichtentyp (version 1.0)"), "\(wrong.stdout)")
+        #expect(wrong.stdout.contains("error[codelist.unknown-list]"), "--missing-code-lists error")
+        let off = try CLI.run(["validate", "--no-code-lists", "-"],
+                              stdin: Data(text.replacingOccurrences(of: "<bas:code>0301</bas:code>", with: "<bas:code>0399</bas:code>").utf8))
+        #expect(off.status == 0)
+    }
+
     @Test("an invalid file: exit 1, file:line:col: error[code]: message (path)")
     func invalidFile() throws {
-        let result = try CLI.run(["validate", "Samples/invalid/wohnsitz-unbekannte-wohnungsart.xml"])
+        let result = try CLI.run(["validate", "--missing-code-lists", "ignore", "Samples/invalid/wohnsitz-unbekannte-wohnungsart.xml"])
         #expect(result.status == 1)
         #expect(result.stdout.hasPrefix(
             "Samples/invalid/wohnsitz-unbekannte-wohnungsart.xml:41:54: error[schema.value.enumeration]: "))
@@ -141,7 +161,7 @@ struct CLITests {
 
     @Test("--format json: one object per document and line, every key present")
     func json() throws {
-        let result = try CLI.run(["validate", "--format", "json", "Samples/valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml",
+        let result = try CLI.run(["validate", "--format", "json", "--no-code-lists", "Samples/valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml",
                                   "Samples/invalid/gewerbe-ohne-betrieb.xml", "missing.xml"])
         #expect(result.status == 3)
         let lines = result.stdout.split(separator: "\n")

@@ -61,7 +61,7 @@ struct CorpusTests {
         #expect(merged.first?.message.contains("xbau-kernmodul-universellerAntrag.xsd") == true)
         #expect(merged.first?.file?.hasSuffix("xbau-baukasten.xsd") == true && merged.first?.line == 41)
         #expect(!validator.schemas.loadDiagnostics.contains { $0.code == "schema.import-skipped" })
-        let samples = TestEnvironment.projectRoot.appendingPathComponent("Samples/corpus/xbau-2.6")
+        let samples = TestEnvironment.projectRoot.appendingPathComponent("Tests/Fixtures/xbau-2.6")
         let valid = try validator.validate(file: samples.appendingPathComponent("universellerAntrag.antrag.1200-valid.xml").path)
         #expect(valid.verdict == .valid, "\(valid.errors)")
         #expect(valid.schema == "xbau-2.6-kernmodul")

@@ -69,6 +69,28 @@ axs_schema *axs_schema_compile(const char *xsd_path,
                                axs_diagnostic_fn on_diagnostic, void *context);
 void axs_schema_free(axs_schema *schema);
 
+/** Number of elements whose XÖV code list (listURI, listVersionID) the schema fixes or defaults. */
+int axs_schema_fixed_code_count(const axs_schema *schema);
+
+/* ---- code lists ------------------------------------------------------------------------------------------- */
+
+/** One OASIS genericode code list: identification and the values of its key column. */
+typedef struct {
+    char *short_name;
+    char *version;                 /* Identification/Version: what listVersionID names */
+    char *canonical_uri;           /* what listURI names */
+    char *canonical_version_uri;
+    char *key_column;              /* the column whose values are the codes */
+    char **values;
+    int value_count;
+    int not_genericode;            /* a well-formed XML file that is not a genericode CodeList */
+    char error[512];               /* empty when the list was read */
+} axs_genericode;
+
+/** Reads a genericode file (no DTD, no entities, no network). NULL only when memory is exhausted. */
+axs_genericode *axs_genericode_load(const char *path);
+void axs_genericode_free(axs_genericode *list);
+
 /* ---- documents -------------------------------------------------------------------------------------------- */
 
 /** Limits enforced while the bytes arrive; 0 means "no limit" for the byte and text limits. */
@@ -139,6 +161,28 @@ void axs_doc_use_captures(axs_doc *doc, const axs_capture_set *set);
 /** The captured text of path `index` (NUL-terminated, not trimmed), or NULL when the element did not occur or its
  * text was longer than 256 bytes. Valid until the document is freed. */
 const char *axs_doc_capture(const axs_doc *doc, int index);
+
+/** What a document says about one code, for checking against code lists after the pass. */
+typedef struct {
+    int kind;                      /* AXS_CODE_VALUE: an XÖV code element; AXS_CODE_BEHOERDENKENNUNG: leser/autor kennung */
+    const char *list_uri;          /* AXS_CODE_VALUE: listURI (instance, else schema) */
+    const char *list_version;      /* listVersionID, or NULL when neither instance nor schema names one */
+    const char *value;             /* the text, whitespace-trimmed */
+    int value_too_long;            /* longer than 256 bytes: `value` is cut */
+    long line;
+    long column;
+    const char *path;
+} axs_code_observation;
+
+enum { AXS_CODE_VALUE = 0, AXS_CODE_BEHOERDENKENNUNG = 1 };
+
+/** Collects code observations in this document (off by default). Call before feeding. */
+void axs_doc_collect_codes(axs_doc *doc, int on);
+/** Observations so far; strings valid until the document is freed. */
+int axs_doc_code_count(const axs_doc *doc);
+int axs_doc_code_at(const axs_doc *doc, int index, axs_code_observation *out);
+/** Observations not kept because the document had more than the cap (100,000). */
+int axs_doc_codes_dropped(const axs_doc *doc);
 
 void axs_doc_free(axs_doc *doc);
 
