@@ -3,8 +3,14 @@ import Foundation
 import Logging
 import XoevValidation
 
+/// Output of commands that list records (submit, deliveries): text or JSON Lines.
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json
+}
+
+/// Output of `validate`: also JUnit XML and SARIF for CI systems.
+enum ValidationOutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json, junit, sarif
 }
 
 struct ValidateCommand: ParsableCommand {
@@ -49,8 +55,11 @@ struct ValidateCommand: ParsableCommand {
     @Flag(name: .long, help: "Do not check codes against code lists.")
     var noCodeLists = false
 
-    @Option(name: .long, help: "Output format: text (default) or json (one JSON object per line and document).")
-    var format: OutputFormat = .text
+    @Option(name: .long, help: "Output format: text (default), json (one JSON object per line and document), junit or sarif (written when the batch ends).")
+    var format: ValidationOutputFormat = .text
+
+    @Option(name: .long, help: "Also write a self-contained HTML report of the batch to this file.")
+    var report: String?
 
     @Flag(name: .shortAndLong, help: "Print nothing; the exit code tells the outcome.")
     var quiet = false
@@ -115,10 +124,17 @@ struct ValidateCommand: ParsableCommand {
         case (true, _): SilentReporter()
         case (false, .text): TextReporter()
         case (false, .json): JSONLinesReporter()
+        case (false, .junit): JUnitReporter()
+        case (false, .sarif): SARIFReporter()
         }
+        var htmlReport = report.map(HTMLReport.init(path:))
+        let showProgress = !quiet && Progress.terminalAttached
+        var progress = Progress(enabled: showProgress, total: showProgress ? InputFiles(paths).reduce(0) { n, _ in n + 1 } : nil)
         var tally = Tally()
         ParallelValidation(inputs: InputFiles(paths), validator: validator, jobs: jobs).run { outcome in
             tally.count(outcome)
+            progress.advance()
+            htmlReport?.write(outcome)
             switch outcome {
             case .report(let report):
                 for d in report.diagnostics where d.severity >= .error {
@@ -131,6 +147,8 @@ struct ValidateCommand: ParsableCommand {
             }
             reporter.write(outcome)
         }
+        progress.finish()
+        htmlReport?.finish(tally)
         reporter.finish(tally)
         throw ExitCode(tally.exitStatus.rawValue)
     }
