@@ -231,6 +231,17 @@ static void read_type(xmlNodePtr node, type_info *info) {
     }
 }
 
+/* Room for one more item in a growing array; 0 when memory is exhausted. */
+static int make_room(void **items, int count, int *capacity, size_t item_size, int first) {
+    if (count < *capacity) return 1;
+    int grown_capacity = *capacity ? *capacity * 2 : first;
+    void *grown = realloc(*items, (size_t)grown_capacity * item_size);
+    if (grown == NULL) return 0;
+    *items = grown;
+    *capacity = grown_capacity;
+    return 1;
+}
+
 static void scan_node(xmlNodePtr node, const char *tns, int qualified_default, scan_state *state) {
     for (xmlNodePtr c = node->children; c != NULL; c = c->next) {
         if (c->type != XML_ELEMENT_NODE || c->ns == NULL || strcmp((const char *)c->ns->href, XS_NS) != 0) continue;
@@ -238,11 +249,9 @@ static void scan_node(xmlNodePtr node, const char *tns, int qualified_default, s
         if (is_named(c, "complexType") && global) {
             xmlChar *name = xmlGetProp(c, (const xmlChar *)"name");
             if (name != NULL && state->type_count < 100000) {
-                if (state->type_count == state->type_capacity) {
-                    state->type_capacity = state->type_capacity ? state->type_capacity * 2 : 256;
-                    type_info *grown = realloc(state->types, (size_t)state->type_capacity * sizeof *grown);
-                    if (grown == NULL) { xmlFree(name); return; }
-                    state->types = grown;
+                if (!make_room((void **)&state->types, state->type_count, &state->type_capacity, sizeof *state->types, 256)) {
+                    xmlFree(name);
+                    return;
                 }
                 type_info *info = &state->types[state->type_count++];
                 memset(info, 0, sizeof *info);
@@ -255,11 +264,10 @@ static void scan_node(xmlNodePtr node, const char *tns, int qualified_default, s
         } else if (is_named(c, "element")) {
             xmlChar *name = xmlGetProp(c, (const xmlChar *)"name");
             if (name != NULL && state->element_count < 1000000) {
-                if (state->element_count == state->element_capacity) {
-                    state->element_capacity = state->element_capacity ? state->element_capacity * 2 : 1024;
-                    element_info *grown = realloc(state->elements, (size_t)state->element_capacity * sizeof *grown);
-                    if (grown == NULL) { xmlFree(name); return; }
-                    state->elements = grown;
+                if (!make_room((void **)&state->elements, state->element_count, &state->element_capacity,
+                               sizeof *state->elements, 1024)) {
+                    xmlFree(name);
+                    return;
                 }
                 element_info *e = &state->elements[state->element_count++];
                 memset(e, 0, sizeof *e);
@@ -331,12 +339,7 @@ void axs_schema_scan_codes(axs_schema *schema, const char *const *paths, int cou
                 f->conflict = 1;
         }
         if (known) continue;
-        if (schema->fixed_count == schema->fixed_capacity) {
-            schema->fixed_capacity = schema->fixed_capacity ? schema->fixed_capacity * 2 : 64;
-            axs_code_fixed *grown = realloc(schema->fixed, (size_t)schema->fixed_capacity * sizeof *grown);
-            if (grown == NULL) break;
-            schema->fixed = grown;
-        }
+        if (!make_room((void **)&schema->fixed, schema->fixed_count, &schema->fixed_capacity, sizeof *schema->fixed, 64)) break;
         axs_code_fixed *f = &schema->fixed[schema->fixed_count++];
         f->ns = strdup(e->ns);
         f->local = strdup(e->local);

@@ -5,8 +5,9 @@ import Testing
 /// kill -9 at random moments during `amtsbote submit`, restart, and check that nothing was lost or doubled.
 @Suite("Crash safety of submit (SIGKILL)")
 struct CrashTests {
-    /// A configuration over a temporary data folder, with the project's schemas and sample routing.
-    static func configuration(in directory: URL) throws -> URL {
+    /// A configuration over a temporary data folder, with the project's schemas and sample routing; `retry` is
+    /// the retry policy's JSON object, if any.
+    static func configuration(in directory: URL, retry: String? = nil) throws -> URL {
         let root = TestEnvironment.projectRoot.path
         let config = """
             {
@@ -19,7 +20,7 @@ struct CrashTests {
               },
               "backends": {"local": {"kind": "filesystem", "directory": "postfach"}},
               "postfaecher": {"default": "local"},
-              "ledger": "ledger.sqlite",
+              "ledger": "ledger.sqlite",\(retry.map { "\n  \"retry\": \($0)," } ?? "")
               "spool": "spool"
             }
             """
@@ -33,8 +34,8 @@ struct CrashTests {
         // Synchronous on purpose: the kill timing must not wait for a turn on the shared task pool, which other
         // tests keep busy (an async sleep here once resumed only after the whole run had finished).
         let environment = ProcessInfo.processInfo.environment
-        let count = Int(environment["AMTSBOTE_CRASH_SUBMISSIONS"] ?? "") ?? 300
-        let kills = Int(environment["AMTSBOTE_CRASH_KILLS"] ?? "") ?? 12
+        let count = Int(environment["AMTSBOTE_CRASH_SUBMISSIONS"] ?? "") ?? 1000
+        let kills = Int(environment["AMTSBOTE_CRASH_KILLS"] ?? "") ?? 10
         let directory = try TestEnvironment.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let inbox = directory.appendingPathComponent("inbox")

@@ -42,11 +42,7 @@ struct SubmitTests {
     func deadLetterThenRetry() throws {
         let directory = try TestEnvironment.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let config = try CrashTests.configuration(in: directory)
-        var text = try String(contentsOf: config, encoding: .utf8)
-        text = text.replacingOccurrences(of: #""ledger": "ledger.sqlite","#,
-                                         with: #""ledger": "ledger.sqlite", "retry": {"maxAttempts": 3, "initialDelaySeconds": 0.05},"#)
-        try text.write(to: config, atomically: true, encoding: .utf8)
+        let config = try CrashTests.configuration(in: directory, retry: #"{"maxAttempts": 3, "initialDelaySeconds": 0.05}"#)
         // The Postfach directory's name is taken by a file: every attempt fails (as a full or broken disk would).
         let blocked = directory.appendingPathComponent("postfach/gemeinde-05315000-koeln")
         try FileManager.default.createDirectory(at: blocked.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -73,11 +69,7 @@ struct SubmitTests {
     func permissionDenied() throws {
         let directory = try TestEnvironment.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let config = try CrashTests.configuration(in: directory)
-        var text = try String(contentsOf: config, encoding: .utf8)
-        text = text.replacingOccurrences(of: #""ledger": "ledger.sqlite","#,
-                                         with: #""ledger": "ledger.sqlite", "retry": {"maxAttempts": 2, "initialDelaySeconds": 0.05},"#)
-        try text.write(to: config, atomically: true, encoding: .utf8)
+        let config = try CrashTests.configuration(in: directory, retry: #"{"maxAttempts": 2, "initialDelaySeconds": 0.05}"#)
         let inbox = directory.appendingPathComponent("postfach/gemeinde-05315000-koeln")
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("postfach/.incoming"),
                                                 withIntermediateDirectories: true)
