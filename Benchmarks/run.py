@@ -13,13 +13,18 @@ GEWERBE_XSD = os.path.join(SCHEMAS, "gewerbe/gewerbeanzeige.xsd")
 HUNDE_XSD = os.path.join(SCHEMAS, "hundesteuer/hundesteueranmeldung.xsd")
 ENV = dict(os.environ, XML_CATALOG_FILES=CATALOG)
 
-def run(argv, stdin=None, cwd=ROOT):
-    """Runs argv; returns (seconds, peak RSS in MiB, exit status)."""
+PEAK_RSS = None   # the peak-rss helper (Benchmarks/peak-rss), set by main
+
+def run(argv, stdin=None):
+    """Runs argv from the project folder; returns (seconds, peak RSS in MiB, exit status). The child is started by
+    the small peak-rss helper: a child forked from Python would carry Python's pages in its peak until exec."""
+    report = os.path.join(tempfile.gettempdir(), f"amtsbote-bench-rss-{os.getpid()}")
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=cwd)
-    _, status, usage = os.wait4(proc.pid, 0)
+    subprocess.run([PEAK_RSS, report] + argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     elapsed = time.perf_counter() - start
-    return elapsed, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    kib, status = open(report).read().split()
+    os.unlink(report)
+    return elapsed, int(kib) / 1024, int(status)
 
 def lxml_script(xsd, files_arg):
     return [sys.executable, "-c", f"""
@@ -112,6 +117,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--amtsbote", required=True)
     ap.add_argument("--saxplug")
+    ap.add_argument("--peak-rss", required=True, help="the compiled Benchmarks/peak-rss/peak-rss.c")
     ap.add_argument("--work", default=tempfile.mkdtemp(prefix="amtsbote-bench-"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--large-mb", type=int, default=200)
@@ -120,8 +126,11 @@ def main():
     ap.add_argument("--stream-mb", type=int, default=2048)
     ap.add_argument("--report", help="append the Markdown tables to this file")
     a = ap.parse_args()
+    global PEAK_RSS
+    PEAK_RSS = a.peak_rss
     gen = [sys.executable, os.path.join(ROOT, "Benchmarks/generate.py")]
     os.makedirs(a.work, exist_ok=True)
+    os.chdir(ROOT)
     large = os.path.join(a.work, "large.xml")
     unique = os.path.join(a.work, "unique.xml")
     small = os.path.join(a.work, "small")
