@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 
 #define XS_NS "http://www.w3.org/2001/XMLSchema"
 #define MAX_READ_BYTES (64L * 1024 * 1024)
@@ -306,7 +307,7 @@ static void effective(const scan_state *state, const type_info *type, const char
 
 static void free_type(type_info *t) { free(t->key); free(t->uri); free(t->version); free(t->base); }
 
-void axs_schema_scan_codes(axs_schema *schema, const char *const *paths, int count) {
+void axs_schema_scan_codes(axs_schema *schema, char *const *paths, int count) {
     scan_state state = {0};
     for (int i = 0; i < count; i++) {
         char error[512];
@@ -356,8 +357,18 @@ void axs_schema_scan_codes(axs_schema *schema, const char *const *paths, int cou
     free(state.elements);
 }
 
+void axs_schema_prepare_codes(axs_schema *schema) {
+    if (schema == NULL || atomic_load(&schema->codes_scanned)) return;
+    pthread_mutex_lock(&schema->codes_lock);
+    if (!atomic_load(&schema->codes_scanned)) {
+        axs_schema_scan_codes(schema, schema->documents, schema->document_count);
+        atomic_store(&schema->codes_scanned, 1);
+    }
+    pthread_mutex_unlock(&schema->codes_lock);
+}
+
 const axs_code_fixed *axs_schema_fixed_code(const axs_schema *schema, const char *ns, const char *local) {
-    if (schema == NULL) return NULL;
+    if (schema == NULL || !atomic_load(&((axs_schema *)schema)->codes_scanned)) return NULL;
     for (int i = 0; i < schema->fixed_count; i++) {
         const axs_code_fixed *f = &schema->fixed[i];
         if (!f->conflict && strcmp(f->local, local) == 0 && strcmp(f->ns, ns) == 0) return f;
@@ -372,7 +383,8 @@ void axs_schema_free_codes(axs_schema *schema) {
     free(schema->fixed);
 }
 
-int axs_schema_fixed_code_count(const axs_schema *schema) {
+int axs_schema_fixed_code_count(axs_schema *schema) {
+    axs_schema_prepare_codes(schema);
     int n = 0;
     for (int i = 0; schema != NULL && i < schema->fixed_count; i++) n += !schema->fixed[i].conflict;
     return n;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
+#include <pthread.h>
 
 /* One import libxml2 skipped because its namespace was already imported from another document. */
 typedef struct {
@@ -333,17 +334,22 @@ axs_schema *axs_schema_compile(const char *xsd_path,
     axs_schema *schema = calloc(1, sizeof *schema);
     if (schema == NULL) { xmlSchemaFree(xsd); free_loaded(&scope); return NULL; }
     schema->xsd = xsd;
-    const char *paths[AXS_MAX_LOADED_DOCUMENTS + 1];
-    int count = 0;
+    pthread_mutex_init(&schema->codes_lock, NULL);
+    /* The documents the schema was read from, kept for the code-list scan (done only if code lists are used). */
     char *main_real = realpath(xsd_path, NULL);
     int main_loaded = 0;
-    for (int i = 0; i < scope.loaded_count; i++) {
-        paths[count++] = scope.loaded[i];
+    for (int i = 0; i < scope.loaded_count; i++)
         if (main_real != NULL && strcmp(main_real, scope.loaded[i]) == 0) main_loaded = 1;
+    if (main_real != NULL && !main_loaded && scope.loaded_count < AXS_MAX_LOADED_DOCUMENTS)
+        scope.loaded[scope.loaded_count++] = main_real;
+    else
+        free(main_real);
+    schema->documents = malloc((size_t)(scope.loaded_count ? scope.loaded_count : 1) * sizeof *schema->documents);
+    if (schema->documents != NULL) {
+        memcpy(schema->documents, scope.loaded, (size_t)scope.loaded_count * sizeof *schema->documents);
+        schema->document_count = scope.loaded_count;
+        scope.loaded_count = 0;
     }
-    if (main_real != NULL && !main_loaded) paths[count++] = main_real;
-    axs_schema_scan_codes(schema, paths, count);
-    free(main_real);
     free_loaded(&scope);
     return schema;
 }
@@ -352,5 +358,8 @@ void axs_schema_free(axs_schema *schema) {
     if (schema == NULL) return;
     xmlSchemaFree(schema->xsd);
     axs_schema_free_codes(schema);
+    for (int i = 0; i < schema->document_count; i++) free(schema->documents[i]);
+    free(schema->documents);
+    pthread_mutex_destroy(&schema->codes_lock);
     free(schema);
 }

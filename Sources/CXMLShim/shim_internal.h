@@ -11,6 +11,7 @@
 #include <libxml/xmlerror.h>
 #include <libxml/xmlIO.h>
 #include <libxml/uri.h>
+#include <pthread.h>
 
 struct axs_catalog {
     xmlCatalogPtr catalog;
@@ -27,6 +28,11 @@ typedef struct {
 
 struct axs_schema {
     xmlSchemaPtr xsd;
+    char **documents;             /* real paths of the documents it was compiled from */
+    int document_count;
+    /* Elements with schema-fixed code lists: scanned from `documents` once, on first need (axs_schema_prepare_codes). */
+    pthread_mutex_t codes_lock;
+    _Atomic int codes_scanned;
     axs_code_fixed *fixed;
     int fixed_count;
     int fixed_capacity;
@@ -52,7 +58,7 @@ typedef struct {
 } axs_resolve_scope;
 
 /* Code lists (codelists.c). */
-void axs_schema_scan_codes(axs_schema *schema, const char *const *paths, int count);
+void axs_schema_scan_codes(axs_schema *schema, char *const *paths, int count);
 const axs_code_fixed *axs_schema_fixed_code(const axs_schema *schema, const char *ns, const char *local);
 void axs_schema_free_codes(axs_schema *schema);
 

@@ -119,6 +119,12 @@ public final class SchemaSet: Sendable {
         return String(cString: resolved)
     }
 
+    /// Finds, once per schema, the elements whose code list the schema fixes, for the code-list check (reading the
+    /// schema documents again: done only when code lists are used).
+    func prepareCodeLists() {
+        for entry in entries { if let compiled = entry.compiled { axs_schema_prepare_codes(compiled.handle) } }
+    }
+
     // MARK: - Selection
 
     /// What the schema set decided for a root element.

@@ -32,8 +32,9 @@ public struct Validator: Sendable {
 
     /// Starts an incremental validation: feed the bytes as they arrive, then call ``DocumentValidation/finish()``.
     public func startDocument(named name: String) -> DocumentValidation {
-        DocumentValidation(name: name, schemas: schemas, limits: limits,
-                           codeLists: (codeLists?.count ?? 0) > 0 ? codeLists : nil)
+        let checking = (codeLists?.count ?? 0) > 0
+        if checking { schemas.prepareCodeLists() }   // once per schema; afterwards an atomic load
+        return DocumentValidation(name: name, schemas: schemas, limits: limits, codeLists: checking ? codeLists : nil)
     }
 
     /// Validates a document held in memory.

@@ -69,8 +69,14 @@ axs_schema *axs_schema_compile(const char *xsd_path,
                                axs_diagnostic_fn on_diagnostic, void *context);
 void axs_schema_free(axs_schema *schema);
 
-/** Number of elements whose XÖV code list (listURI, listVersionID) the schema fixes or defaults. */
-int axs_schema_fixed_code_count(const axs_schema *schema);
+/**
+ * Finds the elements whose XÖV code list (listURI, listVersionID) the schema fixes or defaults, by reading the
+ * schema's documents once more. Done once per schema, on first call (thread-safe); call it before validating with
+ * code lists. Without it, only lists named in the documents themselves are checked.
+ */
+void axs_schema_prepare_codes(axs_schema *schema);
+/** Number of such elements (prepares them first). */
+int axs_schema_fixed_code_count(axs_schema *schema);
 
 /* ---- code lists ------------------------------------------------------------------------------------------- */
 
