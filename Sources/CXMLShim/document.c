@@ -146,24 +146,39 @@ static void current_position(axs_doc *d, long *line, long *column) {
     }
 }
 
+/* Appends `text` to out[*used..size-1], cutting at the end; out stays NUL-terminated. */
+static void append_text(char *out, size_t size, size_t *used, const char *text) {
+    size_t room = size - 1 - *used;
+    size_t n = strlen(text);
+    if (n > room) n = room;
+    memcpy(out + *used, text, n);
+    *used += n;
+    out[*used] = '\0';
+}
+
+/* The element path, e.g. /p:a/p:b[2]/c (without snprintf: it runs for every code element when code lists are on). */
 static void build_path(axs_doc *d, char *out, size_t size) {
     size_t used = 0;
     out[0] = '\0';
     for (int i = 0; i < d->depth && used + 1 < size; i++) {
         const level *l = &d->levels[i];
-        int n;
-        if (l->prefix != NULL)
-            n = snprintf(out + used, size - used, "/%s:%s", (const char *)l->prefix, (const char *)l->local);
-        else
-            n = snprintf(out + used, size - used, "/%s", (const char *)l->local);
-        if (n < 0) break;
-        used += (size_t)n;
-        if (used >= size) { used = size - 1; break; }
+        append_text(out, size, &used, "/");
+        if (l->prefix != NULL) {
+            append_text(out, size, &used, (const char *)l->prefix);
+            append_text(out, size, &used, ":");
+        }
+        append_text(out, size, &used, (const char *)l->local);
         if (l->index > 1) {
-            n = snprintf(out + used, size - used, "[%d]", l->index);
-            if (n < 0) break;
-            used += (size_t)n;
-            if (used >= size) { used = size - 1; break; }
+            char digits[16];
+            int n = 0;
+            for (unsigned v = (unsigned)l->index; v > 0 && n < 15; v /= 10) digits[n++] = (char)('0' + v % 10);
+            char bracket[20];
+            int k = 0;
+            bracket[k++] = '[';
+            while (n > 0) bracket[k++] = digits[--n];
+            bracket[k++] = ']';
+            bracket[k] = '\0';
+            append_text(out, size, &used, bracket);
         }
     }
 }
@@ -318,8 +333,11 @@ static void codes_start(axs_doc *d, const xmlChar *localname, const xmlChar *uri
         d->reading_code = 1;
         d->reading_kind = kind;
         d->reading_depth = d->depth;
-        snprintf(d->reading_uri, sizeof d->reading_uri, "%s", list_uri ? list_uri : "");
-        snprintf(d->reading_version, sizeof d->reading_version, "%s", list_version ? list_version : "");
+        size_t used = 0;
+        d->reading_uri[0] = d->reading_version[0] = '\0';
+        append_text(d->reading_uri, sizeof d->reading_uri, &used, list_uri ? list_uri : "");
+        used = 0;
+        append_text(d->reading_version, sizeof d->reading_version, &used, list_version ? list_version : "");
         d->reading_has_version = list_version != NULL;
         current_position(d, &d->reading_line, &d->reading_column);
         build_path(d, d->reading_path, sizeof d->reading_path);
