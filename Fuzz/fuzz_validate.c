@@ -1,7 +1,7 @@
 /* libFuzzer target over the validation entry point of the C shim (everything Swift hands a document to):
- * start tag selection, limits, pre-scan, DOCTYPE refusal, path tracking, captures, libxml2's push parser and the
- * schema validator. Inputs are fed in chunks whose sizes come from the input itself, so chunk boundaries are
- * fuzzed too.
+ * start tag selection, limits, pre-scan, DOCTYPE refusal, path tracking, captures, code observations, libxml2's
+ * push parser and the schema validator. Inputs are fed in chunks whose sizes come from the input itself, so chunk
+ * boundaries are fuzzed too.
  *
  *   scripts/fuzz SECONDS      builds with clang -fsanitize=fuzzer,address,undefined and runs with the seed corpus
  */
@@ -36,6 +36,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     const char *roots[] = { root };
     schema = axs_schema_compile(xsd, NULL, 0, roots, 1, NULL, NULL);
     if (schema == NULL) { fprintf(stderr, "the fuzz schema does not compile\n"); exit(2); }
+    axs_schema_prepare_codes(schema);
     const char *paths[] = { "gemeindeschluessel", "kennung", "a/b/c" };
     captures = axs_capture_set_new(paths, 3);
     return 0;
@@ -48,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     axs_doc *doc = axs_doc_new("fuzz", &limits, select_schema, on_diagnostic, &seen);
     if (doc == NULL) return 0;
     axs_doc_use_captures(doc, captures);
+    axs_doc_collect_codes(doc, 1);
     size_t offset = 0;
     unsigned step = size > 0 ? (unsigned)data[0] % 61 + 1 : 1;
     while (offset < size) {
@@ -61,6 +63,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i < 3; i++) {
         const char *value = axs_doc_capture(doc, i);
         if (value != NULL) seen += strlen(value);
+    }
+    /* The code observations for the code-list check: every string they hand out. */
+    for (int i = 0; i < axs_doc_code_count(doc); i++) {
+        axs_code_observation o;
+        if (!axs_doc_code_at(doc, i, &o)) continue;
+        seen += strlen(o.list_uri) + strlen(o.value) + strlen(o.path) + (o.list_version ? strlen(o.list_version) : 0);
     }
     axs_doc_free(doc);
     return 0;

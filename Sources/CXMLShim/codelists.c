@@ -81,6 +81,17 @@ static char *text_of(xmlNodePtr node) {
     return result;
 }
 
+char *axs_xsd_target_namespace(const char *path) {
+    char error[512];
+    xmlDocPtr doc = read_document(path, error, sizeof error);
+    if (doc == NULL) return NULL;
+    xmlChar *tns = xmlGetProp(xmlDocGetRootElement(doc), (const xmlChar *)"targetNamespace");
+    char *copy = tns ? strdup((const char *)tns) : NULL;
+    if (tns) xmlFree(tns);
+    xmlFreeDoc(doc);
+    return copy;
+}
+
 /* ---- genericode ------------------------------------------------------------------------------------------- */
 
 axs_genericode *axs_genericode_load(const char *path) {

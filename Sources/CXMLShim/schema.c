@@ -17,11 +17,22 @@ typedef struct {
 
 #define MAX_SKIPPED_IMPORTS 64
 
+/* A load-time finding held back until it is known which compile result is kept. */
+typedef struct {
+    int severity;
+    const char *code;   /* static storage */
+    long line;
+    char *file;
+    char *message;
+} pending_diagnostic;
+
 typedef struct {
     axs_diagnostic_fn on_diagnostic;
     void *context;
     axs_resolve_scope *scope;
     int errors;
+    pending_diagnostic *pending;
+    int pending_count, pending_capacity;
     int collect_skips;     /* hold back skipped-import warnings (the merge below may make them moot) */
     skipped_import skips[MAX_SKIPPED_IMPORTS];
     int skip_count;
@@ -87,11 +98,33 @@ static void schema_parser_error(void *data, xmlErrorPtr error) {
         severity = AXS_SEVERITY_ERROR;
     }
     if (severity != AXS_SEVERITY_WARNING) state->errors++;
-    axs_diagnostic d = {
-        .severity = severity, .code = code, .line = error->line, .column = 0,
-        .file = error->file, .path = NULL, .message = message,
-    };
-    if (state->on_diagnostic) state->on_diagnostic(state->context, &d);
+    if (state->pending_count == state->pending_capacity) {
+        int capacity = state->pending_capacity ? state->pending_capacity * 2 : 16;
+        pending_diagnostic *grown = realloc(state->pending, (size_t)capacity * sizeof *grown);
+        if (grown == NULL) return;
+        state->pending = grown;
+        state->pending_capacity = capacity;
+    }
+    pending_diagnostic *p = &state->pending[state->pending_count++];
+    *p = (pending_diagnostic){ .severity = severity, .code = code, .line = error->line,
+                               .file = error->file ? strdup(error->file) : NULL, .message = strdup(message) };
+}
+
+/* Reports the held-back findings (or drops them, when `report` is 0) and frees them. */
+static void flush_pending(compile_state *state, int report) {
+    for (int i = 0; i < state->pending_count; i++) {
+        pending_diagnostic *p = &state->pending[i];
+        axs_diagnostic d = {
+            .severity = p->severity, .code = p->code, .line = p->line, .column = 0,
+            .file = p->file, .path = NULL, .message = p->message ? p->message : "",
+        };
+        if (report && state->on_diagnostic) state->on_diagnostic(state->context, &d);
+        free(p->file);
+        free(p->message);
+    }
+    free(state->pending);
+    state->pending = NULL;
+    state->pending_count = state->pending_capacity = 0;
 }
 
 static xmlSchemaPtr parse_with(xmlSchemaParserCtxtPtr parser, compile_state *state) {
@@ -290,6 +323,48 @@ axs_schema *axs_schema_compile(const char *xsd_path,
     *state = (compile_state){ .on_diagnostic = on_diagnostic, .context = context, .scope = &scope, .collect_skips = 1 };
 
     xmlSchemaPtr xsd = parse_with(xmlSchemaNewParserCtxt(xsd_path), state);
+    /* Imports skipped by namespace: compile the namespace's documents together. This also rescues a schema that
+     * failed only because of what the skipped documents declare. */
+    if (state->skip_count > 0) {
+        compile_state *merged_state = calloc(1, sizeof *merged_state);
+        xmlSchemaPtr merged = NULL;
+        if (merged_state != NULL) {
+            axs_resolve_scope merged_scope = scope;
+            merged_scope.loaded_count = 0;
+            /* Later imports of a merged namespace are skipped again, harmlessly: collected, not reported. */
+            *merged_state = (compile_state){ .scope = &merged_scope, .collect_skips = 1 };
+            char *target = xsd != NULL ? (xsd->targetNamespace ? strdup((const char *)xsd->targetNamespace) : NULL)
+                                       : axs_xsd_target_namespace(xsd_path);
+            merged = compile_merged(xsd_path, (const xmlChar *)target, state, &merged_scope, merged_state);
+            free(target);
+            /* The merged compile read the skipped documents too: their code declarations count. */
+            for (int i = 0; i < merged_scope.loaded_count; i++) {
+                int seen = 0;
+                for (int j = 0; j < scope.loaded_count && !seen; j++) seen = strcmp(scope.loaded[j], merged_scope.loaded[i]) == 0;
+                if (!seen && scope.loaded_count < AXS_MAX_LOADED_DOCUMENTS) scope.loaded[scope.loaded_count++] = merged_scope.loaded[i];
+                else free(merged_scope.loaded[i]);
+            }
+        }
+        if (merged != NULL) {
+            if (xsd != NULL) xmlSchemaFree(xsd);
+            xsd = merged;
+            flush_pending(state, 0);          /* findings about the half-loaded first result */
+            merged_state->on_diagnostic = on_diagnostic;
+            merged_state->context = context;
+            flush_pending(merged_state, 1);   /* warnings of the result that is kept */
+            report_skips(state, "schema.imports-merged", AXS_SEVERITY_WARNING, NULL);
+        } else {
+            char outcome[700];
+            snprintf(outcome, sizeof outcome, "compiling them together failed: %s",
+                     merged_state && merged_state->first_error[0] ? merged_state->first_error : "unknown reason");
+            if (merged_state) flush_pending(merged_state, 0);
+            flush_pending(state, 1);
+            report_skips(state, "schema.import-skipped", AXS_SEVERITY_WARNING, outcome);
+        }
+        free(merged_state);
+    } else {
+        flush_pending(state, 1);
+    }
     if (xsd == NULL) {
         if (state->errors == 0) {
             axs_diagnostic d = {
@@ -301,34 +376,6 @@ axs_schema *axs_schema_compile(const char *xsd_path,
         free(state);
         free_loaded(&scope);
         return NULL;
-    }
-    if (state->skip_count > 0) {
-        compile_state *merged_state = calloc(1, sizeof *merged_state);
-        xmlSchemaPtr merged = NULL;
-        if (merged_state != NULL) {
-            axs_resolve_scope merged_scope = scope;
-            merged_scope.loaded_count = 0;
-            *merged_state = (compile_state){ .scope = &merged_scope };
-            merged = compile_merged(xsd_path, xsd->targetNamespace, state, &merged_scope, merged_state);
-            /* The merged compile read the skipped documents too: their code declarations count. */
-            for (int i = 0; i < merged_scope.loaded_count; i++) {
-                int seen = 0;
-                for (int j = 0; j < scope.loaded_count && !seen; j++) seen = strcmp(scope.loaded[j], merged_scope.loaded[i]) == 0;
-                if (!seen && scope.loaded_count < AXS_MAX_LOADED_DOCUMENTS) scope.loaded[scope.loaded_count++] = merged_scope.loaded[i];
-                else free(merged_scope.loaded[i]);
-            }
-        }
-        if (merged != NULL) {
-            xmlSchemaFree(xsd);
-            xsd = merged;
-            report_skips(state, "schema.imports-merged", AXS_SEVERITY_WARNING, NULL);
-        } else {
-            char outcome[700];
-            snprintf(outcome, sizeof outcome, "compiling them together failed: %s",
-                     merged_state && merged_state->first_error[0] ? merged_state->first_error : "unknown reason");
-            report_skips(state, "schema.import-skipped", AXS_SEVERITY_WARNING, outcome);
-        }
-        free(merged_state);
     }
     free(state);
     axs_schema *schema = calloc(1, sizeof *schema);

@@ -61,6 +61,8 @@ typedef struct {
 void axs_schema_scan_codes(axs_schema *schema, char *const *paths, int count);
 const axs_code_fixed *axs_schema_fixed_code(const axs_schema *schema, const char *ns, const char *local);
 void axs_schema_free_codes(axs_schema *schema);
+/* The targetNamespace of an XSD file (malloc'd), NULL when it has none or cannot be read. */
+char *axs_xsd_target_namespace(const char *path);
 
 void axs_loader_enter(axs_resolve_scope *scope);
 void axs_loader_leave(void);

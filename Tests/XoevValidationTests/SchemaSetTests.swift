@@ -88,6 +88,54 @@ struct SchemaSetTests {
         #expect(orphan.errors.first?.code == "schema.unavailable")
     }
 
+    static func namespaceSplit(secondDeclares second: String) -> [String: String] {
+        let xs = #"xmlns:xs="http://www.w3.org/2001/XMLSchema""#
+        return [
+            "main.xsd": """
+                <xs:schema \(xs) xmlns:n="urn:t:n" targetNamespace="urn:t:a" elementFormDefault="qualified">
+                  <xs:import namespace="urn:t:n" schemaLocation="n1.xsd"/>
+                  <xs:import namespace="urn:t:n" schemaLocation="n2.xsd"/>
+                  <xs:element name="doc"><xs:complexType><xs:sequence>
+                    <xs:element ref="n:x"/><xs:element ref="n:\(second == "y" ? "y" : "x")" minOccurs="0"/>
+                  </xs:sequence></xs:complexType></xs:element>
+                </xs:schema>
+                """,
+            "n1.xsd": #"<xs:schema \#(xs) targetNamespace="urn:t:n"><xs:element name="x" type="xs:int"/></xs:schema>"#,
+            "n2.xsd": #"<xs:schema \#(xs) targetNamespace="urn:t:n"><xs:element name="\#(second)" type="xs:int"/></xs:schema>"#,
+            "amtsbote-schemas.json": #"{"schemas": [{"id": "a", "xsd": "main.xsd", "namespace": "urn:t:a"}]}"#,
+        ]
+    }
+
+    @Test("a namespace imported from two documents: compiled together, even where the first compile fails without it")
+    func importsMerged() throws {
+        let directory = try Self.write(Self.namespaceSplit(secondDeclares: "y"))
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let set = try SchemaSet(manifestAt: directory.path)
+        #expect(set.entries.map(\.isUsable) == [true])
+        #expect(set.loadDiagnostics.map(\.code) == ["schema.imports-merged"], "the first compile's errors are not reported")
+        let note = try #require(set.loadDiagnostics.first)
+        #expect(note.severity == .warning && note.file?.hasSuffix("main.xsd") == true && note.line == 3)
+        #expect(note.message.contains("'urn:t:n' is declared in 2 documents"))
+        let validator = Validator(schemas: set)
+        let valid = #"<doc xmlns="urn:t:a" xmlns:n="urn:t:n"><n:x>1</n:x><n:y>2</n:y></doc>"#
+        #expect(validator.validate(bytes: Array(valid.utf8), named: "v").isValid)
+        let invalid = valid.replacingOccurrences(of: "<n:y>2</n:y>", with: "<n:y>zwei</n:y>")
+        #expect(validator.validate(bytes: Array(invalid.utf8), named: "i").errors.map(\.code) == ["schema.value.type"])
+    }
+
+    @Test("when compiling a namespace's documents together fails, the first result stays and the skip is reported")
+    func importsMergeFails() throws {
+        let directory = try Self.write(Self.namespaceSplit(secondDeclares: "x"))
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let set = try SchemaSet(manifestAt: directory.path)
+        #expect(set.entries.map(\.isUsable) == [true])
+        let note = try #require(set.loadDiagnostics.first { $0.code == "schema.import-skipped" })
+        #expect(note.severity == .warning && note.line == 3)
+        #expect(note.message.contains("compiling them together failed"), "\(note.message)")
+        #expect(Validator(schemas: set).validate(bytes: Array(#"<doc xmlns="urn:t:a" xmlns:n="urn:t:n"><n:x>1</n:x></doc>"#.utf8),
+                                                 named: "v").isValid)
+    }
+
     @Test("selection by version attribute; a mismatch names both versions")
     func versionSelection() throws {
         let directory = try Self.write([
