@@ -205,13 +205,15 @@ public struct Pipeline: Sendable {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 outcome.install(continuation)
-                let timer = Task {
-                    try await Task.sleep(for: limit)
+                // A Dispatch timer, not Task.sleep: it fires even when a misbehaving backend blocks the threads of
+                // Swift's cooperative pool.
+                let timer = DispatchWorkItem {
                     if outcome.resume(with: .failure(PostfachError(code: .timeout,
                                                                    message: "no answer within \(limit.seconds) s"))) {
                         call.cancel()
                     }
                 }
+                DispatchQueue.global().asyncAfter(deadline: .now() + limit.seconds, execute: timer)
                 Task {
                     let result = await call.result
                     timer.cancel()

@@ -98,14 +98,13 @@ struct SortedNames {
     init?(directory: String) {
         guard let handle = opendir(directory) else { return nil }
         defer { closedir(handle) }
+        // The name is read in place: a dirent record is only as long as its name, so copying the 256-byte
+        // `d_name` field (`entry.pointee.d_name`) reads past the end of the last record of the buffer.
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
         while let entry = readdir(handle) {
             let start = bytes.count
-            withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                for byte in raw {
-                    if byte == 0 { break }
-                    bytes.append(byte)
-                }
-            }
+            let name = UnsafeRawPointer(entry).advanced(by: nameOffset).assumingMemoryBound(to: UInt8.self)
+            bytes.append(contentsOf: UnsafeBufferPointer(start: name, count: strlen(UnsafeRawPointer(name).assumingMemoryBound(to: CChar.self))))
             let length = bytes.count - start
             let isDot = length == 1 && bytes[start] == UInt8(ascii: ".")
             let isDotDot = length == 2 && bytes[start] == UInt8(ascii: ".") && bytes[start + 1] == UInt8(ascii: ".")
