@@ -1,23 +1,36 @@
 import Foundation
 import XoevValidation
 
+/// The HTML report could not be written.
+struct ReportError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
 /// `--report FILE.html`: one self-contained page for people (no external assets): totals, the most frequent
 /// codes, a verdict per file and each file's findings with line, column and path, filterable in the browser.
-struct HTMLReport: Reporter {
+struct HTMLReport {
     let path: String
     private var documents: [DocumentSummary] = []
     private let started = Date()
 
-    init(path: String) { self.path = path }
+    /// Checks up front that the report can be written (an unwritable path is a usage error, found before the
+    /// batch runs, not after).
+    init(path: String) throws {
+        self.path = path
+        guard FileManager.default.createFile(atPath: path, contents: Data("<!DOCTYPE html>\n".utf8)) else {
+            throw ReportError(message: "cannot write the report \(path): \(String(cString: strerror(errno)))")
+        }
+    }
 
     mutating func write(_ outcome: Outcome) { documents.append(DocumentSummary(outcome)) }
 
-    mutating func finish(_ tally: Tally) {
-        let html = render(tally)
+    /// Writes the page (replacing the placeholder atomically).
+    func finish(_ tally: Tally) throws {
         do {
-            try Data(html.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+            try Data(render(tally).utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
-            FileHandle.standardError.write(Data("error: cannot write the report \(path): \(error.localizedDescription)\n".utf8))
+            throw ReportError(message: "cannot write the report \(path): \(error.localizedDescription)")
         }
     }
 

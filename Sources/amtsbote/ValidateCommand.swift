@@ -127,7 +127,13 @@ struct ValidateCommand: ParsableCommand {
         case (false, .junit): JUnitReporter()
         case (false, .sarif): SARIFReporter()
         }
-        var htmlReport = report.map(HTMLReport.init(path:))
+        var htmlReport: HTMLReport?
+        do {
+            htmlReport = try report.map { try HTMLReport(path: $0) }
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(ExitStatus.usage.rawValue)
+        }
         let showProgress = !quiet && Progress.terminalAttached
         var progress = Progress(enabled: showProgress, total: showProgress ? InputFiles(paths).reduce(0) { n, _ in n + 1 } : nil)
         var tally = Tally()
@@ -148,8 +154,14 @@ struct ValidateCommand: ParsableCommand {
             reporter.write(outcome)
         }
         progress.finish()
-        htmlReport?.finish(tally)
         reporter.finish(tally)
+        do {
+            try htmlReport?.finish(tally)
+        } catch {
+            // The verdicts were printed, but the report asked for is missing: not a success.
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(max(tally.exitStatus.rawValue, ExitStatus.usage.rawValue))
+        }
         throw ExitCode(tally.exitStatus.rawValue)
     }
 

@@ -84,6 +84,10 @@ struct ReportTests {
         for external in ["<link", " src=", "href=\"http", "url(http", "@import"] {
             #expect(!html.contains(external), "no external asset: \(external)")
         }
+        let unwritable = try CLI.run(["validate", "--report", directory.appendingPathComponent("no/such/folder/r.html").path,
+                                      "Samples/valid"])
+        #expect(unwritable.status == 2, "an unwritable report path is refused before the batch runs")
+        #expect(unwritable.stdout.isEmpty && unwritable.stderr.contains("cannot write the report"))
     }
 
     static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
