@@ -393,10 +393,3 @@ void axs_schema_free_codes(axs_schema *schema) {
     }
     free(schema->fixed);
 }
-
-int axs_schema_fixed_code_count(axs_schema *schema) {
-    axs_schema_prepare_codes(schema);
-    int n = 0;
-    for (int i = 0; schema != NULL && i < schema->fixed_count; i++) n += !schema->fixed[i].conflict;
-    return n;
-}

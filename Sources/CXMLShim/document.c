@@ -303,14 +303,13 @@ static void copy_value(char *out, size_t size, const xmlChar *begin, const xmlCh
 
 /* XÖV code types: an element with a `code` child and listURI/listVersionID, given on the element or
  * fixed by the schema. Also the Behördenkennung of leser/autor (kennung), for the DVDV prefix check. */
-static void codes_start(axs_doc *d, const xmlChar *localname, const xmlChar *uri, int nb_attributes,
-                        const xmlChar **attributes) {
+static void codes_start(axs_doc *d, const xmlChar *localname, int nb_attributes, const xmlChar **attributes) {
     if (d->reading_code) return;    /* markup inside a code: the schema reports it */
     const level *parent = &d->levels[d->depth - 2];
     int kind = -1;
     const char *list_uri = NULL, *list_version = NULL;
-    /* XÖV's xoev-code has an unqualified `code`; schemas with elementFormDefault="qualified" qualify it. */
-    (void)uri;
+    /* XÖV's xoev-code has an unqualified `code`; schemas with elementFormDefault="qualified" qualify it: any
+     * namespace counts. */
     if (strcmp((const char *)localname, "code") == 0) {
         if (d->candidate_depth == d->depth - 1) {
             if (d->candidate_uri[0]) list_uri = d->candidate_uri;
@@ -574,7 +573,7 @@ static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar 
         return;
     }
     if (d->captures_open > 0 && d->depth >= 2) capture_start(d, localname);
-    if (d->collect_codes && d->depth >= 2) codes_start(d, localname, uri, nb_attributes, attributes);
+    if (d->collect_codes && d->depth >= 2) codes_start(d, localname, nb_attributes, attributes);
     if (!d->root_seen) {
         d->root_seen = 1;
         select_and_plug(d, localname, prefix, uri, nb_attributes, attributes);

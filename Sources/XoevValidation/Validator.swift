@@ -158,7 +158,14 @@ public final class DocumentValidation {
         }
         var diagnostics = context.diagnostics
         if let codeLists, let handle, result.well_formed != 0, result.stopped == 0 {
-            diagnostics = Self.merge(diagnostics, codeLists.check(Self.observations(handle)))
+            var findings = codeLists.check(Self.observations(handle))
+            let unchecked = Int(axs_doc_codes_dropped(handle))
+            if unchecked > 0 {
+                // Never let a partial check pass as a full one.
+                findings.append(Diagnostic(severity: .warning, code: "codelist.truncated",
+                                           message: "\(unchecked) codes after the first \(axs_doc_code_count(handle)) were not checked against code lists"))
+            }
+            diagnostics = Self.merge(diagnostics, findings)
         }
         let valid = result.well_formed != 0 && result.schema_applied != 0 && result.schema_valid != 0
             && !diagnostics.contains { $0.severity >= .error }

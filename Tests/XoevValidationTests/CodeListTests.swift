@@ -76,6 +76,18 @@ struct CodeListTests {
         #expect(finding.message.hasSuffix("is not loaded in version 2.0; loaded: 0.9, 1.0"))
     }
 
+    @Test("more codes than the check keeps: the rest is reported as not checked, never passed silently")
+    func tooManyCodes() throws {
+        var lists = Self.ownLists
+        lists.missingLists = .ignore
+        let code = #"<c listURI="urn:xoev-de:amtsbote:codeliste:nachrichtentyp" listVersionID="1.0"><code>0101</code></c>"#
+        let document = "<r>" + String(repeating: code, count: 100_002) + "</r>"
+        let report = Validator(schemas: Fixtures.ownSchemas, codeLists: lists).validate(bytes: Array(document.utf8), named: "many")
+        let note = try #require(report.diagnostics.first { $0.code == "codelist.truncated" })
+        #expect(note.severity == .warning)
+        #expect(note.message == "2 codes after the first 100000 were not checked against code lists")
+    }
+
     @Test("broken or hostile genericode files are reported, not loaded, and never crash")
     func brokenFiles() throws {
         let directory = try TestEnvironment.temporaryDirectory()

@@ -75,8 +75,6 @@ void axs_schema_free(axs_schema *schema);
  * code lists. Without it, only lists named in the documents themselves are checked.
  */
 void axs_schema_prepare_codes(axs_schema *schema);
-/** Number of such elements (prepares them first). */
-int axs_schema_fixed_code_count(axs_schema *schema);
 
 /* ---- code lists ------------------------------------------------------------------------------------------- */
 
