@@ -1,8 +1,9 @@
 import Foundation
 import GRDB
+import Postfach
 
 /// Where a submission stands. Every submission ends in `delivered`, `duplicate` or one of the kept states
-/// (`rejected`, `unroutable`, `dead`, `abandoned`) with its reason; nothing leaves the ledger silently.
+/// (`rejected`, `unroutable`, `conflict`, `dead`, `abandoned`) with its reason; nothing leaves the ledger silently.
 public enum SubmissionState: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
     /// Recorded; the payload is being read.
     case received
@@ -16,8 +17,12 @@ public enum SubmissionState: String, Codable, Sendable, CaseIterable, DatabaseVa
     case queued
     /// Delivered; the receipt is recorded.
     case delivered
-    /// The same delivery id was accepted before; `duplicateOf` names the original.
+    /// The same delivery id was accepted before with the same payload (a resend); `duplicateOf` names the original.
     case duplicate
+    /// The delivery id was accepted before with a *different* payload (a portal reusing message ids, or a forged
+    /// id). Kept with its payload and reason `ledger.id-conflict`, never delivered under that id; `duplicateOf`
+    /// names the row that owns the id.
+    case conflict
     /// Delivery failed more often than allowed, or for good. Payload and last error kept; `retry` re-queues.
     case dead
     /// Intake was interrupted before the payload was complete (a crash while reading); the sender must resend.
@@ -54,6 +59,9 @@ public struct Submission: Codable, Sendable, Hashable, FetchableRecord, MutableP
     /// The receipt (JSON).
     public var receipt: String?
     public var duplicateOf: Int64?
+    /// The process working on the row (``ProcessIdentity``): the one reading a `received` row, routing a
+    /// `validated` one, or holding a `queued` row's delivery lease until `nextAttemptAt`. nil when nobody is.
+    public var owner: String?
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
@@ -62,15 +70,25 @@ public struct Submission: Codable, Sendable, Hashable, FetchableRecord, MutableP
 public final class Ledger: Sendable {
     let database: DatabaseQueue
 
-    /// Opens (and migrates) the ledger at `path`; `:memory:` for a throwaway ledger.
-    public init(path: String) throws {
+    /// The process this ledger acts for (``ProcessIdentity/current`` unless a test says otherwise).
+    public let identity: ProcessIdentity
+
+    /// Opens (and migrates) the ledger at `path`; `:memory:` for a throwaway ledger. `readOnly` opens an existing
+    /// ledger for listing without changing anything (no migration; a missing file lists as empty).
+    public init(path: String, readOnly: Bool = false, identity: ProcessIdentity = .current) throws {
+        self.identity = identity
         var configuration = Configuration()
         configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
+            if !readOnly { try db.execute(sql: "PRAGMA synchronous = FULL") }
         }
         configuration.busyMode = .timeout(10)
-        database = path == ":memory:" ? try DatabaseQueue(configuration: configuration)
-                                      : try DatabaseQueue(path: path, configuration: configuration)
+        if readOnly && path != ":memory:" && FileManager.default.fileExists(atPath: path) {
+            configuration.readonly = true
+            database = try DatabaseQueue(path: path, configuration: configuration)
+            return
+        }
+        database = path == ":memory:" || readOnly ? try DatabaseQueue(configuration: configuration)
+                                                  : try DatabaseQueue(path: path, configuration: configuration)
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.create(table: "submission") { t in
@@ -102,6 +120,9 @@ public final class Ledger: Sendable {
                 t.column("submissionId", .integer).notNull()
             }
         }
+        migrator.registerMigration("v2-owner") { db in
+            try db.alter(table: "submission") { t in t.add(column: "owner", .text) }
+        }
         try migrator.migrate(database)
     }
 
@@ -112,7 +133,7 @@ public final class Ledger: Sendable {
                 id: nil, source: source, receivedAt: date, updatedAt: date, state: .received, spoolPath: nil,
                 payloadSHA256: nil, payloadSize: nil, messageId: nil, deliveryId: nil, schemaId: nil, routingKeys: nil,
                 postfach: nil, routing: nil, reasonCode: nil, reason: nil, attempts: 0, nextAttemptAt: nil, receipt: nil,
-                duplicateOf: nil)
+                duplicateOf: nil, owner: identity.description)
             try submission.insert(db)
             return submission
         }
@@ -125,25 +146,38 @@ public final class Ledger: Sendable {
         try database.write { db in try copy.update(db) }
     }
 
-    /// Moves a routed submission to `queued`, claiming its delivery id; or, when another submission owns the id,
-    /// to `duplicate` of that one. One transaction. Returns the saved row.
-    public func claimAndQueue(_ submission: Submission) throws -> Submission {
+    /// Moves a routed submission to `queued`, claiming its delivery id and holding its delivery lease until
+    /// `leaseUntil` (the first attempt follows at once); or, when another submission owns the id,
+    /// to `duplicate` of that one (same payload hash) or to `conflict` (a different payload under the same id,
+    /// kept and never delivered). One transaction. Returns the saved row.
+    public func claimAndQueue(_ submission: Submission, leaseUntil: Date) throws -> Submission {
         try database.write { db in
             var row = submission
             row.updatedAt = Date()
             guard let deliveryId = row.deliveryId, let id = row.id else { return row }
             if let owner = try Int64.fetchOne(db, sql: "SELECT submissionId FROM deliveryClaim WHERE deliveryId = ?",
                                               arguments: [deliveryId]), owner != id {
-                row.state = .duplicate
+                let ownerHash = try String.fetchOne(db, sql: "SELECT payloadSHA256 FROM submission WHERE id = ?",
+                                                    arguments: [owner])
                 row.duplicateOf = owner
-                row.reasonCode = "ledger.duplicate"
-                row.reason = "the delivery id was accepted before as submission \(owner)"
+                if ownerHash != nil && ownerHash == row.payloadSHA256 {
+                    row.state = .duplicate
+                    row.reasonCode = "ledger.duplicate"
+                    row.reason = "the delivery id was accepted before as submission \(owner)"
+                } else {
+                    row.state = .conflict
+                    row.reasonCode = "ledger.id-conflict"
+                    row.reason = "the delivery id was accepted before as submission \(owner) with a different payload; "
+                        + "kept, not delivered under this id"
+                }
             } else {
                 try db.execute(sql: "INSERT OR IGNORE INTO deliveryClaim (deliveryId, submissionId) VALUES (?, ?)",
                                arguments: [deliveryId, id])
                 row.state = .queued
-                row.nextAttemptAt = row.nextAttemptAt ?? Date()
+                row.nextAttemptAt = leaseUntil
+                row.owner = identity.description
             }
+            if row.state != .queued { row.owner = nil }
             try row.update(db)
             return row
         }
@@ -164,12 +198,57 @@ public final class Ledger: Sendable {
         }
     }
 
-    /// Queued submissions whose next attempt is due.
+    /// Queued submissions whose next attempt is due, or whose delivery lease belongs to a process that is gone.
     public func due(at date: Date) throws -> [Submission] {
         try database.read { db in
-            try Submission.filter(Column("state") == SubmissionState.queued.rawValue && Column("nextAttemptAt") <= date)
+            try Submission.filter(Column("state") == SubmissionState.queued.rawValue
+                                  && (Column("nextAttemptAt") <= date || Column("owner") != nil))
                 .order(Column("nextAttemptAt"), Column("id")).fetchAll(db)
+        }.filter { row in
+            (row.nextAttemptAt.map { $0 <= date } ?? true) || !Self.ownerIsAlive(row.owner)
         }
+    }
+
+    /// Takes the delivery lease of a queued row as it was read (compare-and-set on state, owner and next attempt):
+    /// the row is this process's to deliver until `leaseUntil`. nil when another process took it first.
+    public func lease(_ observed: Submission, until leaseUntil: Date) throws -> Submission? {
+        guard let id = observed.id else { return nil }
+        return try database.write { db in
+            try db.execute(sql: """
+                UPDATE submission SET owner = ?, nextAttemptAt = ?, updatedAt = ?
+                WHERE id = ? AND state = ? AND owner IS ? AND nextAttemptAt IS ?
+                """, arguments: [identity.description, leaseUntil, Date(), id, SubmissionState.queued.rawValue,
+                                 observed.owner, observed.nextAttemptAt])
+            return db.changesCount == 1 ? try Submission.fetchOne(db, key: id) : nil
+        }
+    }
+
+    /// Takes over a `received` or `validated` row whose owner is gone (compare-and-set on state and owner).
+    public func adopt(_ observed: Submission) throws -> Submission? {
+        guard let id = observed.id, !Self.ownerIsAlive(observed.owner) else { return nil }
+        return try database.write { db in
+            try db.execute(sql: "UPDATE submission SET owner = ?, updatedAt = ? WHERE id = ? AND state = ? AND owner IS ?",
+                           arguments: [identity.description, Date(), id, observed.state.rawValue, observed.owner])
+            return db.changesCount == 1 ? try Submission.fetchOne(db, key: id) : nil
+        }
+    }
+
+    /// Puts a dead or queued row back in the queue, due now, with a fresh attempt count (compare-and-set on state
+    /// and owner, so a row another process leased meanwhile is left alone). nil when it changed meanwhile.
+    public func requeue(_ observed: Submission) throws -> Submission? {
+        guard let id = observed.id else { return nil }
+        return try database.write { db in
+            try db.execute(sql: """
+                UPDATE submission SET state = ?, attempts = 0, nextAttemptAt = ?, owner = NULL, updatedAt = ?
+                WHERE id = ? AND state = ? AND owner IS ?
+                """, arguments: [SubmissionState.queued.rawValue, Date(), Date(), id, observed.state.rawValue, observed.owner])
+            return db.changesCount == 1 ? try Submission.fetchOne(db, key: id) : nil
+        }
+    }
+
+    /// Whether the process named in a row's `owner` still runs (rows of older versions have none: gone).
+    public static func ownerIsAlive(_ owner: String?) -> Bool {
+        owner.flatMap(ProcessIdentity.init)?.isAlive ?? false
     }
 
     /// The earliest next attempt among queued submissions.
@@ -178,6 +257,11 @@ public final class Ledger: Sendable {
             try Date.fetchOne(db, sql: "SELECT MIN(nextAttemptAt) FROM submission WHERE state = ?",
                               arguments: [SubmissionState.queued.rawValue])
         }
+    }
+
+    /// The highest row id so far (0 for an empty ledger).
+    public func newestID() throws -> Int64 {
+        try database.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM submission") ?? 0 }
     }
 
     /// Number of submissions per state.

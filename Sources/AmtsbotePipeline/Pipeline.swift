@@ -22,6 +22,11 @@ public struct RetryPolicy: Sendable, Hashable {
         self.attemptTimeout = attemptTimeout
     }
 
+    /// How long a process holds a queued row while it delivers it: the attempt's time limit and a minute more (15
+    /// minutes without a limit). Another process takes the row over only after that, or at once when the holder is
+    /// gone (``ProcessIdentity/isAlive``).
+    public var lease: Duration { (attemptTimeout ?? .seconds(840)) + .seconds(60) }
+
     /// The wait after the `attempt`-th failure (1-based).
     public func delay(afterAttempt attempt: Int) -> Duration {
         let seconds = min(initialDelay.seconds * pow(multiplier, Double(max(0, attempt - 1))), maxDelay.seconds)
@@ -146,14 +151,16 @@ public struct Pipeline: Sendable {
             submission.postfach = decision.postfach.value
             submission.routing = String(decoding: try JSONEncoder().encode(RoutingSummary(decision)), as: UTF8.self)
         }
-        submission = try ledger.claimAndQueue(submission)
+        submission = try ledger.claimAndQueue(submission, leaseUntil: Date().addingTimeInterval(retry.lease.seconds))
         guard submission.state == .queued else { return submission }
         return try await attempt(submission)
     }
 
-    /// One delivery attempt; the outcome is saved before this returns.
+    /// One delivery attempt of a row this process holds the lease of; the outcome is saved (and the lease
+    /// released) before this returns.
     func attempt(_ queued: Submission) async throws -> Submission {
         var submission = queued
+        submission.owner = nil
         guard let postfach = submission.postfach, let deliveryId = submission.deliveryId, let spoolPath = submission.spoolPath,
               let sha = submission.payloadSHA256, let size = submission.payloadSize else {
             submission.state = .dead
@@ -226,29 +233,39 @@ public struct Pipeline: Sendable {
     }
 
     /// After a crash: intakes that were cut off become `abandoned`; validated ones are routed; queued ones wait
-    /// for ``deliverDue(at:)``. Call once at start, before new submissions.
+    /// for ``deliverDue(at:)``. Only work whose owning process is gone is touched, so this is safe while other
+    /// processes (another `submit`, a `retry`) work on the same ledger.
     public func recover() async throws -> [Submission] {
-        spool.removeIncompleteFiles()
         var resumed: [Submission] = []
-        for var submission in try ledger.submissions(states: [.received]) {
+        for observed in try ledger.submissions(states: [.received]) {
+            guard var submission = try ledger.adopt(observed) else { continue }
+            spool.removeIncompleteFile(of: submission.id ?? 0)
             submission.state = .abandoned
+            submission.owner = nil
             submission.reasonCode = "intake.interrupted"
             submission.reason = "the process stopped before the payload was complete; the sender must resend"
             try ledger.save(submission)
             resumed.append(submission)
         }
-        for submission in try ledger.submissions(states: [.validated]) {
+        // Temporary spool files of rows no running intake owns. Rows newer than `newest` may be starting now: left.
+        let newest = try ledger.newestID()
+        let reading = Set(try ledger.submissions(states: [.received]).compactMap(\.id))
+        spool.removeIncompleteFiles(upTo: newest, except: reading)
+        for observed in try ledger.submissions(states: [.validated]) {
+            guard let submission = try ledger.adopt(observed) else { continue }
             resumed.append(try await routeAndDeliver(submission))
         }
         return resumed
     }
 
-    /// Delivers every queued submission whose attempt is due.
+    /// Delivers every queued submission whose attempt is due (or whose lease holder is gone), taking each row's
+    /// lease first so that no two processes deliver one row at once.
     public func deliverDue(at date: Date = Date()) async throws -> [Submission] {
         var results: [Submission] = []
-        for submission in try ledger.due(at: date) {
+        for observed in try ledger.due(at: date) {
             try Task.checkCancellation()
-            results.append(try await attempt(submission))
+            guard let leased = try ledger.lease(observed, until: Date().addingTimeInterval(retry.lease.seconds)) else { continue }
+            results.append(try await attempt(leased))
         }
         return results
     }
@@ -265,16 +282,18 @@ public struct Pipeline: Sendable {
         }
     }
 
-    /// Puts dead (or still queued) submissions back in the queue with a fresh attempt count.
+    /// Puts dead (or still queued) submissions back in the queue with a fresh attempt count. A row another running
+    /// process is delivering right now is left to it.
     public func requeue(_ ids: [Int64]?) throws -> [Submission] {
         let candidates = try ledger.submissions(states: [.dead, .queued]).filter { ids == nil || ids!.contains($0.id ?? -1) }
         var requeued: [Submission] = []
-        for var submission in candidates {
-            submission.state = .queued
-            submission.attempts = 0
-            submission.nextAttemptAt = Date()
-            try ledger.save(submission)
-            requeued.append(submission)
+        for observed in candidates {
+            if observed.state == .queued, let owner = observed.owner, owner != ledger.identity.description,
+               Ledger.ownerIsAlive(owner) {
+                requeued.append(observed)
+                continue
+            }
+            if let submission = try ledger.requeue(observed) { requeued.append(submission) }
         }
         return requeued
     }

@@ -78,9 +78,17 @@ public struct Spool: Sendable {
         return Intake(report: document.finish(), path: final, sha256: digest, size: size, truncated: truncated)
     }
 
-    /// Removes temporary files of intakes a crash interrupted.
-    public func removeIncompleteFiles() {
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasSuffix(".tmp") {
+    /// Removes the temporary file of one intake a crash interrupted.
+    public func removeIncompleteFile(of submission: Int64) {
+        unlink(directory.appendingPathComponent(".\(submission).xml.tmp").path)
+    }
+
+    /// Removes temporary files of intakes that no running process reads any more: every `.N.xml.tmp` with
+    /// N ≤ `newest` whose submission N is not in `reading`.
+    public func removeIncompleteFiles(upTo newest: Int64, except reading: Set<Int64>) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasSuffix(".xml.tmp") {
+            let number = name.dropFirst().dropLast(".xml.tmp".count)
+            if let id = Int64(number), id > newest || reading.contains(id) { continue }
             unlink(directory.appendingPathComponent(name).path)
         }
     }

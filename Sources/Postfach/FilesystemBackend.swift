@@ -2,9 +2,12 @@ import Foundation
 
 /// Delivers into one directory per Postfach under a root: `ROOT/<postfach>/<id>.xml` plus `<id>.json` metadata.
 ///
-/// The payload is streamed into `ROOT/.incoming/`, fsync'ed, then linked into place (atomic, never replacing an
-/// existing file) and the directory fsync'ed. A Postfach directory therefore only ever holds complete files; a
-/// crash leaves at most a temporary file in `.incoming`, which ``removeIncompleteFiles()`` clears.
+/// The payload and its metadata are streamed into `ROOT/.incoming/`, fsync'ed, then linked into place (atomic,
+/// never replacing an existing file), metadata first, and the directory fsync'ed. The metadata link claims the id:
+/// of two deliveries of one id with different payloads, racing or not, exactly one wins and the other gets
+/// `conflict`. A Postfach directory therefore only ever holds complete files, and a visible payload always has
+/// its metadata. A crash leaves at most temporary files in `.incoming`, named after the process that wrote them;
+/// ``removeIncompleteFiles()`` clears those whose process is gone.
 public struct FilesystemBackend: PostfachBackend {
     public let kind = "filesystem"
     /// The root holding one directory per Postfach.
@@ -12,6 +15,8 @@ public struct FilesystemBackend: PostfachBackend {
 
     static let incoming = ".incoming"
     static let chunkSize = 256 * 1024
+    /// Separates the writing process's identity from the rest of a temporary file's name.
+    static let ownerSeparator: Character = "~"
 
     /// Uses (and creates) `root`.
     public init(root: URL) throws {
@@ -24,10 +29,13 @@ public struct FilesystemBackend: PostfachBackend {
         }
     }
 
-    /// Removes temporary files a crashed process left in `.incoming`. Call when no delivery is running.
+    /// Removes temporary files that crashed processes left in `.incoming`. Files of processes that are still
+    /// running (a delivery under way in another `amtsbote`) are left alone, so this is safe at any time.
     public func removeIncompleteFiles() {
         let incoming = root.appendingPathComponent(Self.incoming)
         for name in (try? FileManager.default.contentsOfDirectory(atPath: incoming.path)) ?? [] where name.hasSuffix(".tmp") {
+            if let owner = name.split(separator: Self.ownerSeparator, maxSplits: 1).first.flatMap(ProcessIdentity.init),
+               owner.isAlive { continue }
             unlink(incoming.appendingPathComponent(name).path)
         }
     }
@@ -44,22 +52,29 @@ public struct FilesystemBackend: PostfachBackend {
         }
         if let receipt = try existingReceipt(delivery, final: final, metadata: metadata) { return receipt }
 
-        let token = UUID().uuidString
+        let token = "\(ProcessIdentity.current)\(Self.ownerSeparator)\(delivery.postfach).\(delivery.id).\(UUID().uuidString)"
         let incoming = root.appendingPathComponent(Self.incoming)
-        let temporaryPayload = incoming.appendingPathComponent("\(delivery.postfach).\(delivery.id).\(token).tmp")
-        let temporaryMetadata = incoming.appendingPathComponent("\(delivery.postfach).\(delivery.id).\(token).json.tmp")
+        let temporaryPayload = incoming.appendingPathComponent("\(token).tmp")
+        let temporaryMetadata = incoming.appendingPathComponent("\(token).json.tmp")
         defer {
             unlink(temporaryPayload.path)
             unlink(temporaryMetadata.path)
         }
         try await Self.copy(delivery.payload, to: temporaryPayload, expectedSize: delivery.payloadSize)
         try Self.writeDurably(try metadataJSON(delivery), to: temporaryMetadata)
-        // Metadata first, so a visible payload always has its metadata.
-        try Self.posix(rename(temporaryMetadata.path, metadata.path), "cannot move the metadata into the Postfach")
-        try Task.checkCancellation()
+        // The last point where a cancellation is honoured: from here the delivery completes or fails as a whole.
+        if Task.isCancelled { throw PostfachError(code: .cancelled, message: "cancelled before the delivery became visible") }
+        // Metadata first, so a visible payload always has its metadata; linked, never replaced, so it claims the id.
+        if link(temporaryMetadata.path, metadata.path) != 0 {
+            guard errno == EEXIST else { throw Self.failure("cannot move the metadata into the Postfach") }
+            // Claimed before: by this payload (an earlier attempt, or a concurrent resend) or by another one.
+            guard try storedHash(metadata: metadata, final: final) == delivery.payloadSHA256 else {
+                throw PostfachError(code: .conflict, message: "the Postfach holds a different payload under the id \(delivery.id)")
+            }
+        }
         if link(temporaryPayload.path, final.path) != 0 {
             if errno == EEXIST, let receipt = try existingReceipt(delivery, final: final, metadata: metadata) {
-                return receipt   // a concurrent delivery of the same id won
+                return receipt   // a concurrent delivery of the same payload won
             }
             try Self.posix(-1, "cannot link the payload into the Postfach")
         }
@@ -68,13 +83,19 @@ public struct FilesystemBackend: PostfachBackend {
                        deliveredAt: Date(), payloadSHA256: delivery.payloadSHA256, alreadyPresent: false)
     }
 
-    private func existingReceipt(_ delivery: Delivery, final: URL, metadata: URL) throws -> Receipt? {
-        guard FileManager.default.fileExists(atPath: final.path) else { return nil }
+    /// The payload hash recorded in a Postfach's metadata file.
+    private func storedHash(metadata: URL, final: URL) throws -> String {
         let stored = (try? Data(contentsOf: metadata))
             .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
         guard let sha = stored?["payloadSHA256"] as? String else {
             throw PostfachError(code: .conflict, message: "the Postfach holds \(final.lastPathComponent) without readable metadata")
         }
+        return sha
+    }
+
+    private func existingReceipt(_ delivery: Delivery, final: URL, metadata: URL) throws -> Receipt? {
+        guard FileManager.default.fileExists(atPath: final.path) else { return nil }
+        let sha = try storedHash(metadata: metadata, final: final)
         guard sha == delivery.payloadSHA256 else {
             throw PostfachError(code: .conflict, message: "the Postfach holds a different payload under the id \(delivery.id)")
         }
@@ -150,8 +171,11 @@ public struct FilesystemBackend: PostfachBackend {
     /// Turns a failed system call into a PostfachError; full disks, permissions and I/O errors are retryable.
     static func posix(_ status: Int32, _ what: String) throws {
         guard status != 0 else { return }
-        let code = errno
-        let reason = String(cString: strerror(code))
-        throw PostfachError(code: .unavailable, message: "\(what): \(reason)")
+        throw failure(what)
+    }
+
+    /// The failure of the system call that just set `errno`.
+    static func failure(_ what: String) -> PostfachError {
+        PostfachError(code: .unavailable, message: "\(what): \(String(cString: strerror(errno)))")
     }
 }

@@ -34,6 +34,7 @@ public actor InMemoryBackend: PostfachBackend {
     public func deliver(_ delivery: Delivery) async throws -> Receipt {
         try checkNames(delivery)
         if !failures.isEmpty { throw failures.removeFirst() }
+        if Task.isCancelled { throw PostfachError(code: .cancelled, message: "cancelled before the payload was stored") }
         if delay > .zero {
             do { try await Task.sleep(for: delay) } catch {
                 throw PostfachError(code: .cancelled, message: "cancelled before the payload was stored")
@@ -51,6 +52,8 @@ public actor InMemoryBackend: PostfachBackend {
         do { payload = try Data(contentsOf: delivery.payload) } catch {
             throw PostfachError(code: .rejected, message: "the payload file cannot be read")
         }
+        // The last point a cancellation is honoured: storing is one step, so nothing partial is ever visible.
+        if Task.isCancelled { throw PostfachError(code: .cancelled, message: "cancelled before the payload was stored") }
         let receipt = Receipt(deliveryID: delivery.id, postfach: delivery.postfach, backend: kind,
                               location: "memory:\(delivery.postfach)/\(delivery.id)", deliveredAt: Date(),
                               payloadSHA256: delivery.payloadSHA256, alreadyPresent: false)

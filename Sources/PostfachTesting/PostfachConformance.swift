@@ -2,7 +2,8 @@ import Foundation
 import Postfach
 import Testing
 
-/// The conformance suite every `PostfachBackend` must pass: round trip, same id twice, failures, cancellation.
+/// The conformance suite every `PostfachBackend` must pass: round trip, same id twice, the same id with different
+/// payloads at once, failures, cancellation.
 ///
 /// Call it from a test with a fresh backend and a way to read back what a Postfach holds:
 /// ```swift
@@ -22,6 +23,7 @@ public enum PostfachConformance {
         defer { try? FileManager.default.removeItem(at: workspace) }
         try await roundTrip(backend, read: read, workspace: workspace)
         try await sameIDTwice(backend, read: read, workspace: workspace)
+        try await sameIDConcurrently(backend, read: read, workspace: workspace)
         try await failures(backend, read: read, workspace: workspace)
         try await cancellation(backend, read: read, workspace: workspace)
     }
@@ -69,6 +71,36 @@ public enum PostfachConformance {
         #expect(try await read("conformance-a", id) == bytes, "the first payload is never overwritten")
     }
 
+    /// Two deliveries of one id with different payloads, at the same time, many times over: exactly one wins,
+    /// the other gets `conflict`, and the Postfach holds the winner's payload.
+    static func sameIDConcurrently(_ backend: any PostfachBackend, read: Reader, workspace: URL) async throws {
+        for round in 0..<25 {
+            let id = "race-\(round)-\(UUID().uuidString)"
+            let payloads = [Data("<a>first \(round)</a>".utf8), Data("<a>second \(round)</a>".utf8)]
+            let deliveries = try payloads.map { try delivery($0, id: id, postfach: "conformance-a", in: workspace) }
+            let outcomes = await withTaskGroup(of: (Int, Result<Receipt, any Error>).self) { group in
+                for (index, delivery) in deliveries.enumerated() {
+                    group.addTask {
+                        do { return (index, .success(try await backend.deliver(delivery))) } catch { return (index, .failure(error)) }
+                    }
+                }
+                var outcomes: [Int: Result<Receipt, any Error>] = [:]
+                for await (index, outcome) in group { outcomes[index] = outcome }
+                return outcomes
+            }
+            let winners = outcomes.filter { if case .success = $0.value { return true } else { return false } }
+            try #require(winners.count == 1, "round \(round): \(winners.count) deliveries of one id with different payloads succeeded")
+            let winner = winners.first!.key
+            if case .failure(let error) = outcomes[1 - winner]! {
+                #expect((error as? PostfachError)?.code == .conflict, "round \(round): the loser must get conflict, got \(error)")
+            }
+            if case .success(let receipt) = outcomes[winner]! {
+                #expect(!receipt.alreadyPresent && receipt.payloadSHA256 == deliveries[winner].payloadSHA256)
+            }
+            #expect(try await read("conformance-a", id) == payloads[winner], "round \(round): the Postfach holds the winner's payload")
+        }
+    }
+
     static func failures(_ backend: any PostfachBackend, read: Reader, workspace: URL) async throws {
         for (id, postfach) in [("../escape", "conformance-a"), ("ok-id", "../escape"), ("", "conformance-a"),
                                ("ok-id", "Großbuchstaben"), (".hidden", "conformance-a")] {
@@ -89,16 +121,33 @@ public enum PostfachConformance {
     static func cancellation(_ backend: any PostfachBackend, read: Reader, workspace: URL) async throws {
         let bytes = Data(repeating: UInt8(ascii: "x"), count: 8 << 20)
         let delivery = try delivery(bytes, id: "cancel-\(UUID().uuidString)", postfach: "conformance-a", in: workspace)
-        let task = Task { try await backend.deliver(delivery) }
+        // Cancelled for certain before the backend is called: the backend must notice, say `cancelled` and leave
+        // nothing visible.
+        let gate = AsyncStream<Void>.makeStream()
+        let task = Task {
+            for await _ in gate.stream {}
+            return try await backend.deliver(delivery)
+        }
         task.cancel()
+        gate.continuation.finish()
         do {
             let receipt = try await task.value
+            Issue.record("a cancelled delivery completed: \(receipt.location)")
+        } catch let error as PostfachError {
+            #expect(error.code == .cancelled, "\(error)")
+            #expect(error.isRetryable)
+        } catch {
+            #expect(error is CancellationError, "\(error)")
+        }
+        #expect(try await read("conformance-a", delivery.id) == nil, "a cancelled delivery leaves nothing visible")
+
+        // Cancelled while it may be under way: either whole or nothing, never a part.
+        let racing = Task { try await backend.deliver(delivery) }
+        racing.cancel()
+        if let receipt = try? await racing.value {
             #expect(receipt.deliveryID == delivery.id)
             #expect(try await read("conformance-a", delivery.id) == bytes, "a delivery that completed is whole")
-        } catch let error as PostfachError {
-            #expect(error.code == .cancelled)
-            #expect(try await read("conformance-a", delivery.id) == nil, "a cancelled delivery leaves nothing visible")
-        } catch is CancellationError {
+        } else {
             #expect(try await read("conformance-a", delivery.id) == nil, "a cancelled delivery leaves nothing visible")
         }
         // After a cancellation the backend still works, and the same id can be delivered.

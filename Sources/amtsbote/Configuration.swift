@@ -122,10 +122,10 @@ struct PipelineOptions: ParsableArguments {
         if data != nil && config != nil { throw ValidationError("--data belongs to the embedded default; a configuration file names its own folders") }
     }
 
-    func load(needsDelivery: Bool = true) throws -> LoadedPipeline {
+    func load(_ purpose: LoadedPipeline.Purpose = .delivery) throws -> LoadedPipeline {
         LogSetup.bootstrapOnce(level: Logger.Level(rawValue: logLevel) ?? .warning)
         do {
-            return try LoadedPipeline(options: self, needsDelivery: needsDelivery)
+            return try LoadedPipeline(options: self, purpose: purpose)
         } catch {
             FileHandle.standardError.write(Data("amtsbote: configuration error: \(error)\n".utf8))
             throw ExitCode(ExitStatus.usage.rawValue)
@@ -151,7 +151,11 @@ struct LoadedPipeline {
     let pipeline: Pipeline?
     let ledger: Ledger?
 
-    init(options: PipelineOptions, needsDelivery: Bool) throws {
+    /// What a command needs: deciding only (no ledger), listing (the ledger read-only; nothing is changed, no
+    /// backend is touched), or delivering (everything).
+    enum Purpose { case decision, listing, delivery }
+
+    init(options: PipelineOptions, purpose: Purpose) throws {
         let configuration: AmtsboteConfiguration
         let base: URL
         if let path = options.config {
@@ -203,10 +207,17 @@ struct LoadedPipeline {
         }
         router = try Router(tables: tables, directory: directory, dvdvPrefixes: prefixes)
 
-        guard needsDelivery else {
+        switch purpose {
+        case .decision:
             pipeline = nil
             ledger = nil
             return
+        case .listing:
+            pipeline = nil
+            ledger = try Ledger(path: resolve(configuration.ledger).path, readOnly: true)
+            return
+        case .delivery:
+            break
         }
         let registry = PostfachBackendRegistry.builtIn
         var backends: [String: any PostfachBackend] = [:]
@@ -221,6 +232,7 @@ struct LoadedPipeline {
             guard let backend = backends[name] else { throw ConfigurationError("postfaecher.overrides.\(postfach) names no configured backend ('\(name)')") }
             overrides[postfach] = backend
         }
+        // Only files of processes that are gone: a delivery under way in another process keeps its own.
         for backend in backends.values { (backend as? FilesystemBackend)?.removeIncompleteFiles() }
 
         let ledgerURL = resolve(configuration.ledger)

@@ -2,13 +2,15 @@ import Foundation
 
 /// A one-line progress display on standard error (files done/total, rate, time left) for long batches. Shown only
 /// when standard error is a terminal, not with --quiet, and only once a batch has run for a second
-/// (`AMTSBOTE_PROGRESS_AFTER` seconds).
+/// (`AMTSBOTE_PROGRESS_AFTER` seconds): the first file done after that draws at once, later draws come at most every
+/// 200 ms. A batch that ends before the delay shows nothing.
 struct Progress {
     private let enabled: Bool
     private let total: Int?
     private var done = 0
     private let start = ContinuousClock.now
-    private var lastDrawn = ContinuousClock.now
+    /// When the line was last drawn; nil before the first draw.
+    private var lastDrawn: ContinuousClock.Instant?
     private var drawn = false
     private let delay: Duration = .milliseconds(Int64(
         (Double(ProcessInfo.processInfo.environment["AMTSBOTE_PROGRESS_AFTER"] ?? "") ?? 1) * 1000))
@@ -28,7 +30,8 @@ struct Progress {
         done += 1
         guard enabled else { return }
         let now = ContinuousClock.now
-        guard now - start >= delay, now - lastDrawn >= .milliseconds(200) else { return }
+        guard now - start >= delay else { return }
+        if let lastDrawn, now - lastDrawn < .milliseconds(200) { return }
         lastDrawn = now
         draw(elapsed: now - start)
     }

@@ -40,7 +40,8 @@ struct SubmissionRecord: Encodable {
         reasonCode = submission.reasonCode
         reason = submission.reason
         var receiptSource = submission
-        if let original = submission.duplicateOf, let row = try? ledger.submission(original) {
+        // A resend shows where its original went; a conflict shows nothing of the other submission's delivery.
+        if submission.state == .duplicate, let original = submission.duplicateOf, let row = try? ledger.submission(original) {
             receiptSource = row
             postfach = row.postfach
         }
@@ -68,7 +69,7 @@ struct SubmissionRecord: Encodable {
         case .rejected: .someInvalid
         case .abandoned: .unreadable
         case .unroutable: .unroutable
-        case .received, .validated, .queued, .dead: .deliveryFailed
+        case .received, .validated, .queued, .dead, .conflict: .deliveryFailed
         }
     }
 
@@ -100,6 +101,8 @@ struct SubmissionRecord: Encodable {
             return "\(source): duplicate of #\(duplicateOf ?? 0), already in \(postfach ?? "?") (\(location ?? "not yet delivered"))\(number)"
         case "routed":
             return "\(source): would go to \(postfach ?? "?") (rule \(routing?.rule ?? "?"), \(routing?.level ?? "?") level)"
+        case "conflict":
+            return "\(source): conflict: \(reasonCode ?? "?"): delivery id \(deliveryId ?? "?") belongs to #\(duplicateOf ?? 0) with a different payload; kept, not delivered\(number)"
         case "queued":
             return "\(source): queued for retry to \(postfach ?? "?") after \(attempts ?? 0) attempt(s): \(reasonCode ?? "")\(number)"
         default:

@@ -11,8 +11,9 @@ struct SubmitCommand: AsyncParsableCommand {
         abstract: "Validate, route and deliver submissions (files, folders or - for standard input).",
         discussion: """
         Every submission is recorded in the ledger before anything else happens, and ends delivered, or kept with
-        its reason: rejected (invalid), unroutable, duplicate (same message id as an earlier one), or dead
-        (delivery failed after retries; `amtsbote retry` re-queues). A restart first resumes unfinished work.
+        its reason: rejected (invalid), unroutable, duplicate (same message id and payload as an earlier one),
+        conflict (same message id, different payload: kept, never delivered under that id), or dead (delivery
+        failed after retries; `amtsbote retry` re-queues). A restart first resumes unfinished work.
 
         EXIT CODES (the highest applies)
           0  every document delivered (or a resend of one already delivered)
@@ -20,7 +21,7 @@ struct SubmitCommand: AsyncParsableCommand {
           2  usage or configuration error
           3  at least one input could not be read
           4  at least one document could not be routed
-          5  at least one delivery failed (queued for retry or dead-lettered)
+          5  at least one delivery failed (queued for retry or dead-lettered) or was kept as an id conflict
         """
     )
 
@@ -45,7 +46,7 @@ struct SubmitCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try options.load(needsDelivery: !dryRun)
+        let loaded = try options.load(dryRun ? .decision : .delivery)
         var printer = SubmissionPrinter(format: format)
         var status = ExitStatus.allValid
         if dryRun {
@@ -112,7 +113,7 @@ struct RouteCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try options.load(needsDelivery: false)
+        let loaded = try options.load(.decision)
         var status = ExitStatus.allValid
         var out = StandardOutput()
         for source in InputFiles(paths) {
@@ -147,7 +148,7 @@ struct DeliveriesCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try options.load()
+        let loaded = try options.load(.listing)
         guard let ledger = loaded.ledger else { throw ExitCode(ExitStatus.usage.rawValue) }
         let states = state.isEmpty ? nil : state.compactMap(SubmissionState.init(rawValue:))
         var printer = SubmissionPrinter(format: format, showIDs: true)
@@ -163,7 +164,7 @@ struct RetryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "retry",
         abstract: "Re-queue dead (and waiting) deliveries, all or by ledger id, and deliver them now.",
-        discussion: "EXIT CODES: 0 all delivered, 2 configuration error, 5 some still failing.")
+        discussion: "EXIT CODES: 0 all delivered, 2 configuration error or an id that is not dead or queued, 5 some still failing.")
 
     @Argument(help: "Ledger ids (see `amtsbote deliveries`); none = every dead or queued submission.")
     var ids: [Int64] = []
@@ -176,6 +177,18 @@ struct RetryCommand: AsyncParsableCommand {
     func run() async throws {
         let loaded = try options.load()
         guard let pipeline = loaded.pipeline else { throw ExitCode(ExitStatus.usage.rawValue) }
+        // Ids that name nothing to re-queue are a usage error, said before anything is done.
+        var refused: [String] = []
+        for id in ids {
+            guard let row = try pipeline.ledger.submission(id) else { refused.append("no submission #\(id) in the ledger"); continue }
+            if ![.dead, .queued].contains(row.state) {
+                refused.append("#\(id) is \(row.state.rawValue): only dead or queued submissions are re-queued")
+            }
+        }
+        if !refused.isEmpty {
+            FileHandle.standardError.write(Data(refused.map { "amtsbote: retry: \($0)\n" }.joined().utf8))
+            throw ExitCode(ExitStatus.usage.rawValue)
+        }
         _ = try await pipeline.recover()
         let requeued = try pipeline.requeue(ids.isEmpty ? nil : ids)
         try await pipeline.drain(waitingAtMost: .milliseconds(Int64(wait * 1000)))

@@ -38,6 +38,93 @@ struct SubmitTests {
         #expect(explain.stdout.contains("unroutable: route.key-unknown: AGS 05999999"))
     }
 
+    @Test("a message id reused: same payload is a duplicate (exit 0), a different payload is kept as a conflict (exit 5)")
+    func reusedMessageId() throws {
+        let data = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let original = "Samples/valid/wohnsitz-anmeldung-koeln.xml"
+        let first = try CLI.run(["submit", "--data", data.path, original])
+        #expect(first.status == 0, "\(first.stdout)\(first.stderr)")
+        let resend = try CLI.run(["submit", "--data", data.path, original])
+        #expect(resend.status == 0, "\(resend.stdout)")
+        #expect(resend.stdout.contains("duplicate of #1"), "\(resend.stdout)")
+
+        // Another citizen's application under the same nachrichtenUUID: valid, routable, but not the same bytes.
+        let other = data.appendingPathComponent("andere-person.xml")
+        try String(contentsOf: TestEnvironment.projectRoot.appendingPathComponent(original), encoding: .utf8)
+            .replacingOccurrences(of: "<bas:vorname>Erika</bas:vorname>", with: "<bas:vorname>Erik</bas:vorname>")
+            .write(to: other, atomically: true, encoding: .utf8)
+        let conflict = try CLI.run(["submit", "--data", data.path, other.path])
+        #expect(conflict.status == 5, "never a success: \(conflict.stdout)")
+        #expect(conflict.stdout.contains("\(other.path): conflict: ledger.id-conflict: delivery id \(SampleSubmissions.koelnUUID) belongs to #1"),
+                "\(conflict.stdout)")
+        let listing = try CLI.run(["deliveries", "--data", data.path, "--state", "conflict", "--format", "json"])
+        let row = try #require(try JSONSerialization.jsonObject(with: Data(listing.stdout.utf8)) as? [String: Any], "\(listing.stdout)")
+        #expect(row["reasonCode"] as? String == "ledger.id-conflict")
+        #expect(row["duplicateOf"] as? Int == 1)
+        #expect(row["location"] is NSNull, "a conflict shows no delivery of its own: \(row)")
+        // Kept, not delivered: the Postfach still holds the first payload only, and the spool keeps the second.
+        let delivered = data.appendingPathComponent("postfach/gemeinde-05315000-koeln/\(SampleSubmissions.koelnUUID).xml")
+        #expect(try Data(contentsOf: delivered) == Data(contentsOf: TestEnvironment.projectRoot.appendingPathComponent(original)))
+        let id = try #require(row["id"] as? Int)
+        #expect(try Data(contentsOf: data.appendingPathComponent("spool/\(id).xml")) == Data(contentsOf: other))
+        // `retry` does not deliver it either: it is not a dead letter.
+        let retried = try CLI.run(["retry", "--data", data.path, String(id)])
+        #expect(retried.status == 2, "\(retried.stdout)")
+        #expect(retried.stderr.contains("#\(id) is conflict: only dead or queued submissions are re-queued"), "\(retried.stderr)")
+        #expect(try Data(contentsOf: delivered) == Data(contentsOf: TestEnvironment.projectRoot.appendingPathComponent(original)))
+        let unknown = try CLI.run(["retry", "--data", data.path, "999"])
+        #expect(unknown.status == 2)
+        #expect(unknown.stderr.contains("no submission #999 in the ledger"), "\(unknown.stderr)")
+    }
+
+    @Test("`deliveries` and `retry` beside a `submit` that is still reading its input leave it alone: delivered")
+    func listingBesideSubmit() throws {
+        let data = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let document = try Data(contentsOf: TestEnvironment.projectRoot.appendingPathComponent("Samples/valid/wohnsitz-anmeldung-koeln.xml"))
+        let process = Process()
+        process.executableURL = CLI.binary
+        process.arguments = ["submit", "--data", data.path, "-"]
+        process.currentDirectoryURL = TestEnvironment.projectRoot
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The first half, then wait until the intake is recorded and its spool file open: the submission is in flight.
+        input.fileHandleForWriting.write(document.prefix(document.count / 2))
+        let spooling = data.appendingPathComponent("spool/.1.xml.tmp")
+        try waitUntilSync("the submit spools its input") { FileManager.default.fileExists(atPath: spooling.path) }
+
+        let ledger = data.appendingPathComponent("ledger.sqlite")
+        let before = try Data(contentsOf: ledger)
+        let listing = try CLI.run(["deliveries", "--data", data.path, "--format", "json"])
+        #expect(listing.status == 0, "\(listing.stderr)")
+        #expect(listing.stdout.contains(#""state":"received""#), "\(listing.stdout)")
+        #expect(try Data(contentsOf: ledger) == before, "deliveries changed the ledger")
+        let retry = try CLI.run(["retry", "--data", data.path, "--wait", "0"])
+        #expect(retry.status == 0, "\(retry.stdout)\(retry.stderr)")
+        #expect(FileManager.default.fileExists(atPath: spooling.path), "retry removed the intake's spool file")
+
+        input.fileHandleForWriting.write(document.dropFirst(document.count / 2))
+        try input.fileHandleForWriting.close()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(text)")
+        #expect(text.contains("-: delivered -> gemeinde-05315000-koeln"), "\(text)")
+        #expect(try Data(contentsOf: data.appendingPathComponent("postfach/gemeinde-05315000-koeln/\(SampleSubmissions.koelnUUID).xml")) == document)
+    }
+
+    @Test("`deliveries` never changes anything: a missing data folder stays missing")
+    func listingChangesNothing() throws {
+        let data = try TestEnvironment.temporaryDirectory()
+        try FileManager.default.removeItem(at: data)
+        let listing = try CLI.run(["deliveries", "--data", data.path])
+        #expect(listing.status == 0, "\(listing.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: data.path), "deliveries created \(data.path)")
+    }
+
     @Test("a Postfach that cannot take deliveries: retries, dead letter, then `retry` delivers")
     func deadLetterThenRetry() throws {
         let directory = try TestEnvironment.temporaryDirectory()

@@ -134,8 +134,17 @@ struct PipelineTests {
     func recovery() async throws {
         let harness = try Harness()
         defer { harness.remove() }
-        // A crash while reading: the row exists, no payload.
-        let interrupted = try harness.ledger.recordReceived(source: "upload-1", at: Date())
+        // A crash while reading: the row exists, no payload, and the process that read it is gone (same pid,
+        // another start time: a reused pid). Another intake is still being read by a process that runs.
+        let current = ProcessIdentity.current
+        let gone = ProcessIdentity(bootID: current.bootID, pid: current.pid, startTicks: current.startTicks + 1)
+        let other = try #require(ProcessIdentity.running(pid: getppid()))
+        let path = harness.directory.appendingPathComponent("ledger.sqlite").path
+        let interrupted = try Ledger(path: path, identity: gone).recordReceived(source: "upload-1", at: Date())
+        let reading = try Ledger(path: path, identity: other).recordReceived(source: "upload-2", at: Date())
+        for id in [interrupted.id!, reading.id!] {
+            try Data("<partial".utf8).write(to: harness.directory.appendingPathComponent("spool/.\(id).xml.tmp"))
+        }
         // A crash after validation: the row knows its keys, nothing routed yet.
         let validated = try await harness.pipeline.submit(file: harness.sample("valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml"))
         var rewound = validated
@@ -145,6 +154,10 @@ struct PipelineTests {
         try harness.ledger.save(rewound)
         let resumed = try await harness.pipeline.recover()
         #expect(try harness.ledger.submission(interrupted.id!)?.state == .abandoned)
+        #expect(try harness.ledger.submission(reading.id!)?.state == .received, "a running intake is left alone")
+        let spool = harness.directory.appendingPathComponent("spool")
+        #expect(!FileManager.default.fileExists(atPath: spool.appendingPathComponent(".\(interrupted.id!).xml.tmp").path))
+        #expect(FileManager.default.fileExists(atPath: spool.appendingPathComponent(".\(reading.id!).xml.tmp").path))
         let redone = try #require(resumed.first { $0.id == validated.id })
         #expect(redone.state == .delivered)
         // The Postfach already held it: the receipt says so, and there is still one copy.

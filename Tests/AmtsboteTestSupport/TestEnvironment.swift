@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// Where the tests find the project, the shared corpus and the hostile inputs, and whether their absence is a
 /// failure (`AMTSBOTE_REQUIRE_CORPUS=1`, set by `.ci/run`) or a skip with a printed reason.
@@ -24,6 +25,11 @@ public enum TestEnvironment {
     public static var badInputs: URL? {
         locate(environment: "AMTSBOTE_BAD_INPUTS", default: "../shared/bad-inputs", marker: "catalogue.tsv")
     }
+
+    /// A check that needs something this machine may lack (root, strace, a browser, a free port): enabled where it
+    /// is there, and also where every check is required (`AMTSBOTE_REQUIRE_CORPUS=1`, CI), where the test then
+    /// fails on its own `#require` instead of being skipped. Use as `.enabled(if: TestEnvironment.canRun(x), "why")`.
+    public static func canRun(_ available: Bool) -> Bool { available || sharedMaterialRequired }
 
     /// Tests that need shared material run when it is there, and also when it is required (they then fail).
     public static var corpusTestsEnabled: Bool { corpus != nil || sharedMaterialRequired }
@@ -66,7 +72,8 @@ public final class LoopbackCanary: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        for _ in 0..<100 {
+        // Up to 30 s for python to start listening: a guard for a loaded machine, left as soon as it listens.
+        for _ in 0..<600 {
             if isListening() { return LoopbackCanary(log: log, process: process) }
             if !process.isRunning { break }
             usleep(50_000)
@@ -107,18 +114,26 @@ public final class LoopbackCanary: @unchecked Sendable {
 }
 
 extension LoopbackCanary {
-    /// The shared canary, or nil (with a printed reason) when it cannot listen on 127.0.0.1:9 here, for example
-    /// without the right to bind a port below 1024. Where shared material is required (CI), that is a failure.
-    public static func forTest() throws -> LoopbackCanary? {
+    /// Whether the canary can listen here (127.0.0.1:9 needs root). Tests that need it are enabled with
+    /// `.enabled(if: TestEnvironment.canRun(LoopbackCanary.available), LoopbackCanary.unavailableReason)`.
+    public static var available: Bool {
+        if case .success = shared { return true }
+        return false
+    }
+
+    /// Why the canary is not running, printed with the skip.
+    public static var unavailableReason: Comment {
         switch shared {
-        case .success(let canary):
-            return canary
+        case .success: return "the loopback canary runs"
         case .failure(let error):
-            // Port 9 needs root; without it the strace test still proves that nothing connects anywhere.
-            if TestEnvironment.sharedMaterialRequired && getuid() == 0 { throw error }
-            FileHandle.standardError.write(Data("note: loopback canary not running (\(error)); fetch checks skipped\n".utf8))
-            return nil
+            return Comment(rawValue: "the loopback canary cannot listen on 127.0.0.1:9 (\(error)); the fetch checks are skipped")
         }
+    }
+
+    /// The shared canary; a failure where it cannot run (the test is then enabled only because every check is
+    /// required, and must fail).
+    public static func forTest() throws -> LoopbackCanary {
+        try shared.get()
     }
 
     /// One canary for the whole test process, started on first use.
@@ -148,3 +163,36 @@ public enum SampleSubmissions {
         return ids
     }
 }
+
+/// Waits for something another thread or process does, checking every 10 ms. The bound only catches a hang (two
+/// minutes, `AMTSBOTE_TIME_GUARD_SECONDS` raises it): a test passes as soon as the condition holds, however slow
+/// or fast the machine, and never because time ran out.
+public func waitUntil(_ what: String, sourceLocation: SourceLocation = #_sourceLocation,
+                      _ condition: () async throws -> Bool) async throws {
+    let limit = max(120, Double(ProcessInfo.processInfo.environment["AMTSBOTE_TIME_GUARD_SECONDS"] ?? "") ?? 0)
+    let deadline = ContinuousClock.now + .seconds(limit)
+    while !(try await condition()) {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("still waiting after \(Int(limit)) s: \(what)", sourceLocation: sourceLocation)
+            throw TimeGuardExceeded()
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+/// Synchronous form of ``waitUntil(_:sourceLocation:_:)`` for tests that must not wait for a turn on the task pool.
+public func waitUntilSync(_ what: String, sourceLocation: SourceLocation = #_sourceLocation,
+                          _ condition: () throws -> Bool) throws {
+    let limit = max(120, Double(ProcessInfo.processInfo.environment["AMTSBOTE_TIME_GUARD_SECONDS"] ?? "") ?? 0)
+    let deadline = ContinuousClock.now + .seconds(limit)
+    while !(try condition()) {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("still waiting after \(Int(limit)) s: \(what)", sourceLocation: sourceLocation)
+            throw TimeGuardExceeded()
+        }
+        usleep(10_000)
+    }
+}
+
+/// A wait's hang guard ran out.
+public struct TimeGuardExceeded: Error {}

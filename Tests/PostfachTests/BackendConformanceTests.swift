@@ -21,6 +21,47 @@ struct BackendConformanceTests {
         }
     }
 
+    @Test("filesystem: a delivery in flight holds its id; another payload under that id gets conflict and changes nothing")
+    func filesystemClaimInFlight() async throws {
+        let root = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let backend = try FilesystemBackend(root: root)
+        let workspace = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: workspace) }
+        let first = try PostfachConformance.delivery(Data("<a>first</a>".utf8), id: "in-flight", postfach: "p", in: workspace)
+        let second = try PostfachConformance.delivery(Data("<a>second</a>".utf8), id: "in-flight", postfach: "p", in: workspace)
+        // The first delivery has linked its metadata and not yet its payload (the moment two racing deliveries meet).
+        let metadata = root.appendingPathComponent("p/in-flight.json")
+        try FileManager.default.createDirectory(at: metadata.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let claim = Data(#"{"id": "in-flight", "payloadSHA256": "\#(first.payloadSHA256)"}"#.utf8)
+        try claim.write(to: metadata)
+        await #expect(throws: PostfachError(code: .conflict, message: "the Postfach holds a different payload under the id in-flight")) {
+            _ = try await backend.deliver(second)
+        }
+        #expect(try Data(contentsOf: metadata) == claim, "the claim was replaced")
+        #expect(!FileManager.default.fileExists(atPath: root.appendingPathComponent("p/in-flight.xml").path))
+        // The first one completes.
+        let receipt = try await backend.deliver(first)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: receipt.location)) == Data("<a>first</a>".utf8))
+    }
+
+    @Test("filesystem: clearing .incoming removes what gone processes left, never a running process's files")
+    func filesystemIncomingOwners() throws {
+        let root = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let backend = try FilesystemBackend(root: root)
+        let incoming = root.appendingPathComponent(".incoming")
+        let current = ProcessIdentity.current
+        let gone = ProcessIdentity(bootID: current.bootID, pid: current.pid, startTicks: current.startTicks + 1)
+        let running = try #require(ProcessIdentity.running(pid: getppid()))
+        let names = ["\(running)~p.id.token.tmp", "\(gone)~p.id.token.tmp", "p.id.legacy.tmp"]
+        for name in names { try Data("x".utf8).write(to: incoming.appendingPathComponent(name)) }
+        backend.removeIncompleteFiles()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: incoming.path) == [names[0]])
+        #expect(running.isAlive && !gone.isAlive)
+        #expect(ProcessIdentity(running.description) == running)
+    }
+
     @Test("in-memory backend")
     func memory() async throws {
         let backend = InMemoryBackend()

@@ -28,9 +28,9 @@ struct BadInputTests {
         } else {
             #expect(report.verdict == .valid, "\(name) must be accepted: \(report.diagnostics)")
         }
-        // A guard against hangs, generous enough for a loaded machine (raise it for sanitizer builds with
+        // A guard against hangs (a minute), generous enough for a slow or loaded machine (raise it for sanitizer builds with
         // AMTSBOTE_TIME_GUARD_SECONDS); speed is measured in scripts/bench, not here.
-        let guardSeconds = Int(ProcessInfo.processInfo.environment["AMTSBOTE_TIME_GUARD_SECONDS"] ?? "") ?? 10
+        let guardSeconds = Int(ProcessInfo.processInfo.environment["AMTSBOTE_TIME_GUARD_SECONDS"] ?? "") ?? 60
         #expect(elapsed < .seconds(guardSeconds), "\(name) took \(elapsed)")
         #expect(Validator.refusedExternalLoads == refusedBefore, "\(name) made the parser ask for an external resource")
     }
@@ -48,46 +48,49 @@ struct BadInputTests {
         }
     }
 
-    @Test("stored inputs: refused or accepted as the catalogue says, nothing fetched")
+    @Test("stored inputs: refused or accepted as the catalogue says, nothing fetched",
+          .enabled(if: TestEnvironment.canRun(LoopbackCanary.available), LoopbackCanary.unavailableReason))
     func storedInputs() throws {
         let badInputs = try Self.badInputs()
         let validator = try Self.validator(badInputs)
         let canary = try LoopbackCanary.forTest()
-        let fetchesBefore = canary?.requestCount
+        let fetchesBefore = canary.requestCount
         for (name, expected) in BadInputExpectations.small.sorted(by: { $0.key < $1.key }) {
             try Self.check(badInputs.appendingPathComponent(name), expected: expected, validator: validator)
         }
-        #expect(canary?.requestCount == fetchesBefore, "the loopback canary was contacted")
+        #expect(canary.requestCount == fetchesBefore, "the loopback canary was contacted")
     }
 
-    @Test("generated large inputs (gen_bad_inputs.py big --skip-500mb; the 500 MB text is streamed below instead)")
+    @Test("generated large inputs (gen_bad_inputs.py big --skip-500mb; the 500 MB text is streamed below instead)",
+          .enabled(if: TestEnvironment.canRun(LoopbackCanary.available), LoopbackCanary.unavailableReason))
     func generatedInputs() throws {
         let badInputs = try Self.badInputs()
         let directory = try #require(GeneratedBadInputs.directory, "gen_bad_inputs.py big failed")
         let validator = try Self.validator(badInputs)
         let canary = try LoopbackCanary.forTest()
-        let fetchesBefore = canary?.requestCount
+        let fetchesBefore = canary.requestCount
         let generated = try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
         #expect(generated.count >= 18)
         for name in generated {
             let expected = try #require(BadInputExpectations.big[name], "no expectation for \(name)")
             try Self.check(directory.appendingPathComponent(name), expected: expected, validator: validator)
         }
-        #expect(canary?.requestCount == fetchesBefore, "the loopback canary was contacted")
+        #expect(canary.requestCount == fetchesBefore, "the loopback canary was contacted")
     }
 
-    @Test("entity substitution switched on process-wide (as other libraries may) changes nothing")
+    @Test("entity substitution switched on process-wide (as other libraries may) changes nothing",
+          .enabled(if: TestEnvironment.canRun(LoopbackCanary.available), LoopbackCanary.unavailableReason))
     func processWideEntitySubstitution() throws {
         let badInputs = try Self.badInputs()
         let validator = try Self.validator(badInputs)
         let previous = Validator.setProcessEntitySubstitutionDefault(true)
         defer { Validator.setProcessEntitySubstitutionDefault(previous) }
         let canary = try LoopbackCanary.forTest()
-        let fetchesBefore = canary?.requestCount
+        let fetchesBefore = canary.requestCount
         for name in BadInputExpectations.small.keys.sorted() where name.hasPrefix("0") {
             try Self.check(badInputs.appendingPathComponent(name), expected: BadInputExpectations.small[name]!, validator: validator)
         }
-        #expect(canary?.requestCount == fetchesBefore)
+        #expect(canary.requestCount == fetchesBefore)
     }
 
     @Test("a document over the time limit ends as input.timeout; the next one is unaffected")
@@ -95,13 +98,19 @@ struct BadInputTests {
         let badInputs = try Self.badInputs()
         let schemas = try SchemaSet(xsd: badInputs.appendingPathComponent("test.xsd").path)
         let validator = Validator(schemas: schemas, limits: ValidationLimits(timeLimit: .milliseconds(20)))
-        // Valid but slow: an xs:unique over 300,000 keys keeps libxml2 busy for well over 20 ms.
-        var slow = #"<antrag xmlns="urn:example:xoev-lab:1"><gemeindeschluessel>09162000</gemeindeschluessel>"#
+        // A document that arrives slowly: its second part comes only after the limit has passed for certain
+        // (the wait is a lower bound, so a slow machine only makes it longer).
+        let document = validator.startDocument(named: "slow")
+        let head = #"<antrag xmlns="urn:example:xoev-lab:1"><gemeindeschluessel>09162000</gemeindeschluessel>"#
             + "<antragsdatum>2024-05-01</antragsdatum><betrag>1</betrag><name>x</name>"
-        slow += (0..<300_000).map { "<kennung>\($0)</kennung>" }.joined() + "</antrag>"
-        let report = validator.validate(bytes: Array(slow.utf8), named: "slow")
+            + (1...100).map { "<kennung>\($0)</kennung>" }.joined()   // past the 512 bytes held back at the start
+        #expect(!document.feed(Array(head.utf8)), "the first part is within the limit")
+        usleep(60_000)
+        #expect(document.feed(Array("<kennung>101</kennung></antrag>".utf8)), "the next part after the limit stops it")
+        let report = document.finish()
         let finding = try #require(report.errors.first { $0.code == "input.timeout" })
-        #expect(finding.line == 1 && finding.path.hasPrefix("/antrag/kennung"))
+        #expect(report.verdict == .invalid)
+        #expect(finding.line == 1 && finding.path.hasPrefix("/antrag"), "\(finding)")
         let next = try validator.validate(file: badInputs.appendingPathComponent("00-valid-control.xml").path)
         #expect(next.isValid)
     }
