@@ -69,14 +69,22 @@ struct AmtsboteConfiguration: Codable {
     var retry: Retry?
 
     /// Works out of the box from the project folder: Samples' routing, Postfächer, ledger and spool under `data`.
-    static func embeddedDefault(data: String) -> AmtsboteConfiguration {
-        AmtsboteConfiguration(
+    /// The embedded default: the sample routing (from the working folder, else beside the installation) and
+    /// everything else under `data`.
+    static func embeddedDefault(data: String) throws -> AmtsboteConfiguration {
+        guard let routing = Installation.find("Samples/routing", containing: "gemeinden_ags_ars_2026-04-30.csv")?.path else {
+            throw ConfigurationError("""
+                the embedded default's routing (Samples/routing) was found neither in the working folder nor beside \
+                the installation; pass --config FILE naming your routing tables (Docs/configuration.md)
+                """)
+        }
+        return AmtsboteConfiguration(
             format: "amtsbote-config/1",
             schemas: nil,
             codeLists: nil,
             missingCodeLists: nil,
-            routing: Routing(tables: ["Samples/routing"], municipalities: "Samples/routing/gemeinden_ags_ars_2026-04-30.csv",
-                             retiredKeys: "Samples/routing/ags-retired-since-2011.txt", dvdvPrefixes: nil),
+            routing: Routing(tables: [routing], municipalities: routing + "/gemeinden_ags_ars_2026-04-30.csv",
+                             retiredKeys: routing + "/ags-retired-since-2011.txt", dvdvPrefixes: nil),
             backends: ["local": Backend(kind: "filesystem", parameters: ["directory": data + "/postfach"])],
             postfaecher: Postfaecher(default: "local", overrides: nil),
             ledger: data + "/ledger.sqlite",
@@ -103,6 +111,71 @@ struct JSONScalar: Codable {
     }
 }
 
+extension AmtsboteConfiguration {
+    /// The keys each object of the file may have; any other key is an error (a typo must not fall back to a default).
+    static let knownKeys: [String: Set<String>] = [
+        "": ["format", "schemas", "codeLists", "missingCodeLists", "routing", "backends", "postfaecher", "ledger", "spool", "retry"],
+        "routing": ["tables", "municipalities", "retiredKeys", "dvdvPrefixes"],
+        "postfaecher": ["default", "overrides"],
+        "retry": ["maxAttempts", "initialDelaySeconds", "multiplier", "maxDelaySeconds", "attemptTimeoutSeconds"],
+    ]
+
+    /// Reads and checks a configuration file. Every error names the file, the key path and what is expected.
+    static func read(_ path: String) throws -> AmtsboteConfiguration {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ConfigurationError("\(path): cannot be read (\((error as NSError).localizedDescription))")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: data) else {
+            throw ConfigurationError("\(path): not valid JSON")
+        }
+        guard let top = object as? [String: Any] else { throw ConfigurationError("\(path): expected a JSON object at the top") }
+        if let format = top["format"] as? String, format != "amtsbote-config/1" {
+            throw ConfigurationError("\(path): unknown format '\(format)' (expected amtsbote-config/1)")
+        }
+        for (section, keys) in knownKeys {
+            guard let fields = section.isEmpty ? top : top[section] as? [String: Any] else { continue }
+            if let unknown = fields.keys.filter({ !keys.contains($0) }).sorted().first {
+                let place = section.isEmpty ? unknown : "\(section).\(unknown)"
+                throw ConfigurationError("\(path): unknown key '\(place)' (known here: \(keys.sorted().joined(separator: ", ")))")
+            }
+        }
+        do {
+            return try JSONDecoder().decode(AmtsboteConfiguration.self, from: data)
+        } catch let error as DecodingError {
+            throw ConfigurationError("\(path): \(describe(error))")
+        }
+    }
+
+    /// "key 'retry.maxAttempts': expected a number" rather than a DecodingError dump.
+    static func describe(_ error: DecodingError) -> String {
+        func keyPath(_ path: [any CodingKey]) -> String {
+            path.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingCharacters(in: ["."])
+        }
+        func expected(_ type: Any.Type) -> String {
+            switch type {
+            case is String.Type: "a string"
+            case is Int.Type, is Double.Type: "a number"
+            case is Bool.Type: "true or false"
+            case is [String].Type: "a list of strings"
+            default: type is any Collection.Type ? "a list" : "an object"
+            }
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return "missing key '\(keyPath(context.codingPath + [key]))'"
+        case .typeMismatch(let type, let context):
+            return "key '\(keyPath(context.codingPath))': expected \(expected(type))"
+        case .valueNotFound(let type, let context):
+            return "key '\(keyPath(context.codingPath))': expected \(expected(type)), found null"
+        case .dataCorrupted(let context):
+            return "key '\(keyPath(context.codingPath))': \(context.debugDescription)"
+        @unknown default:
+            return "\(error)"
+        }
+    }
+}
+
 /// Options shared by the commands that use the pipeline.
 struct PipelineOptions: ParsableArguments {
     @Option(name: .long, help: "Configuration file (amtsbote-config/1). Default: the embedded default (Samples routing, amtsbote-data/).")
@@ -119,6 +192,9 @@ struct PipelineOptions: ParsableArguments {
 
     /// Reads the configuration and builds the parts. Configuration errors exit with 2.
     func validate() throws {
+        if Logger.Level(rawValue: logLevel) == nil {
+            throw ValidationError("unknown log level '\(logLevel)' (trace, debug, info, notice, warning, error, critical)")
+        }
         if data != nil && config != nil { throw ValidationError("--data belongs to the embedded default; a configuration file names its own folders") }
     }
 
@@ -159,14 +235,10 @@ struct LoadedPipeline {
         let configuration: AmtsboteConfiguration
         let base: URL
         if let path = options.config {
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            configuration = try JSONDecoder().decode(AmtsboteConfiguration.self, from: data)
-            if let format = configuration.format, format != "amtsbote-config/1" {
-                throw ConfigurationError("\(path): unknown format '\(format)' (expected amtsbote-config/1)")
-            }
+            configuration = try AmtsboteConfiguration.read(path)
             base = URL(fileURLWithPath: path).deletingLastPathComponent()
         } else {
-            configuration = .embeddedDefault(data: options.data ?? "amtsbote-data")
+            configuration = try .embeddedDefault(data: options.data ?? "amtsbote-data")
             base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
         }
         func resolve(_ path: String) -> URL {

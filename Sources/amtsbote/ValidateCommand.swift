@@ -238,20 +238,25 @@ enum SchemaLocation {
         if let fromEnvironment = ProcessInfo.processInfo.environment["AMTSBOTE_SCHEMAS"], !fromEnvironment.isEmpty {
             return fromEnvironment
         }
-        var candidates = [FileManager.default.currentDirectoryPath + "/Schemas"]
-        // An installation keeps Schemas beside bin/, a build keeps it at the package root above .build/.
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        for _ in 0..<5 {
-            candidates.append(directory.appendingPathComponent("Schemas").path)
-            candidates.append(directory.appendingPathComponent("share/amtsbote/Schemas").path)
-            directory = directory.deletingLastPathComponent()
-        }
-        for candidate in candidates
-        where FileManager.default.fileExists(atPath: candidate + "/" + SchemaManifest.defaultFileName) {
-            return candidate
-        }
+        if let found = Installation.find("Schemas", containing: SchemaManifest.defaultFileName) { return found.path }
         throw XoevValidation.ValidationError(
             code: .manifestInvalid, file: "Schemas",
             message: "no schema set found: pass --schemas, set AMTSBOTE_SCHEMAS or run from the project folder")
+    }
+}
+
+/// Where the tool's own data (the schema set, the sample routing) is found: the working folder first, then beside
+/// the installation (`bin/../Schemas`, `share/amtsbote/…`) or, for a build, the package root above `.build/`.
+enum Installation {
+    /// The first folder `relative` (from the working folder, then upwards from the executable) holding `marker`.
+    static func find(_ relative: String, containing marker: String) -> URL? {
+        var candidates = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(relative)]
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            candidates.append(directory.appendingPathComponent(relative))
+            candidates.append(directory.appendingPathComponent("share/amtsbote").appendingPathComponent(relative))
+            directory = directory.deletingLastPathComponent()
+        }
+        return candidates.first { FileManager.default.fileExists(atPath: $0.appendingPathComponent(marker).path) }
     }
 }

@@ -185,8 +185,16 @@ struct SubmitTests {
 
     @Test("configuration errors exit 2 and name the problem", arguments: [
         (#"{"routing": {"tables": ["nowhere.tsv"]}, "backends": {}, "postfaecher": {"default": "x"}, "ledger": "l", "spool": "s"}"#, "nowhere.tsv"),
-        (#"{"format": "amtsbote-config/9"}"#, "routing"),
-        ("not json", "configuration error"),
+        (#"{"format": "amtsbote-config/9"}"#, "unknown format 'amtsbote-config/9'"),
+        ("not json", "amtsbote.json: not valid JSON"),
+        (#"{"routing": {"tables": ["Samples/routing"]}, "backends": {}, "postfaecher": {"default": "x"}, "ledger": "l", "spool": "s", "retyr": {}}"#,
+         "amtsbote.json: unknown key 'retyr'"),
+        (#"{"routing": {"tables": ["Samples/routing"], "municipality": "m.csv"}, "backends": {}, "postfaecher": {"default": "x"}, "ledger": "l", "spool": "s"}"#,
+         "unknown key 'routing.municipality'"),
+        (#"{"routing": {"tables": ["Samples/routing"]}, "backends": {}, "postfaecher": {"default": "x"}, "ledger": "l", "spool": "s", "retry": {"maxAttempts": "five"}}"#,
+         "amtsbote.json: key 'retry.maxAttempts': expected a number"),
+        (#"{"routing": {"tables": ["Samples/routing"]}, "backends": {}, "ledger": "l", "spool": "s"}"#,
+         "amtsbote.json: missing key 'postfaecher'"),
     ])
     func configurationErrors(text: String, fragment: String) throws {
         let directory = try TestEnvironment.temporaryDirectory()
@@ -196,5 +204,26 @@ struct SubmitTests {
         let result = try CLI.run(["submit", "--config", config.path, "Samples/valid"])
         #expect(result.status == 2)
         #expect(result.stderr.contains(fragment), "\(result.stderr)")
+        #expect(!result.stderr.contains("DecodingError") && !result.stderr.contains("CodingKeys"), "\(result.stderr)")
+    }
+
+    @Test("every pipeline command checks --log-level")
+    func logLevelChecked() throws {
+        for command in ["submit", "route", "deliveries", "retry"] {
+            let result = try CLI.run([command, "--log-level", "loud"] + (command == "submit" || command == "route" ? ["Samples/valid"] : []))
+            #expect(result.status == 2, "\(command): \(result.status)")
+            #expect(result.stderr.contains("unknown log level 'loud'"), "\(command): \(result.stderr)")
+        }
+    }
+
+    @Test("run from another folder, the embedded default finds its schemas and routing beside the installation")
+    func outsideProjectFolder() throws {
+        let elsewhere = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: elsewhere) }
+        let sample = TestEnvironment.projectRoot.appendingPathComponent("Samples/valid/wohnsitz-anmeldung-koeln.xml").path
+        let result = try Fixtures.shell(["sh", "-c", "cd '\(elsewhere.path)' && '\(CLI.binary.path)' submit '\(sample)'"])
+        #expect(result.status == 0, "\(result.stdout)")
+        #expect(result.stdout.contains("delivered -> gemeinde-05315000-koeln"), "\(result.stdout)")
+        #expect(FileManager.default.fileExists(atPath: elsewhere.appendingPathComponent("amtsbote-data/ledger.sqlite").path))
     }
 }
