@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "XoevRouting", targets: ["XoevRouting"]),
         .library(name: "Postfach", targets: ["Postfach"]),
         .library(name: "PostfachTesting", targets: ["PostfachTesting"]),
+        .library(name: "AmtsbotePipeline", targets: ["AmtsbotePipeline"]),
         .executable(name: "amtsbote", targets: ["amtsbote"]),
     ],
     dependencies: [
