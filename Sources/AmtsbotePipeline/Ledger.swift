@@ -62,6 +62,8 @@ public struct Submission: Codable, Sendable, Hashable, FetchableRecord, MutableP
     /// The process working on the row (``ProcessIdentity``): the one reading a `received` row, routing a
     /// `validated` one, or holding a `queued` row's delivery lease until `nextAttemptAt`. nil when nobody is.
     public var owner: String?
+    /// When the payload was deleted under the retention policy (the row stays as the audit record).
+    public var purgedAt: Date?
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
@@ -123,6 +125,9 @@ public final class Ledger: Sendable {
         migrator.registerMigration("v2-owner") { db in
             try db.alter(table: "submission") { t in t.add(column: "owner", .text) }
         }
+        migrator.registerMigration("v3-retention") { db in
+            try db.alter(table: "submission") { t in t.add(column: "purgedAt", .datetime) }
+        }
         try migrator.migrate(database)
     }
 
@@ -133,7 +138,7 @@ public final class Ledger: Sendable {
                 id: nil, source: source, receivedAt: date, updatedAt: date, state: .received, spoolPath: nil,
                 payloadSHA256: nil, payloadSize: nil, messageId: nil, deliveryId: nil, schemaId: nil, routingKeys: nil,
                 postfach: nil, routing: nil, reasonCode: nil, reason: nil, attempts: 0, nextAttemptAt: nil, receipt: nil,
-                duplicateOf: nil, owner: identity.description)
+                duplicateOf: nil, owner: identity.description, purgedAt: nil)
             try submission.insert(db)
             return submission
         }
@@ -240,7 +245,7 @@ public final class Ledger: Sendable {
         return try database.write { db in
             try db.execute(sql: """
                 UPDATE submission SET state = ?, attempts = 0, nextAttemptAt = ?, owner = NULL, updatedAt = ?
-                WHERE id = ? AND state = ? AND owner IS ?
+                WHERE id = ? AND state = ? AND owner IS ? AND purgedAt IS NULL
                 """, arguments: [SubmissionState.queued.rawValue, Date(), Date(), id, observed.state.rawValue, observed.owner])
             return db.changesCount == 1 ? try Submission.fetchOne(db, key: id) : nil
         }
@@ -256,6 +261,40 @@ public final class Ledger: Sendable {
         try database.read { db in
             try Date.fetchOne(db, sql: "SELECT MIN(nextAttemptAt) FROM submission WHERE state = ?",
                               arguments: [SubmissionState.queued.rawValue])
+        }
+    }
+
+    /// Rows in a final `state` whose payload is still kept and that became final before `date`.
+    public func unpurged(state: SubmissionState, finishedBefore date: Date) throws -> [Submission] {
+        guard state.isFinal else { return [] }
+        return try database.read { db in
+            try Submission.filter(Column("state") == state.rawValue && Column("purgedAt") == nil && Column("updatedAt") < date)
+                .order(Column("id")).fetchAll(db)
+        }
+    }
+
+    /// Marks a row purged (compare-and-set: still in the observed final state, not yet purged). nil when it changed.
+    public func markPurged(_ observed: Submission, at date: Date) throws -> Submission? {
+        guard let id = observed.id, observed.state.isFinal else { return nil }
+        return try database.write { db in
+            try db.execute(sql: "UPDATE submission SET purgedAt = ? WHERE id = ? AND state = ? AND purgedAt IS NULL",
+                           arguments: [date, id, observed.state.rawValue])
+            return db.changesCount == 1 ? try Submission.fetchOne(db, key: id) : nil
+        }
+    }
+
+    /// Purged rows whose payload file may still exist (a purge interrupted between the row and the file).
+    public func purgedWithPayloadPath() throws -> [Submission] {
+        try database.read { db in
+            try Submission.filter(Column("purgedAt") != nil && Column("spoolPath") != nil).fetchAll(db)
+        }
+    }
+
+    /// Forgets the payload path of a purged row once its file is gone.
+    public func forgetPayloadPath(_ row: Submission) throws {
+        guard let id = row.id else { return }
+        try database.write { db in
+            try db.execute(sql: "UPDATE submission SET spoolPath = NULL WHERE id = ? AND purgedAt IS NOT NULL", arguments: [id])
         }
     }
 

@@ -67,6 +67,8 @@ struct AmtsboteConfiguration: Codable {
     var ledger: String
     var spool: String
     var retry: Retry?
+    /// How long payloads of finished submissions are kept, by final state ("7d", "30d", "12h").
+    var retention: [String: String]?
 
     /// Works out of the box from the project folder: Samples' routing, Postfächer, ledger and spool under `data`.
     /// The embedded default: the sample routing (from the working folder, else beside the installation) and
@@ -89,7 +91,8 @@ struct AmtsboteConfiguration: Codable {
             postfaecher: Postfaecher(default: "local", overrides: nil),
             ledger: data + "/ledger.sqlite",
             spool: data + "/spool",
-            retry: nil)
+            retry: nil,
+            retention: nil)
     }
 }
 
@@ -114,7 +117,9 @@ struct JSONScalar: Codable {
 extension AmtsboteConfiguration {
     /// The keys each object of the file may have; any other key is an error (a typo must not fall back to a default).
     static let knownKeys: [String: Set<String>] = [
-        "": ["format", "schemas", "codeLists", "missingCodeLists", "routing", "backends", "postfaecher", "ledger", "spool", "retry"],
+        "": ["format", "schemas", "codeLists", "missingCodeLists", "routing", "backends", "postfaecher", "ledger", "spool", "retry",
+             "retention"],
+        "retention": Set(SubmissionState.allCases.filter(\.isFinal).map(\.rawValue)),
         "routing": ["tables", "municipalities", "retiredKeys", "dvdvPrefixes"],
         "postfaecher": ["default", "overrides"],
         "retry": ["maxAttempts", "initialDelaySeconds", "multiplier", "maxDelaySeconds", "attemptTimeoutSeconds"],
@@ -226,6 +231,8 @@ struct LoadedPipeline {
     let router: Router
     let pipeline: Pipeline?
     let ledger: Ledger?
+    /// The configured retention periods (the defaults for states the configuration leaves out).
+    let retention: RetentionPolicy
 
     /// What a command needs: deciding only (no ledger), listing (the ledger read-only; nothing is changed, no
     /// backend is touched), or delivering (everything).
@@ -279,6 +286,14 @@ struct LoadedPipeline {
         }
         router = try Router(tables: tables, directory: directory, dvdvPrefixes: prefixes)
 
+        var retention = RetentionPolicy.default
+        for (state, text) in configuration.retention ?? [:] {
+            guard let seconds = RetentionPolicy.seconds(of: text), let final = SubmissionState(rawValue: state) else {
+                throw ConfigurationError("key 'retention.\(state)': expected a duration such as 7d, 12h or 30m, found '\(text)'")
+            }
+            retention.periods[final] = seconds
+        }
+        self.retention = retention
         switch purpose {
         case .decision:
             pipeline = nil

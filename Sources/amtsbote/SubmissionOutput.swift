@@ -13,6 +13,8 @@ struct SubmissionRecord: Encodable {
     var location: String?
     var deliveryId: String?
     var duplicateOf: Int64?
+    /// When the payload was deleted under the retention policy.
+    var purgedAt: Date?
     var attempts: Int?
     var routing: RoutingSummary?
     var reasonCode: String?
@@ -35,6 +37,7 @@ struct SubmissionRecord: Encodable {
         postfach = submission.postfach
         deliveryId = submission.deliveryId
         duplicateOf = submission.duplicateOf
+        purgedAt = submission.purgedAt
         attempts = submission.attempts
         routing = submission.routing.flatMap { try? JSONDecoder().decode(RoutingSummary.self, from: Data($0.utf8)) }
         reasonCode = submission.reasonCode
@@ -74,7 +77,7 @@ struct SubmissionRecord: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, source, state, postfach, location, deliveryId, duplicateOf, attempts, routing, reasonCode, reason
+        case id, source, state, postfach, location, deliveryId, duplicateOf, attempts, routing, reasonCode, reason, purgedAt
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -86,6 +89,7 @@ struct SubmissionRecord: Encodable {
         try c.encode(location, forKey: .location)
         try c.encode(deliveryId, forKey: .deliveryId)
         try c.encode(duplicateOf, forKey: .duplicateOf)
+        try c.encode(purgedAt.map { ISO8601DateFormatter().string(from: $0) }, forKey: .purgedAt)
         try c.encode(attempts, forKey: .attempts)
         try c.encode(routing, forKey: .routing)
         try c.encode(reasonCode, forKey: .reasonCode)
@@ -93,7 +97,7 @@ struct SubmissionRecord: Encodable {
     }
 
     var text: String {
-        let number = id.map { " [#\($0)]" } ?? ""
+        let number = (id.map { " [#\($0)]" } ?? "") + (purgedAt == nil ? "" : " (payload purged)")
         switch state {
         case "delivered":
             return "\(source): delivered -> \(postfach ?? "?") (\(location ?? "?"))\(number)"

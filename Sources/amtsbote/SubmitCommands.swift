@@ -183,6 +183,8 @@ struct RetryCommand: AsyncParsableCommand {
             guard let row = try pipeline.ledger.submission(id) else { refused.append("no submission #\(id) in the ledger"); continue }
             if ![.dead, .queued].contains(row.state) {
                 refused.append("#\(id) is \(row.state.rawValue): only dead or queued submissions are re-queued")
+            } else if row.purgedAt != nil {
+                refused.append("#\(id): its payload was purged under the retention policy; the sender must resend")
             }
         }
         if !refused.isEmpty {

@@ -125,6 +125,40 @@ struct SubmitTests {
         #expect(!FileManager.default.fileExists(atPath: data.path), "deliveries created \(data.path)")
     }
 
+    @Test("purge deletes payloads of finished submissions past retention, keeps the audit rows, and never unfinished work")
+    func purge() throws {
+        let data = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: data) }
+        _ = try CLI.run(["submit", "--data", data.path, "Samples/"])
+        let spool = data.appendingPathComponent("spool")
+        func payloads() throws -> Set<String> { Set(try FileManager.default.contentsOfDirectory(atPath: spool.path)) }
+        let before = try payloads()
+        #expect(before.count == 16)
+
+        // The default periods (7 and 30 days): nothing is old enough.
+        let nothing = try CLI.run(["purge", "--data", data.path])
+        #expect(nothing.status == 0 && nothing.stdout.hasPrefix("0 payload(s) purged"), "\(nothing.stdout)\(nothing.stderr)")
+        let dry = try CLI.run(["purge", "--data", data.path, "--older-than", "0s", "--dry-run"])
+        #expect(dry.stdout.contains("16 payload(s) would be purged"), "\(dry.stdout)")
+        #expect(try payloads() == before, "a dry run changes nothing")
+
+        let delivered = try CLI.run(["purge", "--data", data.path, "--older-than", "0s", "--state", "delivered"])
+        #expect(delivered.status == 0)
+        #expect(delivered.stdout.contains("5 payload(s) purged"), "\(delivered.stdout)")
+        #expect(try payloads().count == 11, "only the delivered payloads are gone")
+        let listing = try CLI.run(["deliveries", "--data", data.path, "--state", "delivered", "--format", "json"])
+        for line in listing.stdout.split(separator: "\n") {
+            let row = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(row["purgedAt"] is String, "marked purged: \(row)")
+            #expect(row["location"] is String && row["deliveryId"] is String, "the audit row keeps the receipt: \(row)")
+        }
+        #expect(try CLI.run(["deliveries", "--data", data.path]).stdout.contains("(payload purged)"))
+        let unfinished = try CLI.run(["purge", "--data", data.path, "--state", "queued"])
+        #expect(unfinished.status == 2 && unfinished.stderr.contains("unfinished work"), "\(unfinished.stderr)")
+        let typo = try CLI.run(["purge", "--data", data.path, "--older-than", "30 days"])
+        #expect(typo.status == 2)
+    }
+
     @Test("a Postfach that cannot take deliveries: retries, dead letter, then `retry` delivers")
     func deadLetterThenRetry() throws {
         let directory = try TestEnvironment.temporaryDirectory()

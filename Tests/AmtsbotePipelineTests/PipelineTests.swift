@@ -167,6 +167,28 @@ struct PipelineTests {
         #expect(files.filter { $0.hasSuffix(".xml") }.count == 1)
     }
 
+    @Test("purge never touches unfinished work, and a purged dead letter is not re-queued")
+    func purgeLeavesUnfinishedWork() async throws {
+        let backend = InMemoryBackend()
+        await backend.failNext(10, with: PostfachError(code: .unavailable, message: "down"))
+        let harness = try Harness(backend: backend, retry: RetryPolicy(maxAttempts: 1, initialDelay: .seconds(3600)))
+        defer { harness.remove() }
+        let dead = try await harness.pipeline.submit(file: harness.sample("valid/wohnsitz-anmeldung-koeln.xml"))
+        #expect(dead.state == .dead)
+        let later = RetryPolicy(maxAttempts: 5, initialDelay: .seconds(3600))
+        let waiting = try await Pipeline(validator: Harness.validator, router: Harness.router, backends: BackendSelection(default: backend),
+                                         ledger: harness.ledger, spool: harness.pipeline.spool, retry: later)
+            .submit(file: harness.sample("valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml"))
+        #expect(waiting.state == .queued)
+        let purged = try Purge(ledger: harness.ledger).run(policy: .default, olderThan: 0, now: Date().addingTimeInterval(1))
+        #expect(purged.map(\.id) == [dead.id])
+        #expect(!FileManager.default.fileExists(atPath: try #require(dead.spoolPath)))
+        #expect(FileManager.default.fileExists(atPath: try #require(waiting.spoolPath)), "queued work keeps its payload")
+        let row = try #require(try harness.ledger.submission(dead.id!))
+        #expect(row.purgedAt != nil && row.spoolPath == nil && row.payloadSHA256 == dead.payloadSHA256)
+        #expect(try harness.pipeline.requeue([dead.id!]).isEmpty, "a purged dead letter has nothing to deliver")
+    }
+
     @Test("standard input and other streams are spooled while validated")
     func stream() async throws {
         let harness = try Harness()
