@@ -821,7 +821,7 @@ static int flush_head(axs_doc *d) {
     return feed_body(d, (const char *)h + skip, n - skip);
 }
 
-int axs_doc_feed(axs_doc *d, const char *bytes, size_t length) {
+static int feed_document(axs_doc *d, const char *bytes, size_t length) {
     if (d->stopped) return 1;
     if (d->started_ms == 0) d->started_ms = now_ms();
     else if (check_time(d)) return 1;
@@ -838,7 +838,15 @@ int axs_doc_feed(axs_doc *d, const char *bytes, size_t length) {
     return length > 0 ? feed_body(d, bytes, length) : d->stopped;
 }
 
-void axs_doc_finish(axs_doc *d, axs_result *result) {
+/* Feed and finish run as Amtsbote's own parse: the entity loader refuses everything in them (loader.c). */
+int axs_doc_feed(axs_doc *d, const char *bytes, size_t length) {
+    axs_own_parse_enter();
+    int decided = feed_document(d, bytes, length);
+    axs_own_parse_leave();
+    return decided;
+}
+
+static void finish_document(axs_doc *d, axs_result *result) {
     if (!d->head_done && !d->stopped) {
         if (d->head_length == 0) {
             refuse_start(d, "xml.empty", "the document is empty (0 bytes)");
@@ -876,6 +884,12 @@ void axs_doc_finish(axs_doc *d, axs_result *result) {
     result->stopped = d->stopped;
     result->bytes = d->bytes;
     result->errors = d->errors;
+}
+
+void axs_doc_finish(axs_doc *d, axs_result *result) {
+    axs_own_parse_enter();
+    finish_document(d, result);
+    axs_own_parse_leave();
 }
 
 void axs_doc_free(axs_doc *d) {
