@@ -74,7 +74,7 @@ let package = Package(
         ),
         .testTarget(
             name: "XoevValidationTests",
-            dependencies: ["XoevValidation", "AmtsboteTestSupport"],
+            dependencies: ["XoevValidation", "CXMLShim", "AmtsboteTestSupport"],
             exclude: ["Golden"]
         ),
         .testTarget(

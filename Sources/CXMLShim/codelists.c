@@ -41,8 +41,10 @@ static xmlDocPtr read_document(const char *path, char *error, size_t error_size)
     }
     xmlParserCtxtPtr parser = xmlNewParserCtxt();
     if (parser == NULL) { free(bytes); snprintf(error, error_size, "out of memory"); return NULL; }
+    axs_own_parse_enter();
     xmlDocPtr doc = xmlCtxtReadMemory(parser, bytes, (int)length, path, NULL,
                                       XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    axs_own_parse_leave();
     if (doc == NULL) {
         xmlErrorPtr last = xmlCtxtGetLastError(parser);
         snprintf(error, error_size, "line %d: %s", last ? last->line : 0,

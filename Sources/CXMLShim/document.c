@@ -714,36 +714,40 @@ axs_doc *axs_doc_new(const char *display_name, const axs_limits *limits,
     return d;
 }
 
+/* Feeds body bytes to the parser. Every byte libxml2 is handed has been through the attribute pre-scan first,
+ * including the part of a chunk that reaches up to the size limit: one large buffer cannot slip a start tag with
+ * 10^5 attributes past the scan (libxml2 2.9.14 checks them in quadratic time). */
 static int feed_body(axs_doc *d, const char *bytes, size_t length) {
     if (d->stopped) return 1;
+    int too_large = 0;
     if (d->limits.max_bytes > 0 && d->bytes + (int64_t)length > d->limits.max_bytes) {
-        char message[160];
-        snprintf(message, sizeof message, "the document is larger than the limit of %lld bytes",
-                 (long long)d->limits.max_bytes);
-        size_t allowed = (size_t)(d->limits.max_bytes - d->bytes);
-        if (allowed > 0) xmlParseChunk(d->parser, bytes, (int)allowed, 0);
-        d->bytes += (int64_t)allowed;
-        if (!d->stopped) refuse_here(d, "input.too-large", message);
-        return 1;
+        length = (size_t)(d->limits.max_bytes - d->bytes);   /* only what fits is scanned and fed */
+        too_large = 1;
     }
     size_t safe = axs_prescan_run(&d->scan, (const unsigned char *)bytes, length);
+    size_t unsafe = length - safe;
     while (safe > 0 && !d->stopped) {
         int piece = safe > (1 << 30) ? (1 << 30) : (int)safe;
         xmlParseChunk(d->parser, bytes, piece, 0);
         bytes += piece;
         safe -= (size_t)piece;
-        length -= (size_t)piece;
         d->bytes += piece;
     }
-    if (!d->stopped && length > 0) {
+    if (!d->stopped && unsafe > 0) {
         char message[160];
         snprintf(message, sizeof message, "a start tag has more than %d attributes and namespace declarations",
                  d->limits.max_attributes);
         /* The parser has consumed everything before the tag: its position is the tag's. */
         refuse_here(d, "input.too-many-attributes", message);
     }
+    if (!d->stopped && too_large) {
+        char message[160];
+        snprintf(message, sizeof message, "the document is larger than the limit of %lld bytes",
+                 (long long)d->limits.max_bytes);
+        refuse_here(d, "input.too-large", message);
+    }
     if (!d->well_formed) stop(d);   /* decided: libxml2 would only scan on without callbacks */
-    return d->stopped;
+    return d->stopped || too_large;
 }
 
 static int refuse_start(axs_doc *d, const char *code, const char *message) {
@@ -817,7 +821,7 @@ static int flush_head(axs_doc *d) {
     return feed_body(d, (const char *)h + skip, n - skip);
 }
 
-int axs_doc_feed(axs_doc *d, const char *bytes, size_t length) {
+static int feed_document(axs_doc *d, const char *bytes, size_t length) {
     if (d->stopped) return 1;
     if (d->started_ms == 0) d->started_ms = now_ms();
     else if (check_time(d)) return 1;
@@ -834,7 +838,15 @@ int axs_doc_feed(axs_doc *d, const char *bytes, size_t length) {
     return length > 0 ? feed_body(d, bytes, length) : d->stopped;
 }
 
-void axs_doc_finish(axs_doc *d, axs_result *result) {
+/* Feed and finish run as Amtsbote's own parse: the entity loader refuses everything in them (loader.c). */
+int axs_doc_feed(axs_doc *d, const char *bytes, size_t length) {
+    axs_own_parse_enter();
+    int decided = feed_document(d, bytes, length);
+    axs_own_parse_leave();
+    return decided;
+}
+
+static void finish_document(axs_doc *d, axs_result *result) {
     if (!d->head_done && !d->stopped) {
         if (d->head_length == 0) {
             refuse_start(d, "xml.empty", "the document is empty (0 bytes)");
@@ -872,6 +884,12 @@ void axs_doc_finish(axs_doc *d, axs_result *result) {
     result->stopped = d->stopped;
     result->bytes = d->bytes;
     result->errors = d->errors;
+}
+
+void axs_doc_finish(axs_doc *d, axs_result *result) {
+    axs_own_parse_enter();
+    finish_document(d, result);
+    axs_own_parse_leave();
 }
 
 void axs_doc_free(axs_doc *d) {

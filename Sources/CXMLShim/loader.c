@@ -1,5 +1,7 @@
-/* Process set-up and the external entity loader: deny everything, except catalog or schema-set files while a
- * schema compiles on this thread. */
+/* Process set-up and the external entity loader. Inside Amtsbote's own parses on this thread it denies
+ * everything, except catalog or schema-set files while a schema compiles; outside them it hands every load to the
+ * loader the process had before (libxml2's default or one a host program installed), so a program that embeds
+ * Amtsbote and uses libxml2 for its own documents keeps its external entity loading. */
 #include "shim_internal.h"
 #include <limits.h>
 #include <pthread.h>
@@ -8,11 +10,17 @@
 #include <string.h>
 
 static _Thread_local axs_resolve_scope *current_scope = NULL;
+static _Thread_local int own_parses = 0;    /* Amtsbote parses running on this thread (nested calls count) */
 static atomic_uint_fast64_t refused_instance_loads = 0;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static atomic_int init_done = 0;
+/* The loader installed before ours: written once, before ours is installed, then only read. */
+static xmlExternalEntityLoader previous_loader = NULL;
 
 void axs_loader_enter(axs_resolve_scope *scope) { current_scope = scope; }
 void axs_loader_leave(void) { current_scope = NULL; }
+void axs_own_parse_enter(void) { own_parses++; }
+void axs_own_parse_leave(void) { own_parses--; }
 
 uint64_t axs_refused_instance_loads(void) { return atomic_load(&refused_instance_loads); }
 
@@ -62,6 +70,10 @@ static char *resolve(axs_resolve_scope *scope, const char *url, const char *publ
 
 static xmlParserInputPtr axs_entity_loader(const char *url, const char *public_id, xmlParserCtxtPtr ctxt) {
     axs_resolve_scope *scope = current_scope;
+    if (scope == NULL && own_parses == 0) {
+        /* Not ours: the host program's own libxml2 use gets the loader it had. */
+        return previous_loader != NULL ? previous_loader(url, public_id, ctxt) : NULL;
+    }
     if (scope == NULL || url == NULL) {
         atomic_fetch_add(&refused_instance_loads, 1);
         return NULL;
@@ -89,16 +101,22 @@ static xmlParserInputPtr axs_entity_loader(const char *url, const char *public_i
 
 static void global_init_once(void) {
     xmlInitParser();
+    previous_loader = xmlGetExternalEntityLoader();
+    if (previous_loader == axs_entity_loader) previous_loader = NULL;
     xmlSetExternalEntityLoader(axs_entity_loader);
     /* Nothing may consult the process-wide catalogs (XML_CATALOG_FILES) behind our back. */
     xmlCatalogSetDefaults(XML_CATA_ALLOW_NONE);
+    atomic_store(&init_done, 1);
 }
 
 void axs_global_init(void) { pthread_once(&init_once, global_init_once); }
+int axs_global_init_done(void) { return atomic_load(&init_done); }
 
 axs_catalog *axs_catalog_load(const char *path) {
     axs_global_init();
+    axs_own_parse_enter();
     xmlCatalogPtr catalog = xmlLoadACatalog(path);
+    axs_own_parse_leave();
     if (catalog == NULL) return NULL;
     axs_catalog *result = calloc(1, sizeof *result);
     if (result == NULL) { xmlFreeCatalog(catalog); return NULL; }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 /* One import libxml2 skipped because its namespace was already imported from another document. */
 typedef struct {
@@ -309,11 +310,10 @@ static void free_loaded(axs_resolve_scope *scope) {
     scope->loaded_count = 0;
 }
 
-axs_schema *axs_schema_compile(const char *xsd_path,
-                               axs_catalog *const *catalogs, int catalog_count,
-                               const char *const *allowed_roots, int root_count,
-                               axs_diagnostic_fn on_diagnostic, void *context) {
-    axs_global_init();
+static axs_schema *compile_schema(const char *xsd_path,
+                                  axs_catalog *const *catalogs, int catalog_count,
+                                  const char *const *allowed_roots, int root_count,
+                                  axs_diagnostic_fn on_diagnostic, void *context) {
     axs_resolve_scope scope = {
         .catalogs = catalogs, .catalog_count = catalog_count,
         .roots = allowed_roots, .root_count = root_count,
@@ -400,6 +400,31 @@ axs_schema *axs_schema_compile(const char *xsd_path,
     free_loaded(&scope);
     return schema;
 }
+
+/* One compilation at a time in the process: libxml2 2.9.14 builds its table of built-in schema types lazily, in the
+ * first compilation, without a lock, so two first compilations on two threads race. Compiling is rare (once per
+ * schema set), so serialising all of them costs nothing that matters and needs no "compile on one thread" rule. */
+static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int compiles_running = 0;
+static atomic_int compiles_running_most = 0;
+
+axs_schema *axs_schema_compile(const char *xsd_path,
+                               axs_catalog *const *catalogs, int catalog_count,
+                               const char *const *allowed_roots, int root_count,
+                               axs_diagnostic_fn on_diagnostic, void *context) {
+    axs_global_init();
+    pthread_mutex_lock(&compile_lock);
+    int running = atomic_fetch_add(&compiles_running, 1) + 1;
+    int most = atomic_load(&compiles_running_most);
+    while (running > most && !atomic_compare_exchange_weak(&compiles_running_most, &most, running)) {}
+    axs_schema *schema = compile_schema(xsd_path, catalogs, catalog_count, allowed_roots, root_count,
+                                        on_diagnostic, context);
+    atomic_fetch_sub(&compiles_running, 1);
+    pthread_mutex_unlock(&compile_lock);
+    return schema;
+}
+
+int axs_test_max_concurrent_compiles(void) { return atomic_load(&compiles_running_most); }
 
 void axs_schema_free(axs_schema *schema) {
     if (schema == NULL) return;

@@ -66,6 +66,12 @@ char *axs_xsd_target_namespace(const char *path);
 
 void axs_loader_enter(axs_resolve_scope *scope);
 void axs_loader_leave(void);
+/* Marks an Amtsbote parse (document, code list, catalog) on this thread: while one runs, the loader refuses every
+ * load outside a schema scope; otherwise it hands loads to the loader the process had before (see loader.c). */
+void axs_own_parse_enter(void);
+void axs_own_parse_leave(void);
+/* 1 once axs_global_init has installed the loader. */
+int axs_global_init_done(void);
 
 /* Stable diagnostic codes for libxml2 errors. */
 const char *axs_code_for_parser_error(int domain, int code);

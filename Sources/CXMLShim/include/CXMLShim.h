@@ -17,15 +17,40 @@ extern "C" {
 
 /* ---- process set-up --------------------------------------------------------------------------------------- */
 
-/** Initialises libxml2 once per process and installs the deny-by-default external entity loader. Idempotent. */
+/**
+ * Initialises libxml2 once per process and installs Amtsbote's external entity loader. Idempotent.
+ *
+ * The loader is process-wide in libxml2, so it chains: during Amtsbote's own parses on a thread (documents fed with
+ * axs_doc_feed/axs_doc_finish, including the callbacks they make, code lists, catalogs) it refuses every load,
+ * except schema files while a schema compiles; everywhere else it hands the load to the loader that was installed
+ * before (libxml2's default, or the host program's). A host that installs its own loader after this call replaces
+ * Amtsbote's: install it before, and it is chained.
+ */
 void axs_global_init(void);
 
-/** Number of external resources the loader refused while no schema was being compiled (instance parsing). */
+/** Number of external resources the loader refused during Amtsbote's own parses outside schema compilation. */
 uint64_t axs_refused_instance_loads(void);
 
 /** Sets libxml2's process-wide entity-substitution default, as other libraries in the same process may do. Only
  * for tests that prove the safe profile does not depend on it. Returns the previous value. */
 int axs_test_set_substitute_entities_default(int value);
+
+/* ---- test hooks (embedding hygiene) --------------------------------------------------------------------- */
+
+/** Test hook: installs a probe external entity loader process-wide, as a host program that set its own loader
+ * before Amtsbote would. Works only before the first axs_global_init (returns 0 afterwards, 1 when installed). The
+ * probe answers every load with the document "host" and counts its calls. */
+int axs_test_install_host_loader(void);
+/** Test hook: how many loads the probe of axs_test_install_host_loader answered. */
+uint64_t axs_test_host_loader_calls(void);
+/** Test hook: loads `url` through libxml2's process-wide external entity loader, as a host program does for its own
+ * documents. 1 when a resource was returned, 0 when the load was refused, -1 when no context could be made. */
+int axs_test_host_load(const char *url);
+/** Test hook: the same load, made from inside an Amtsbote document parse (its root element's selection callback).
+ * Same results; -1 also when the callback did not run. */
+int axs_test_host_load_during_parse(const char *url);
+/** Test hook: the most schema compilations that ran at once in this process so far (1 when serialised). */
+int axs_test_max_concurrent_compiles(void);
 
 /* ---- diagnostics ------------------------------------------------------------------------------------------ */
 
@@ -61,7 +86,8 @@ void axs_catalog_free(axs_catalog *catalog);
  * Compiles an XSD. External documents resolve only through `catalogs` or to files under one of `allowed_roots`
  * (absolute, canonical directory paths); everything else is refused and reported. Diagnostics carry the schema
  * file and line. Returns NULL when the schema cannot be compiled or a location could not be resolved.
- * Call on one thread at a time (compile before workers start). The result is read-only and shareable.
+ * Safe from any thread: compilations in the process are serialised internally (concurrent calls wait for each
+ * other). Do not compile from inside `on_diagnostic`. The result is read-only and shareable.
  */
 axs_schema *axs_schema_compile(const char *xsd_path,
                                axs_catalog *const *catalogs, int catalog_count,
