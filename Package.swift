@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "Postfach", targets: ["Postfach"]),
         .library(name: "PostfachTesting", targets: ["PostfachTesting"]),
         .library(name: "AmtsbotePipeline", targets: ["AmtsbotePipeline"]),
+        .library(name: "XoevReports", targets: ["XoevReports"]),
         .executable(name: "amtsbote", targets: ["amtsbote"]),
     ],
     dependencies: [
@@ -45,6 +46,8 @@ let package = Package(
             name: "PostfachTesting",
             dependencies: ["Postfach", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // Reports of validation outcomes: text, JSON Lines, JUnit XML, SARIF 2.1.0, the HTML page.
+        .target(name: "XoevReports", dependencies: ["XoevValidation"]),
         // validate -> route -> deliver, the ledger (SQLite via GRDB), the spool, retries.
         .target(
             name: "AmtsbotePipeline",
@@ -63,6 +66,7 @@ let package = Package(
                 "XoevRouting",
                 "Postfach",
                 "AmtsbotePipeline",
+                "XoevReports",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -76,6 +80,10 @@ let package = Package(
             name: "XoevValidationTests",
             dependencies: ["XoevValidation", "CXMLShim", "AmtsboteTestSupport"],
             exclude: ["Golden"]
+        ),
+        .testTarget(
+            name: "XoevReportsTests",
+            dependencies: ["XoevReports", "XoevValidation", "AmtsboteTestSupport"]
         ),
         .testTarget(
             name: "XoevRoutingTests",

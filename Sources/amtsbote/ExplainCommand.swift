@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import XoevReports
 
 /// `amtsbote explain CODE`: what a diagnostic or reason code means and how to fix the document.
 struct ExplainCommand: ParsableCommand {

@@ -1,4 +1,5 @@
 import Foundation
+import XoevReports
 import XoevValidation
 
 /// Validates many inputs on a bounded pool of threads sharing one schema set, and hands the outcomes back in input

@@ -1,6 +1,7 @@
 import AmtsbotePipeline
 import ArgumentParser
 import Foundation
+import XoevReports
 
 /// `amtsbote purge`: deletes the payloads of finished submissions past their retention period; keeps the audit rows.
 struct PurgeCommand: AsyncParsableCommand {

@@ -1,5 +1,6 @@
 import AmtsbotePipeline
 import Foundation
+import XoevReports
 import Postfach
 import XoevRouting
 import XoevValidation

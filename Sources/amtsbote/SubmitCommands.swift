@@ -1,6 +1,7 @@
 import AmtsbotePipeline
 import ArgumentParser
 import Foundation
+import XoevReports
 import XoevRouting
 import XoevValidation
 

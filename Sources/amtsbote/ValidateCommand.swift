@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import XoevReports
 import Logging
 import XoevValidation
 
@@ -258,5 +259,14 @@ enum Installation {
             directory = directory.deletingLastPathComponent()
         }
         return candidates.first { FileManager.default.fileExists(atPath: $0.appendingPathComponent(marker).path) }
+    }
+}
+
+extension Tally {
+    /// The exit status of a batch: unreadable input over invalid documents over success.
+    var exitStatus: ExitStatus {
+        if unreadable > 0 { return .unreadable }
+        if invalid > 0 { return .someInvalid }
+        return .allValid
     }
 }

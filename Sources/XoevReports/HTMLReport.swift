@@ -2,31 +2,32 @@ import Foundation
 import XoevValidation
 
 /// The HTML report could not be written.
-struct ReportError: Error, CustomStringConvertible {
-    let message: String
-    var description: String { message }
+public struct ReportError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
 }
 
 /// `--report FILE.html`: one self-contained page for people (no external assets): totals, the most frequent
 /// codes, a verdict per file and each file's findings with line, column and path, filterable in the browser.
-struct HTMLReport {
-    let path: String
+public struct HTMLReport {
+    public let path: String
     private var documents: [DocumentSummary] = []
     private let started = Date()
 
     /// Checks up front that the report can be written (an unwritable path is a usage error, found before the
     /// batch runs, not after).
-    init(path: String) throws {
+    public init(path: String) throws {
         self.path = path
         guard FileManager.default.createFile(atPath: path, contents: Data("<!DOCTYPE html>\n".utf8)) else {
             throw ReportError(message: "cannot write the report \(path): \(String(cString: strerror(errno)))")
         }
     }
 
-    mutating func write(_ outcome: Outcome) { documents.append(DocumentSummary(outcome)) }
+    /// Adds one document's outcome.
+    public mutating func write(_ outcome: Outcome) { documents.append(DocumentSummary(outcome)) }
 
     /// Writes the page (replacing the placeholder atomically).
-    func finish(_ tally: Tally) throws {
+    public func finish(_ tally: Tally) throws {
         do {
             try Data(render(tally).utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
@@ -34,7 +35,7 @@ struct HTMLReport {
         }
     }
 
-    func render(_ tally: Tally) -> String {
+    public func render(_ tally: Tally) -> String {
         let all = documents.flatMap(\.diagnostics)
         let errors = all.filter { $0.severity >= .error }.count
         let warnings = all.count - errors

@@ -2,48 +2,65 @@ import Foundation
 import XoevValidation
 
 /// The result for one input: a report, or the reason it could not be read.
-enum Outcome: Sendable {
+public enum Outcome: Sendable {
     case report(ValidationReport)
     case unreadable(document: String, code: String, message: String)
 }
 
-/// Counts outcomes and derives the exit status.
-struct Tally {
-    var valid = 0
-    var invalid = 0
-    var unreadable = 0
+/// Counts outcomes: valid, invalid, unreadable.
+public struct Tally: Sendable, Hashable {
+    public var valid = 0
+    public var invalid = 0
+    public var unreadable = 0
 
-    mutating func count(_ outcome: Outcome) {
+    public init() {}
+
+    /// Counts one outcome.
+    public mutating func count(_ outcome: Outcome) {
         switch outcome {
         case .report(let report): if report.isValid { valid += 1 } else { invalid += 1 }
         case .unreadable: unreadable += 1
         }
     }
 
-    var exitStatus: ExitStatus {
-        if unreadable > 0 { return .unreadable }
-        if invalid > 0 { return .someInvalid }
-        return .allValid
-    }
 }
 
-/// Writes outcomes as they come, in input order.
-protocol Reporter {
+/// Writes outcomes as they come, in input order, and the summary (or the whole report) at the end.
+public protocol Reporter {
+    /// One document's outcome.
     mutating func write(_ outcome: Outcome)
+    /// The batch is over: write what is left and flush.
     mutating func finish(_ tally: Tally)
 }
 
+/// Where a reporter's text goes: standard output, a string, anything that takes text.
+public protocol TextSink {
+    mutating func append(_ text: String)
+    mutating func flush()
+}
+
+/// Collects a report's text in memory (for embedders and tests); a class, so the caller keeps a handle.
+public final class TextBuffer: TextSink {
+    /// Everything written so far.
+    public private(set) var text = ""
+    public init() {}
+    public func append(_ text: String) { self.text += text }
+    public func flush() {}
+}
+
 /// Buffered standard output: one write per few documents, not per line.
-struct StandardOutput {
+public struct StandardOutput: TextSink {
     private var buffer: [UInt8] = []
 
-    mutating func append(_ text: String) {
+    public init() {}
+
+    public mutating func append(_ text: String) {
         buffer.append(contentsOf: text.utf8)
         if buffer.count >= 64 * 1024 { flush() }
     }
 
     /// One JSON line; if encoding ever failed, a line saying so instead of silently leaving the record out.
-    static func jsonLine(_ value: some Encodable, encoder: JSONEncoder) -> String {
+    public static func jsonLine(_ value: some Encodable, encoder: JSONEncoder) -> String {
         do {
             return String(decoding: try encoder.encode(value), as: UTF8.self) + "\n"
         } catch {
@@ -52,13 +69,13 @@ struct StandardOutput {
     }
 
     /// The encoder of every JSON Lines output: sorted keys, slashes as they are.
-    static func jsonLineEncoder() -> JSONEncoder {
+    public static func jsonLineEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
     }
 
-    mutating func flush() {
+    public mutating func flush() {
         guard !buffer.isEmpty else { return }
         buffer.withUnsafeBytes { raw in
             var offset = 0
@@ -72,17 +89,22 @@ struct StandardOutput {
     }
 }
 
-struct SilentReporter: Reporter {
-    mutating func write(_ outcome: Outcome) {}
-    mutating func finish(_ tally: Tally) {}
+/// Writes nothing (`--quiet`).
+public struct SilentReporter: Reporter {
+    public init() {}
+    public mutating func write(_ outcome: Outcome) {}
+    public mutating func finish(_ tally: Tally) {}
 }
 
 /// `file:line:col: severity[code]: message (path)` per finding, `file: valid [schema]` per valid document, and a
 /// summary line.
-struct TextReporter: Reporter {
-    private var out = StandardOutput()
+public struct TextReporter: Reporter {
+    private var out: any TextSink
 
-    mutating func write(_ outcome: Outcome) {
+    /// Writes to `output` (standard output by default).
+    public init(output: any TextSink = StandardOutput()) { out = output }
+
+    public mutating func write(_ outcome: Outcome) {
         switch outcome {
         case .report(let report):
             if report.isValid {
@@ -97,7 +119,7 @@ struct TextReporter: Reporter {
         }
     }
 
-    mutating func finish(_ tally: Tally) {
+    public mutating func finish(_ tally: Tally) {
         let total = tally.valid + tally.invalid + tally.unreadable
         out.append("\(total) document\(total == 1 ? "" : "s"): \(tally.valid) valid, \(tally.invalid) invalid, \(tally.unreadable) unreadable\n")
         out.flush()
@@ -105,11 +127,14 @@ struct TextReporter: Reporter {
 }
 
 /// One JSON object per document and line (JSON Lines); the format is documented in Docs/json-output.md.
-struct JSONLinesReporter: Reporter {
-    private var out = StandardOutput()
+public struct JSONLinesReporter: Reporter {
+    private var out: any TextSink
     private let encoder = StandardOutput.jsonLineEncoder()
 
-    mutating func write(_ outcome: Outcome) {
+    /// Writes to `output` (standard output by default).
+    public init(output: any TextSink = StandardOutput()) { out = output }
+
+    public mutating func write(_ outcome: Outcome) {
         let record: DocumentRecord = switch outcome {
         case .report(let report):
             DocumentRecord(document: report.document, status: report.verdict.rawValue, schema: report.schema,
@@ -121,7 +146,7 @@ struct JSONLinesReporter: Reporter {
         out.append(StandardOutput.jsonLine(record, encoder: encoder))
     }
 
-    mutating func finish(_ tally: Tally) { out.flush() }
+    public mutating func finish(_ tally: Tally) { out.flush() }
 }
 
 /// The JSON object written per document. Every key is always present (null when unknown).

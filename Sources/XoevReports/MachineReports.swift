@@ -54,13 +54,16 @@ func findingLine(_ d: Diagnostic) -> String {
 }
 
 /// JUnit XML: one test case per document (`failure` when invalid, `error` when unreadable), for CI systems.
-struct JUnitReporter: Reporter {
+public struct JUnitReporter: Reporter {
     private var documents: [DocumentSummary] = []
+    private var out: any TextSink
 
-    mutating func write(_ outcome: Outcome) { documents.append(DocumentSummary(outcome)) }
+    /// Writes to `output` (standard output by default) when the batch ends.
+    public init(output: any TextSink = StandardOutput()) { out = output }
 
-    mutating func finish(_ tally: Tally) {
-        var out = StandardOutput()
+    public mutating func write(_ outcome: Outcome) { documents.append(DocumentSummary(outcome)) }
+
+    public mutating func finish(_ tally: Tally) {
         let counts = "tests=\"\(documents.count)\" failures=\"\(tally.invalid)\" errors=\"\(tally.unreadable)\""
         out.append("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n")
         out.append("<testsuites name=\"amtsbote validate\" \(counts)>\n")
@@ -86,12 +89,16 @@ struct JUnitReporter: Reporter {
 
 /// SARIF 2.1.0: one result per finding with its physical location (file, line, column) and the element path as
 /// logical location; the rules are the codes that occurred, described from the diagnostic catalogue.
-struct SARIFReporter: Reporter {
+public struct SARIFReporter: Reporter {
     private var documents: [DocumentSummary] = []
+    private var out: any TextSink
 
-    mutating func write(_ outcome: Outcome) { documents.append(DocumentSummary(outcome)) }
+    /// Writes to `output` (standard output by default) when the batch ends.
+    public init(output: any TextSink = StandardOutput()) { out = output }
 
-    mutating func finish(_ tally: Tally) {
+    public mutating func write(_ outcome: Outcome) { documents.append(DocumentSummary(outcome)) }
+
+    public mutating func finish(_ tally: Tally) {
         var results: [[String: Any]] = []
         var codes: [String] = []
         var seen: Set<String> = []
@@ -130,11 +137,10 @@ struct SARIFReporter: Reporter {
             "runs": [[
                 "tool": ["driver": ["name": "amtsbote",
                                     "rules": rules]],
-                "invocations": [["executionSuccessful": true, "exitCode": tally.exitStatus.rawValue]],
+                "invocations": [["executionSuccessful": true, "exitCode": tally.unreadable > 0 ? 3 : tally.invalid > 0 ? 1 : 0]],
                 "results": results,
             ]],
         ]
-        var out = StandardOutput()
         if let data = try? JSONSerialization.data(withJSONObject: log, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]) {
             out.append(String(decoding: data, as: UTF8.self) + "\n")
         } else {
