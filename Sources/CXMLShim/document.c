@@ -907,3 +907,17 @@ void axs_doc_free(axs_doc *d) {
     free(d->name);
     free(d);
 }
+
+/* The prefix the document binds to `uri` among the elements open now, innermost first (the element whose end tag
+ * is being handled included): "" for the default namespace, NULL when no open element is in that namespace. The
+ * pointer is valid until the next callback. */
+const char *axs_doc_prefix_for(const axs_doc *d, const char *uri) {
+    if (d == NULL || uri == NULL) return NULL;
+    int top = d->pending_pop && d->depth < d->level_capacity ? d->depth : d->depth - 1;
+    for (int i = top; i >= 0; i--) {
+        const level *l = &d->levels[i];
+        if (l->local == NULL || l->uri == NULL) continue;
+        if (strcmp((const char *)l->uri, uri) == 0) return l->prefix ? (const char *)l->prefix : "";
+    }
+    return NULL;
+}

@@ -110,7 +110,7 @@ public struct HTMLReport {
                 for d in doc.diagnostics {
                     h += "<tr class=\"\(d.severity.rawValue)\" data-severity=\"\(d.severity.rawValue)\"><td>\(d.severity.rawValue)</td>"
                     h += "<td class=\"num\">\(d.line)</td><td class=\"num\">\(d.column)</td><td class=\"code\"><code>\(xmlEscaped(d.code))</code></td>"
-                    h += "<td>\(xmlEscaped(d.message))</td><td class=\"path\"><code>\(xmlEscaped(d.path))</code></td></tr>\n"
+                    h += "<td class=\"message\">\(xmlEscaped(d.message))</td><td class=\"path\"><code>\(xmlEscaped(d.path))</code></td></tr>\n"
                 }
                 h += "</tbody></table>\n"
             }
@@ -136,7 +136,7 @@ public struct HTMLReport {
         .badge{display:inline-block;min-width:5.5rem;text-align:center;border-radius:10px;padding:0 .5rem;font-size:.8em;font-weight:600;color:#fff}
         .badge.valid{background:#1a7f37}.badge.invalid{background:#cf222e}.badge.unreadable{background:#9a6700}
         tr.warning td:first-child{color:#9a6700}tr.error td:first-child,tr.fatal td:first-child{color:#cf222e}
-        td.code code{white-space:nowrap;word-break:normal}td.path{width:30%}td.path code{font-size:.8em;color:#3d4a57}
+        td.code code{white-space:nowrap;word-break:normal}td.message{overflow-wrap:anywhere}td.path{width:30%;min-width:12rem}td.path code{font-size:.8em;color:#3d4a57}
         .hidden{display:none}
         """
 

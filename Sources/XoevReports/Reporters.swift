@@ -164,7 +164,7 @@ struct DocumentRecord: Encodable {
     }
 
     enum DiagnosticKeys: String, CodingKey {
-        case severity, code, line, column, path, message
+        case severity, code, line, column, path, message, names
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -184,6 +184,7 @@ struct DocumentRecord: Encodable {
             try item.encode(d.column, forKey: .column)
             try item.encode(d.path, forKey: .path)
             try item.encode(d.message, forKey: .message)
+            try item.encode(d.names, forKey: .names)
         }
     }
 }

@@ -38,10 +38,13 @@ public struct Diagnostic: Sendable, Codable, Hashable {
     public var message: String
     /// The file the finding is in when it is not the document itself (a schema file at load time).
     public var file: String?
+    /// The names `message` quotes, expanded (namespace URI and local name) with the document's prefix; the
+    /// message itself shows them with that prefix (``ExpandedName/display``).
+    public var names: [ExpandedName]
 
     /// Creates a finding.
     public init(severity: Severity, code: String, line: Int = 0, column: Int = 0, path: String = "",
-                message: String, file: String? = nil) {
+                message: String, file: String? = nil, names: [ExpandedName] = []) {
         self.severity = severity
         self.code = code
         self.line = line
@@ -49,5 +52,19 @@ public struct Diagnostic: Sendable, Codable, Hashable {
         self.path = path
         self.message = message
         self.file = file
+        self.names = names
+    }
+
+    enum CodingKeys: String, CodingKey { case severity, code, line, column, path, message, file, names }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(severity: try c.decode(Severity.self, forKey: .severity), code: try c.decode(String.self, forKey: .code),
+                  line: try c.decodeIfPresent(Int.self, forKey: .line) ?? 0,
+                  column: try c.decodeIfPresent(Int.self, forKey: .column) ?? 0,
+                  path: try c.decodeIfPresent(String.self, forKey: .path) ?? "",
+                  message: try c.decode(String.self, forKey: .message),
+                  file: try c.decodeIfPresent(String.self, forKey: .file),
+                  names: try c.decodeIfPresent([ExpandedName].self, forKey: .names) ?? [])
     }
 }

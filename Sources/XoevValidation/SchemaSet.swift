@@ -143,7 +143,7 @@ public final class SchemaSet: Sendable {
         guard !ordered.isEmpty else {
             let known = knownNamespaces.isEmpty ? "none" : knownNamespaces.joined(separator: ", ")
             return .refused(code: "schema.unknown-document",
-                            message: "no schema for \(root) in this schema set; known namespaces: \(known)")
+                            message: "no schema for \(root) (namespace \(root.namespace.isEmpty ? "none" : root.namespace)) in this schema set; known namespaces: \(known)")
         }
         var versionsSeen: [String] = []
         var documentVersion: String?

@@ -233,6 +233,18 @@ final class DocumentContext: DiagnosticSink {
         super.init()
     }
 
+    /// Names in the finding's message are shown with the document's own prefixes, as bound in the open elements
+    /// at the moment of the finding; the expanded names are kept in ``Diagnostic/names``.
+    override func append(_ raw: UnsafePointer<axs_diagnostic>) {
+        super.append(raw)
+        guard let handle, let last = diagnostics.last, last.message.contains("{") else { return }
+        let readable = ExpandedNames.readable(last.message) { uri in
+            axs_doc_prefix_for(handle, uri).map { String(cString: $0) }
+        }
+        diagnostics[diagnostics.count - 1].message = readable.message
+        diagnostics[diagnostics.count - 1].names = readable.names
+    }
+
     private func useCaptures(_ captures: CaptureSet?) {
         guard let handle, let captures else { return }
         axs_doc_use_captures(handle, captures.handle)
@@ -258,9 +270,12 @@ final class DocumentContext: DiagnosticSink {
             document.useCaptures(entry.captures)
             return compiled.handle
         case .refused(let code, let message):
+            let prefix = raw.prefix.map { String(cString: $0) } ?? ""
+            let readable = ExpandedNames.readable(message) { $0 == root.namespace ? prefix : nil }
             document.diagnostics.append(Diagnostic(
                 severity: .error, code: code, line: raw.line, column: raw.column,
-                path: "/" + (raw.prefix.map { String(cString: $0) + ":" } ?? "") + root.name, message: message))
+                path: "/" + (prefix.isEmpty ? "" : prefix + ":") + root.name, message: readable.message,
+                names: readable.names))
             return nil
         }
     }

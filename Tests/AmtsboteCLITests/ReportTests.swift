@@ -110,6 +110,57 @@ struct ReportTests {
         #expect(hidden == shown - 1)
     }
 
+    @Test("with real-length XÖV namespaces the HTML report stays readable at 1,300 px: prefixed names, a wide path column",
+          .enabled(if: TestEnvironment.canRun(chromium != nil), "no Chromium installed: the browser check is skipped"))
+    func htmlReadableWithLongNamespaces() throws {
+        let chromium = try #require(Self.chromium, "Chromium is required where every check must run (scripts/test installs it)")
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let namespace = "https://gitlab.opencode.de/xoev/xwasser/-/raw/main/V1_0_0"
+        let other = "https://gitlab.opencode.de/xoev/anderer-standard/-/raw/main/V2_0_0/ein/langer/pfad"
+        try """
+            <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="\(namespace)" elementFormDefault="qualified">
+              <xs:element name="probe"><xs:complexType><xs:sequence>
+                <xs:element name="probennahmestelleKategorie" type="xs:string"/><xs:element name="kennung" type="xs:string"/>
+              </xs:sequence></xs:complexType></xs:element>
+            </xs:schema>
+            """.write(to: directory.appendingPathComponent("xwasser.xsd"), atomically: true, encoding: .utf8)
+        let documents = [
+            "<xwas:probe xmlns:xwas=\"\(namespace)\"><xwas:kennung>1</xwas:kennung></xwas:probe>",
+            "<xwas:probe xmlns:xwas=\"\(namespace)\"><fremd:x xmlns:fremd=\"\(other)\"/></xwas:probe>",
+        ]
+        for (index, text) in documents.enumerated() {
+            try text.write(to: directory.appendingPathComponent("probe-\(index).xml"), atomically: true, encoding: .utf8)
+        }
+        let report = directory.appendingPathComponent("report.html")
+        let run = try CLI.run(["validate", "--xsd", directory.appendingPathComponent("xwasser.xsd").path, "--report", report.path,
+                               directory.appendingPathComponent("probe-0.xml").path, directory.appendingPathComponent("probe-1.xml").path])
+        #expect(run.status == 1)
+        #expect(run.stdout.contains("Element 'xwas:kennung': This element is not expected. Expected is ( xwas:probennahmestelleKategorie )."),
+                "\(run.stdout)")
+        #expect(run.stdout.contains("Element 'fremd:x'"), "\(run.stdout)")
+        let html = try String(contentsOf: report, encoding: .utf8)
+        #expect(!html.contains("gitlab.opencode.de"), "namespace URLs in the findings")
+        // Lay the page out at 1,300 px in a real browser and measure the path column of every finding.
+        let wrapper = directory.appendingPathComponent("measure.html")
+        try """
+            <!DOCTYPE html><html><body><iframe id="f" src="report.html" style="width:1300px;height:900px;border:0"></iframe>
+            <pre id="out">pending</pre><script>
+            document.getElementById('f').onload = function () {
+              var cells = Array.prototype.slice.call(document.getElementById('f').contentDocument.querySelectorAll('td.path'));
+              document.getElementById('out').textContent = 'widths:' + cells.map(function (c) { return Math.round(c.getBoundingClientRect().width); }).join(',');
+            };
+            </script></body></html>
+            """.write(to: wrapper, atomically: true, encoding: .utf8)
+        let dom = try Fixtures.shell([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                                      "--window-size=1400,1000", "--virtual-time-budget=5000", "--dump-dom", wrapper.absoluteString]).stdout
+        let widths = try #require(dom.components(separatedBy: "widths:").dropFirst().first?.prefix { $0 != "<" },
+                                  "the measuring script did not run: \(dom.suffix(300))")
+        let numbers = widths.split(separator: ",").compactMap { Int($0) }
+        #expect(numbers.count == 2, "\(widths)")
+        #expect(numbers.allSatisfy { $0 >= 190 }, "the path column is squeezed: \(numbers) px")
+    }
+
     @Test("explain: meaning and fix of a code, every code of a prefix, exit 2 for an unknown one")
     func explain() throws {
         let one = try CLI.run(["explain", "codelist.value-unknown"])

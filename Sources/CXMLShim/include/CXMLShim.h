@@ -216,6 +216,10 @@ int axs_doc_codes_dropped(const axs_doc *doc);
 
 void axs_doc_free(axs_doc *doc);
 
+/* The prefix the document binds to `uri` among the elements open now, innermost first: "" for the default
+ * namespace, NULL when none is in that namespace. Call only from within a callback of this document. */
+const char *axs_doc_prefix_for(const axs_doc *d, const char *uri);
+
 #ifdef __cplusplus
 }
 #endif
