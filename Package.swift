@@ -99,7 +99,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmtsboteCLITests",
-            dependencies: ["amtsbote", "AmtsboteTestSupport"]
+            dependencies: ["amtsbote", "XoevValidation", "AmtsboteTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -46,7 +46,7 @@ static xmlDocPtr read_document(const char *path, char *error, size_t error_size)
                                       XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
     axs_own_parse_leave();
     if (doc == NULL) {
-        xmlErrorPtr last = xmlCtxtGetLastError(parser);
+        const xmlError *last = xmlCtxtGetLastError(parser);
         snprintf(error, error_size, "line %d: %s", last ? last->line : 0,
                  last && last->message ? last->message : "not well-formed");
         size_t n = strlen(error);

@@ -4,6 +4,11 @@
 
 const char *axs_code_for_parser_error(int domain, int code) {
     if (domain == XML_FROM_NAMESPACE) return "xml.namespace";
+    /* Since 2.13 libxml2 reports decoding errors in the I/O domain (XML_ERR_INVALID_ENCODING from XML_FROM_IO):
+     * the code decides, not the domain. */
+    if (code == XML_ERR_INVALID_ENCODING || code == XML_ERR_UNKNOWN_ENCODING ||
+        code == XML_ERR_UNSUPPORTED_ENCODING)
+        return "xml.encoding";
     if (domain == XML_FROM_IO || domain == XML_FROM_CATALOG) return "input.external-resource-refused";
     switch (code) {
     case XML_ERR_DOCUMENT_EMPTY:

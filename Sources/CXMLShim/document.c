@@ -117,8 +117,8 @@ struct axs_doc {
     char last_path[512];
 };
 
-void axs_on_parser_error(void *data, xmlErrorPtr error);
-static void on_validity_error(void *data, xmlErrorPtr error);
+void axs_on_parser_error(void *data, axs_error error);
+static void on_validity_error(void *data, axs_error error);
 
 static int64_t now_ms(void) {
     struct timespec t;
@@ -130,20 +130,22 @@ static int64_t now_ms(void) {
 
 static void stop(axs_doc *d) {
     d->stopped = 1;
-    if (d->parser != NULL) {
-        d->parser->disableSAX = 1;
-        d->parser->instate = XML_PARSER_EOF;
-    }
+    if (d->parser == NULL) return;
+#if LIBXML_VERSION >= 21400
+    /* Since 2.14 xmlStopParser only sets flags (disableSAX = 2), so it is safe inside a callback. */
+    xmlStopParser(d->parser);
+#else
+    /* xmlStopParser() resets the input under the caller in 2.9 and 2.12 (SIGSEGV inside characters()): set what
+     * it sets for stopping, without touching the input. */
+    d->parser->disableSAX = 1;
+    d->parser->instate = XML_PARSER_EOF;
+#endif
 }
 
+/* The parser's position, through the public SAX2 accessors (0 when unknown). */
 static void current_position(axs_doc *d, long *line, long *column) {
-    if (d->parser != NULL && d->parser->input != NULL) {
-        *line = d->parser->input->line;
-        *column = d->parser->input->col;
-    } else {
-        *line = 0;
-        *column = 0;
-    }
+    *line = d->parser != NULL ? xmlSAX2GetLineNumber(d->parser) : 0;
+    *column = d->parser != NULL ? xmlSAX2GetColumnNumber(d->parser) : 0;
 }
 
 /* Appends `text` to out[*used..size-1], cutting at the end; out stays NUL-terminated. */
@@ -611,7 +613,7 @@ static void on_characters(void *ctx, const xmlChar *ch, int len) {
     }
 }
 
-void axs_on_parser_error(void *data, xmlErrorPtr error) {
+void axs_on_parser_error(void *data, axs_error error) {
     (void)data;   /* after plugging, data is the plug, not ours: the document hangs off the parser context */
     if (error == NULL || error->ctxt == NULL) return;
     xmlParserCtxtPtr parser = error->ctxt;
@@ -623,8 +625,15 @@ void axs_on_parser_error(void *data, xmlErrorPtr error) {
     if (severity != AXS_SEVERITY_WARNING) d->well_formed = 0;
     const char *code = axs_code_for_parser_error(error->domain, error->code);
     const char *message = error->message;
-    if (error->domain == XML_FROM_PARSER &&
-        (error->code == XML_ERR_DOCUMENT_END || error->code == XML_ERR_DOCUMENT_EMPTY)) {
+    /* The end of input inside the document: 2.9 says XML_ERR_DOCUMENT_END; 2.13+ names what is open (a tag, a
+     * CDATA section, a comment, a PI). Only while finishing: the same codes mid-document are other errors. */
+    int open_at_end = error->code == XML_ERR_TAG_NOT_FINISHED || error->code == XML_ERR_CDATA_NOT_FINISHED ||
+                      error->code == XML_ERR_COMMENT_NOT_FINISHED || error->code == XML_ERR_PI_NOT_FINISHED;
+    int ended = error->domain == XML_FROM_PARSER &&
+                (error->code == XML_ERR_DOCUMENT_END || error->code == XML_ERR_DOCUMENT_EMPTY ||
+                 (d->finishing && open_at_end));
+    if (message != NULL && strstr(message, "too big found") != NULL) ended = 0;   /* a limit, see below */
+    if (ended) {
         if (!d->root_seen) {
             code = "xml.empty";
             message = "no root element: the document is empty, holds only whitespace, comments or processing "
@@ -634,14 +643,24 @@ void axs_on_parser_error(void *data, xmlErrorPtr error) {
             message = "the document ends before its elements are closed (truncated upload?)";
         }
     }
-    if (error->code == XML_ERR_INTERNAL_ERROR && message != NULL && strstr(message, "Huge input lookup") != NULL) {
+    /* libxml2's own limits, known by their messages: the codes moved between releases (XML_ERR_INTERNAL_ERROR in
+     * 2.9 and 2.12, XML_ERR_RESOURCE_LIMIT or the construct's *_NOT_FINISHED in 2.13+). */
+    if (message != NULL && error->domain == XML_FROM_PARSER &&
+        (strstr(message, "Huge input lookup") != NULL || strstr(message, "Buffer size limit exceeded") != NULL ||
+         strstr(message, "too big found") != NULL || strstr(message, "AttValue length too long") != NULL)) {
         code = "input.text-too-long";
         message = "an attribute value, comment or text is longer than libxml2's limit of 10,000,000 bytes";
+    } else if (message != NULL && error->domain == XML_FROM_PARSER &&
+               strstr(message, "Excessive depth in document") != NULL) {
+        code = "input.too-deep";
+    } else if (message != NULL && error->domain == XML_FROM_PARSER &&
+               strstr(message, "Maximum number of attributes exceeded") != NULL) {
+        code = "input.too-many-attributes";
     }
     emit(d, severity, code, error->line, error->int2, message);
 }
 
-static void on_validity_error(void *data, xmlErrorPtr error) {
+static void on_validity_error(void *data, axs_error error) {
     axs_doc *d = data;
     if (error == NULL || d == NULL) return;
     int severity = error->level == XML_ERR_WARNING ? AXS_SEVERITY_WARNING : AXS_SEVERITY_ERROR;
@@ -695,7 +714,11 @@ axs_doc *axs_doc_new(const char *display_name, const axs_limits *limits,
     d->parser->_private = d;
 
     /* Every option set explicitly: the context may have inherited process-wide defaults (for example
-     * xmlSubstituteEntitiesDefault(1) called by another library), which xmlCtxtUseOptions never clears. */
+     * xmlSubstituteEntitiesDefault(1) called by another library), which xmlCtxtUseOptions never clears.
+     * xmlCtxtSetOptions (2.13+) clears every option not given, including those struct members. */
+#if LIBXML_VERSION >= 21300
+    xmlCtxtSetOptions(d->parser, XML_PARSE_NONET | XML_PARSE_IGNORE_ENC | XML_PARSE_BIG_LINES);
+#else
     d->parser->options = 0;
     d->parser->replaceEntities = 0;
     d->parser->loadsubset = 0;
@@ -707,6 +730,7 @@ axs_doc *axs_doc_new(const char *display_name, const axs_limits *limits,
     xmlCtxtUseOptions(d->parser, XML_PARSE_NONET | XML_PARSE_IGNORE_ENC | XML_PARSE_BIG_LINES);
     d->parser->replaceEntities = 0;
     d->parser->loadsubset = 0;
+#endif
 
     /* UTF-8 only: IGNORE_ENC keeps declarations from switching the decoder, and flush_head refuses the byte
      * patterns libxml2 would auto-detect as another encoding (UTF-16/32, EBCDIC) and declarations of other

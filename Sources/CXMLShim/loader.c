@@ -22,6 +22,8 @@ void axs_loader_leave(void) { current_scope = NULL; }
 void axs_own_parse_enter(void) { own_parses++; }
 void axs_own_parse_leave(void) { own_parses--; }
 
+const char *axs_libxml2_version(void) { return xmlParserVersion; }
+
 uint64_t axs_refused_instance_loads(void) { return atomic_load(&refused_instance_loads); }
 
 /* "file:///a/b%20c" or "/a/b%20c" -> "/a/b c" (malloc'd); NULL for any other scheme. */
@@ -132,5 +134,9 @@ void axs_catalog_free(axs_catalog *catalog) {
 
 int axs_test_set_substitute_entities_default(int value) {
     axs_global_init();
+    /* Deprecated since libxml2 2.12, and still honoured by its parser contexts: what other libraries may call. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
     return xmlSubstituteEntitiesDefault(value);
+#pragma GCC diagnostic pop
 }

@@ -67,7 +67,7 @@ static void strip_newline(char *s) {
     while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) s[--n] = '\0';
 }
 
-static void schema_parser_error(void *data, xmlErrorPtr error) {
+static void schema_parser_error(void *data, axs_error error) {
     compile_state *state = data;
     if (error == NULL) return;
     char message[2048];
@@ -333,8 +333,7 @@ static axs_schema *compile_schema(const char *xsd_path,
             merged_scope.loaded_count = 0;
             /* Later imports of a merged namespace are skipped again, harmlessly: collected, not reported. */
             *merged_state = (compile_state){ .scope = &merged_scope, .collect_skips = 1 };
-            char *target = xsd != NULL ? (xsd->targetNamespace ? strdup((const char *)xsd->targetNamespace) : NULL)
-                                       : axs_xsd_target_namespace(xsd_path);
+            char *target = axs_xsd_target_namespace(xsd_path);   /* read from the document, not xmlSchema's fields */
             merged = compile_merged(xsd_path, (const xmlChar *)target, state, &merged_scope, merged_state);
             free(target);
             /* The merged compile read the skipped documents too: their code declarations count. */

@@ -5,13 +5,20 @@
 #include "include/CXMLShim.h"
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
+#include <libxml/SAX2.h>
 #include <libxml/xmlschemas.h>
-#include <libxml/schemasInternals.h>
 #include <libxml/catalog.h>
 #include <libxml/xmlerror.h>
 #include <libxml/xmlIO.h>
 #include <libxml/uri.h>
 #include <pthread.h>
+
+/* libxml2 2.12 made the structured-error callback take a const error; the shim's handlers follow the headers. */
+#if LIBXML_VERSION >= 21200
+typedef const xmlError *axs_error;
+#else
+typedef xmlError *axs_error;
+#endif
 
 struct axs_catalog {
     xmlCatalogPtr catalog;

@@ -91,6 +91,14 @@ public struct Validator: Sendable {
         return document.finish()
     }
 
+    /// The libxml2 version loaded at run time, such as `2.9.14` (what the process really uses, which can differ
+    /// from the headers it was built with when libxml2 is linked dynamically).
+    public static var libxml2Version: String {
+        let digits = String(cString: axs_libxml2_version()).prefix { $0.isNumber }
+        guard let number = Int(digits) else { return "unknown" }
+        return "\(number / 10000).\(number / 100 % 100).\(number % 100)"
+    }
+
     /// How many times, in this process, libxml2 asked for an external resource (entity, DTD, XInclude) while
     /// parsing a document, and was refused. Stays 0 for the safe profile; tests use it to prove nothing is loaded.
     public static var refusedExternalLoads: UInt64 { axs_refused_instance_loads() }

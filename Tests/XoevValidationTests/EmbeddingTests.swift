@@ -8,7 +8,7 @@ import XoevValidation
 /// Amtsbote sets must not change what libxml2 does outside Amtsbote's parses, and compiling needs no caller rules.
 @Suite("Embedding: process-wide libxml2 hooks and concurrent compiles")
 struct EmbeddingTests {
-    @Test("outside Amtsbote's parses a load reaches the loader that was there before (libxml2's default); inside, it is refused")
+    @Test("outside Amtsbote's parses a load reaches the previous loader (libxml2's default); inside, it is refused")
     func defaultLoaderIsChained() throws {
         _ = Fixtures.ownSchemas   // Amtsbote's loader is installed
         let directory = try TestEnvironment.temporaryDirectory()

@@ -28,6 +28,10 @@ extern "C" {
  */
 void axs_global_init(void);
 
+/** The libxml2 loaded at run time, as libxml2 spells its version (xmlParserVersion): "20914" for 2.9.14, possibly
+ * followed by a suffix. */
+const char *axs_libxml2_version(void);
+
 /** Number of external resources the loader refused during Amtsbote's own parses outside schema compilation. */
 uint64_t axs_refused_instance_loads(void);
 
