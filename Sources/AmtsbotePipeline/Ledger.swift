@@ -85,8 +85,17 @@ public final class Ledger: Sendable {
         }
         configuration.busyMode = .timeout(10)
         if readOnly && path != ":memory:" && FileManager.default.fileExists(atPath: path) {
-            configuration.readonly = true
-            database = try DatabaseQueue(path: path, configuration: configuration)
+            var readOnlyConfiguration = configuration
+            readOnlyConfiguration.readonly = true
+            let queue = try DatabaseQueue(path: path, configuration: readOnlyConfiguration)
+            do {
+                _ = try queue.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sqlite_master") }
+                database = queue
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_READONLY {
+                // A writer that was killed left a hot journal, which only a writable connection rolls back (to the
+                // last committed state). Opened so, without migrating; nothing of the ledger's content changes.
+                database = try DatabaseQueue(path: path, configuration: configuration)
+            }
             return
         }
         database = path == ":memory:" || readOnly ? try DatabaseQueue(configuration: configuration)
@@ -214,23 +223,45 @@ public final class Ledger: Sendable {
         }
     }
 
-    /// Takes the delivery lease of a queued row as it was read (compare-and-set on state, owner and next attempt):
-    /// the row is this process's to deliver until `leaseUntil`. nil when another process took it first.
-    public func lease(_ observed: Submission, until leaseUntil: Date) throws -> Submission? {
+    /// Takes the delivery lease of a queued row as it was read, due at `now` or held by a process that is gone
+    /// (compare-and-set on state and owner, and for an unowned row on being due): the row is this process's to
+    /// deliver until `leaseUntil`. nil when another process took it, or changed it, first.
+    public func lease(_ observed: Submission, now: Date, until leaseUntil: Date) throws -> Submission? {
         guard let id = observed.id else { return nil }
+        // An owner identity is unique, so an unchanged owner means nobody leased the row since it was read; a row
+        // without owner must still be due (another process may have tried and rescheduled it meanwhile).
+        let takeOver = observed.owner != nil && !Self.ownerIsAlive(observed.owner)
         return try database.write { db in
             try db.execute(sql: """
                 UPDATE submission SET owner = ?, nextAttemptAt = ?, updatedAt = ?
-                WHERE id = ? AND state = ? AND owner IS ? AND nextAttemptAt IS ?
+                WHERE id = ? AND state = ? AND owner IS ? AND (? OR nextAttemptAt <= ?)
                 """, arguments: [identity.description, leaseUntil, Date(), id, SubmissionState.queued.rawValue,
-                                 observed.owner, observed.nextAttemptAt])
+                                 observed.owner, takeOver, now])
             return db.changesCount == 1 ? try Submission.fetchOne(db, key: id) : nil
         }
     }
 
-    /// Takes over a `received` or `validated` row whose owner is gone (compare-and-set on state and owner).
-    public func adopt(_ observed: Submission) throws -> Submission? {
-        guard let id = observed.id, !Self.ownerIsAlive(observed.owner) else { return nil }
+    /// Records the outcome of a delivery attempt, fenced by the lease: only while the row is still queued and this
+    /// process holds it. Returns false (and changes nothing) when the lease was lost meanwhile: another process
+    /// took the row over, and its outcome stands.
+    public func finishAttempt(_ submission: Submission) throws -> Bool {
+        guard let id = submission.id else { return false }
+        var copy = submission
+        copy.updatedAt = Date()
+        return try database.write { db in
+            // A write first, so the transaction holds the write lock from here on.
+            try db.execute(sql: "UPDATE submission SET owner = owner WHERE id = ? AND state = ? AND owner = ?",
+                           arguments: [id, SubmissionState.queued.rawValue, identity.description])
+            guard db.changesCount == 1 else { return false }
+            try copy.update(db)
+            return true
+        }
+    }
+
+    /// Takes over a `received` or `validated` row whose owner is gone (compare-and-set on state and owner);
+    /// `evenIfOwnerRuns` for a row of this very process that no call works on any more.
+    public func adopt(_ observed: Submission, evenIfOwnerRuns: Bool = false) throws -> Submission? {
+        guard let id = observed.id, evenIfOwnerRuns || !Self.ownerIsAlive(observed.owner) else { return nil }
         return try database.write { db in
             try db.execute(sql: "UPDATE submission SET owner = ?, updatedAt = ? WHERE id = ? AND state = ? AND owner IS ?",
                            arguments: [identity.description, Date(), id, observed.state.rawValue, observed.owner])
@@ -273,12 +304,14 @@ public final class Ledger: Sendable {
         }
     }
 
-    /// Marks a row purged (compare-and-set: still in the observed final state, not yet purged). nil when it changed.
-    public func markPurged(_ observed: Submission, at date: Date) throws -> Submission? {
+    /// Marks a row purged (compare-and-set: still in the observed final state since before `cutoff`, not yet
+    /// purged). nil when it changed meanwhile.
+    public func markPurged(_ observed: Submission, cutoff: Date, at date: Date) throws -> Submission? {
         guard let id = observed.id, observed.state.isFinal else { return nil }
         return try database.write { db in
-            try db.execute(sql: "UPDATE submission SET purgedAt = ? WHERE id = ? AND state = ? AND purgedAt IS NULL",
-                           arguments: [date, id, observed.state.rawValue])
+            try db.execute(sql: """
+                UPDATE submission SET purgedAt = ? WHERE id = ? AND state = ? AND purgedAt IS NULL AND updatedAt < ?
+                """, arguments: [date, id, observed.state.rawValue, cutoff])
             return db.changesCount == 1 ? try Submission.fetchOne(db, key: id) : nil
         }
     }

@@ -56,6 +56,11 @@ public struct Pipeline: Sendable {
     public let spool: Spool
     public let retry: RetryPolicy
     let logger: Logger
+    /// Rows the pipelines of this process are working on right now (so that `recover` can tell this process's own
+    /// stranded rows, left by an error in a long-running process, from the ones in progress). Process-wide, since
+    /// every pipeline of the process writes rows under the same owner identity; ids of another ledger that happen
+    /// to be equal only delay a take-over, never cause one.
+    var inFlight: InFlight { InFlight.shared }
 
     public init(validator: Validator, router: Router, backends: BackendSelection, ledger: Ledger, spool: Spool,
                 retry: RetryPolicy = RetryPolicy(), logger: Logger = Logger(label: "amtsbote.pipeline")) {
@@ -72,6 +77,8 @@ public struct Pipeline: Sendable {
     /// Returns the ledger row as it stands afterwards.
     public func submit(file path: String) async throws -> Submission {
         var submission = try ledger.recordReceived(source: path, at: Date())
+        inFlight.insert(submission.id)
+        defer { inFlight.remove(submission.id) }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno))
@@ -88,6 +95,8 @@ public struct Pipeline: Sendable {
     /// Takes one stream (standard input, a socket) to its end.
     public func submit(fileDescriptor fd: Int32, named name: String) async throws -> Submission {
         let submission = try ledger.recordReceived(source: name, at: Date())
+        inFlight.insert(submission.id)
+        defer { inFlight.remove(submission.id) }
         return try await submit(fileDescriptor: fd, named: name, recorded: submission)
     }
 
@@ -166,8 +175,7 @@ public struct Pipeline: Sendable {
             submission.state = .dead
             submission.reasonCode = "ledger.incomplete"
             submission.reason = "the ledger row lacks what a delivery needs"
-            try ledger.save(submission)
-            return submission
+            return try finish(submission)
         }
         var metadata = ["submission": "\(submission.id ?? 0)", "schema": submission.schemaId ?? ""]
         if let routing = submission.routing { metadata["routing"] = routing }
@@ -198,8 +206,17 @@ public struct Pipeline: Sendable {
             logger.warning("delivery failed", metadata: ["submission": "\(submission.id ?? 0)", "postfach": "\(postfach)",
                                                          "code": "\(failure.code)", "attempt": "\(submission.attempts)"])
         }
-        try ledger.save(submission)
-        return submission
+        return try finish(submission)
+    }
+
+    /// Saves an attempt's outcome if this process still holds the row's lease; otherwise the row was taken over
+    /// (the attempt outlived its lease), the late outcome is logged and changes nothing, and the row is returned
+    /// as it stands.
+    private func finish(_ submission: Submission) throws -> Submission {
+        if try ledger.finishAttempt(submission) { return submission }
+        logger.warning("late outcome after a lost lease: not recorded", metadata: [
+            "submission": "\(submission.id ?? 0)", "state": "\(submission.state.rawValue)"])
+        return try submission.id.flatMap { try ledger.submission($0) } ?? submission
     }
 
     /// One `deliver` call, abandoned after `limit`: a backend that hangs (a server that never answers, a stuck
@@ -238,7 +255,7 @@ public struct Pipeline: Sendable {
     public func recover() async throws -> [Submission] {
         var resumed: [Submission] = []
         for observed in try ledger.submissions(states: [.received]) {
-            guard var submission = try ledger.adopt(observed) else { continue }
+            guard var submission = try adopt(observed) else { continue }
             spool.removeIncompleteFile(of: submission.id ?? 0)
             submission.state = .abandoned
             submission.owner = nil
@@ -252,10 +269,19 @@ public struct Pipeline: Sendable {
         let reading = Set(try ledger.submissions(states: [.received]).compactMap(\.id))
         spool.removeIncompleteFiles(upTo: newest, except: reading)
         for observed in try ledger.submissions(states: [.validated]) {
-            guard let submission = try ledger.adopt(observed) else { continue }
+            guard let submission = try adopt(observed) else { continue }
+            inFlight.insert(submission.id)
+            defer { inFlight.remove(submission.id) }
             resumed.append(try await routeAndDeliver(submission))
         }
         return resumed
+    }
+
+    /// Takes over a row whose owner is gone, or one of this process's own that no call is working on any more
+    /// (an error left it behind).
+    private func adopt(_ observed: Submission) throws -> Submission? {
+        let stranded = observed.owner == ledger.identity.description && !inFlight.contains(observed.id)
+        return try ledger.adopt(observed, evenIfOwnerRuns: stranded)
     }
 
     /// Delivers every queued submission whose attempt is due (or whose lease holder is gone), taking each row's
@@ -264,7 +290,9 @@ public struct Pipeline: Sendable {
         var results: [Submission] = []
         for observed in try ledger.due(at: date) {
             try Task.checkCancellation()
-            guard let leased = try ledger.lease(observed, until: Date().addingTimeInterval(retry.lease.seconds)) else { continue }
+            guard let leased = try ledger.lease(observed, now: date, until: Date().addingTimeInterval(retry.lease.seconds)) else {
+                continue
+            }
             results.append(try await attempt(leased))
         }
         return results
@@ -380,5 +408,31 @@ final class FirstOutcome<Value: Sendable>: @unchecked Sendable {
         lock.unlock()
         continuation.resume(with: result)
         return true
+    }
+}
+
+/// The ids of the rows a pipeline is working on, shared by its concurrent calls.
+final class InFlight: @unchecked Sendable {
+    static let shared = InFlight()
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var ids: Set<Int64> = []
+
+    func insert(_ id: Int64?) {
+        guard let id else { return }
+        lock.lock(); defer { lock.unlock() }
+        ids.insert(id)
+    }
+
+    func remove(_ id: Int64?) {
+        guard let id else { return }
+        lock.lock(); defer { lock.unlock() }
+        ids.remove(id)
+    }
+
+    func contains(_ id: Int64?) -> Bool {
+        guard let id else { return false }
+        lock.lock(); defer { lock.unlock() }
+        return ids.contains(id)
     }
 }

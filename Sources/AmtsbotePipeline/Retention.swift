@@ -51,11 +51,12 @@ public struct Purge: Sendable {
         var purged: [Submission] = []
         for state in selected {
             guard let period = olderThan ?? policy.periods[state] else { continue }
-            for observed in try ledger.unpurged(state: state, finishedBefore: now.addingTimeInterval(-period)) {
+            let cutoff = now.addingTimeInterval(-period)
+            for observed in try ledger.unpurged(state: state, finishedBefore: cutoff) {
                 if dryRun { purged.append(observed); continue }
-                // The row first (compare-and-set on its state), then the file: a row that changed meanwhile is
-                // left alone, and a crash in between leaves a marked row whose file the next run removes.
-                guard let row = try ledger.markPurged(observed, at: now) else { continue }
+                // The row first (compare-and-set on its state and age), then the file: a row that changed
+                // meanwhile is left alone, and a crash in between leaves a marked row whose file the next run removes.
+                guard let row = try ledger.markPurged(observed, cutoff: cutoff, at: now) else { continue }
                 removePayload(of: row)
                 purged.append(row)
             }

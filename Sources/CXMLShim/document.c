@@ -932,16 +932,24 @@ void axs_doc_free(axs_doc *d) {
     free(d);
 }
 
-/* The prefix the document binds to `uri` among the elements open now, innermost first (the element whose end tag
- * is being handled included): "" for the default namespace, NULL when no open element is in that namespace. The
- * pointer is valid until the next callback. */
+/* The prefix the document binds to `uri` among the elements open now, innermost first (an element whose end tag
+ * is being handled is still open: its pop is deferred): "" for the default namespace, NULL when no open element is
+ * in that namespace, or when an inner open element binds the same prefix to another namespace. The pointer is
+ * valid until the next callback. */
 const char *axs_doc_prefix_for(const axs_doc *d, const char *uri) {
     if (d == NULL || uri == NULL) return NULL;
-    int top = d->pending_pop && d->depth < d->level_capacity ? d->depth : d->depth - 1;
+    int top = d->depth < d->level_capacity ? d->depth - 1 : d->level_capacity - 1;
     for (int i = top; i >= 0; i--) {
         const level *l = &d->levels[i];
-        if (l->local == NULL || l->uri == NULL) continue;
-        if (strcmp((const char *)l->uri, uri) == 0) return l->prefix ? (const char *)l->prefix : "";
+        if (l->local == NULL || l->uri == NULL || strcmp((const char *)l->uri, uri) != 0) continue;
+        const xmlChar *prefix = l->prefix;
+        for (int j = i + 1; j <= top; j++) {   /* the same prefix (or the default) re-bound further in */
+            const level *inner = &d->levels[j];
+            int same_prefix = (prefix == NULL && inner->prefix == NULL) ||
+                              (prefix != NULL && inner->prefix != NULL && xmlStrEqual(prefix, inner->prefix));
+            if (same_prefix && inner->uri != NULL && !xmlStrEqual(inner->uri, l->uri)) return NULL;
+        }
+        return prefix ? (const char *)prefix : "";
     }
     return NULL;
 }

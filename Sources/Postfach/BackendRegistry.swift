@@ -7,6 +7,7 @@ public struct PostfachBackendRegistry: Sendable {
     public typealias Factory = @Sendable (_ parameters: [String: String], _ baseDirectory: URL) throws -> any PostfachBackend
 
     private var factories: [String: Factory] = [:]
+    private var accepted: [String: Set<String>] = [:]
 
     /// An empty registry.
     public init() {}
@@ -14,20 +15,22 @@ public struct PostfachBackendRegistry: Sendable {
     /// The kinds this module ships: `filesystem` (parameter `directory`) and `memory`.
     public static var builtIn: PostfachBackendRegistry {
         var registry = PostfachBackendRegistry()
-        registry.register(kind: "filesystem") { parameters, base in
+        registry.register(kind: "filesystem", parameters: ["directory"]) { parameters, base in
             guard let directory = parameters["directory"] else {
                 throw PostfachError(code: .rejected, message: "a filesystem backend needs the parameter 'directory'")
             }
             let url = directory.hasPrefix("/") ? URL(fileURLWithPath: directory) : base.appendingPathComponent(directory)
             return try FilesystemBackend(root: url.standardizedFileURL)
         }
-        registry.register(kind: "memory") { _, _ in InMemoryBackend() }
+        registry.register(kind: "memory", parameters: []) { _, _ in InMemoryBackend() }
         return registry
     }
 
-    /// Adds or replaces the factory of a kind.
-    public mutating func register(kind: String, factory: @escaping Factory) {
+    /// Adds or replaces the factory of a kind. `parameters`: the parameter names the kind accepts (any other is
+    /// refused, so a typo cannot fall back to a default); nil accepts every name.
+    public mutating func register(kind: String, parameters: Set<String>? = nil, factory: @escaping Factory) {
         factories[kind] = factory
+        accepted[kind] = parameters
     }
 
     /// Registered kinds, sorted.
@@ -37,6 +40,10 @@ public struct PostfachBackendRegistry: Sendable {
     public func make(kind: String, parameters: [String: String], baseDirectory: URL) throws -> any PostfachBackend {
         guard let factory = factories[kind] else {
             throw PostfachError(code: .rejected, message: "unknown backend kind '\(kind)' (known: \(kinds.joined(separator: ", ")))")
+        }
+        if let names = accepted[kind], let unknown = parameters.keys.filter({ !names.contains($0) }).sorted().first {
+            let known = names.isEmpty ? "none" : names.sorted().joined(separator: ", ")
+            throw PostfachError(code: .rejected, message: "unknown parameter '\(unknown)' for a \(kind) backend (known: \(known))")
         }
         return try factory(parameters, baseDirectory)
     }

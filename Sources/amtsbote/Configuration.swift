@@ -309,7 +309,11 @@ struct LoadedPipeline {
         let registry = PostfachBackendRegistry.builtIn
         var backends: [String: any PostfachBackend] = [:]
         for (name, backend) in configuration.backends {
-            backends[name] = try registry.make(kind: backend.kind, parameters: backend.parameters ?? [:], baseDirectory: base)
+            do {
+                backends[name] = try registry.make(kind: backend.kind, parameters: backend.parameters ?? [:], baseDirectory: base)
+            } catch let error as PostfachError {
+                throw ConfigurationError("key 'backends.\(name)': \(error.message)")
+            }
         }
         guard let defaultBackend = backends[configuration.postfaecher.default] else {
             throw ConfigurationError("postfaecher.default names no configured backend ('\(configuration.postfaecher.default)')")

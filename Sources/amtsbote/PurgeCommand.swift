@@ -38,7 +38,7 @@ struct PurgeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try options.load(dryRun ? .listing : .delivery)
+        let loaded = try options.load(.delivery)
         guard let ledger = loaded.ledger else { throw ExitCode(ExitStatus.usage.rawValue) }
         let purged = try Purge(ledger: ledger).run(
             policy: loaded.retention, olderThan: olderThan.flatMap(RetentionPolicy.seconds(of:)),

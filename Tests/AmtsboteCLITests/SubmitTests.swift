@@ -229,6 +229,9 @@ struct SubmitTests {
          "amtsbote.json: key 'retry.maxAttempts': expected a number"),
         (#"{"routing": {"tables": ["Samples/routing"]}, "backends": {}, "ledger": "l", "spool": "s"}"#,
          "amtsbote.json: missing key 'postfaecher'"),
+        (#"{"routing": {"tables": [""# + TestEnvironment.projectRoot.appendingPathComponent("Samples/routing").path
+            + #""]}, "backends": {"local": {"kind": "filesystem", "directory": "p", "direcotry": "q"}}, "postfaecher": {"default": "local"}, "ledger": "l", "spool": "s"}"#,
+         "key 'backends.local': unknown parameter 'direcotry' for a filesystem backend (known: directory)"),
     ])
     func configurationErrors(text: String, fragment: String) throws {
         let directory = try TestEnvironment.temporaryDirectory()

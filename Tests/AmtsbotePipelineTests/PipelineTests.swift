@@ -189,6 +189,43 @@ struct PipelineTests {
         #expect(try harness.pipeline.requeue([dead.id!]).isEmpty, "a purged dead letter has nothing to deliver")
     }
 
+    @Test("delivery leases: a running process's lease is respected, a gone one's taken over, a late outcome changes nothing")
+    func leases() async throws {
+        let backend = InMemoryBackend()
+        await backend.failNext(1, with: PostfachError(code: .unavailable, message: "down"))
+        let harness = try Harness(backend: backend, retry: RetryPolicy(maxAttempts: 5, initialDelay: .seconds(3600)))
+        defer { harness.remove() }
+        let queued = try await harness.pipeline.submit(file: harness.sample("valid/wohnsitz-anmeldung-koeln.xml"))
+        #expect(queued.state == .queued && queued.owner == nil, "after a failed attempt the lease is released")
+        let path = harness.directory.appendingPathComponent("ledger.sqlite").path
+        let current = ProcessIdentity.current
+        let running = try #require(ProcessIdentity.running(pid: getppid()))
+        let gone = ProcessIdentity(bootID: current.bootID, pid: current.pid, startTicks: current.startTicks + 1)
+        let soon = Date().addingTimeInterval(3 * 3600)
+
+        // Not due yet: nobody may lease it. Due: a running process leases it, and then it is that process's.
+        #expect(try Ledger(path: path, identity: running).lease(queued, now: Date(), until: soon) == nil)
+        let leased = try #require(try Ledger(path: path, identity: running).lease(queued, now: soon, until: soon.addingTimeInterval(3600)))
+        #expect(try await harness.pipeline.deliverDue(at: soon).isEmpty, "a running process's lease is respected")
+        #expect(try harness.pipeline.requeue([queued.id!]).first?.owner == running.description, "and retry leaves it alone")
+        #expect(await backend.count == 0)
+
+        // The same lease held by a process that is gone: taken over at once and delivered.
+        let othersLedger = try Ledger(path: path, identity: gone)
+        var stale = leased
+        stale.owner = gone.description
+        try othersLedger.save(stale)
+        let delivered = try await harness.pipeline.deliverDue(at: Date())
+        #expect(delivered.map(\.state) == [.delivered])
+        // The gone process's late outcome (it did not hold the lease any more) changes nothing.
+        var late = stale
+        late.state = .dead
+        late.owner = nil
+        #expect(try !othersLedger.finishAttempt(late))
+        #expect(try harness.ledger.submission(queued.id!)?.state == .delivered)
+        #expect(await backend.count == 1)
+    }
+
     @Test("standard input and other streams are spooled while validated")
     func stream() async throws {
         let harness = try Harness()

@@ -60,6 +60,10 @@ struct BackendConformanceTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: incoming.path) == [names[0]])
         #expect(running.isAlive && !gone.isAlive)
         #expect(ProcessIdentity(running.description) == running)
+        // A reboot ends every process; another machine or container cannot be looked into, so its work is left alone.
+        #expect(!ProcessIdentity(bootID: "0123456789abcdef", pid: current.pid, startTicks: current.startTicks).isAlive)
+        #expect(ProcessIdentity(machineID: "anotherhost", bootID: current.bootID, pid: 999_999, startTicks: 1).isAlive)
+        #expect(ProcessIdentity(bootID: current.bootID, pidNamespace: current.pidNamespace + 1, pid: 999_999, startTicks: 1).isAlive)
     }
 
     @Test("in-memory backend")

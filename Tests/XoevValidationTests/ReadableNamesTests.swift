@@ -53,6 +53,17 @@ struct ReadableNamesTests {
         #expect(finding.names == [ExpandedName(namespace: Self.namespace, local: "kennung", prefix: "")])
     }
 
+    @Test("a prefix re-bound by an inner element is not used for the outer namespace")
+    func reboundPrefix() throws {
+        let report = try Self.validate("""
+            <xwas:probe xmlns:xwas="\(Self.namespace)"><xwas:x xmlns:xwas="urn:other:1"/></xwas:probe>
+            """)
+        let finding = try #require(report.errors.first)
+        #expect(finding.message == "Element 'xwas:x': This element is not expected. Expected is ( {\(Self.namespace)}probennahmestelleKategorie ).",
+                "\(finding.message)")
+        #expect(finding.names.last == ExpandedName(namespace: Self.namespace, local: "probennahmestelleKategorie", prefix: nil))
+    }
+
     @Test("a namespace no open element binds stays expanded, so nothing is guessed")
     func unboundNamespaceStaysExpanded() {
         let readable = ExpandedNames.readable("Expected is ( {urn:other:1}a, {urn:mine:1}b ).") { $0 == "urn:mine:1" ? "m" : nil }
