@@ -15,6 +15,20 @@ enum CLI {
         var stderr: String
     }
 
+    /// Starts the binary with its standard input and output on pipes the test writes and reads as it goes.
+    static func start(_ arguments: [String]) throws -> (process: Process, input: Pipe, output: Pipe) {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        process.currentDirectoryURL = TestEnvironment.projectRoot
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return (process, input, output)
+    }
+
     static func run(_ arguments: [String], stdin: Data? = nil, environment: [String: String] = [:],
                     wrapper: [String] = []) throws -> Result {
         let process = Process()
@@ -226,15 +240,7 @@ struct CLITests {
 struct StreamingTests {
     @Test("a refused document on an open pipe is decided before the sender closes it")
     func decidedBeforeEndOfInput() throws {
-        let process = Process()
-        process.executableURL = CLI.binary
-        process.arguments = ["validate", "-"]
-        process.currentDirectoryURL = TestEnvironment.projectRoot
-        let input = Pipe(), output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let (process, input, output) = try CLI.start(["validate", "-"])
         // More than the 512 bytes held back for the start-of-document check, then silence with the pipe open.
         let head = "<?xml version=\"1.0\"?>\n<!DOCTYPE a [<!ENTITY e \"x\">]>\n<a>" + String(repeating: "x", count: 1024)
         input.fileHandleForWriting.write(Data(head.utf8))

@@ -83,15 +83,7 @@ struct SubmitTests {
         let data = try TestEnvironment.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: data) }
         let document = try Data(contentsOf: TestEnvironment.projectRoot.appendingPathComponent("Samples/valid/wohnsitz-anmeldung-koeln.xml"))
-        let process = Process()
-        process.executableURL = CLI.binary
-        process.arguments = ["submit", "--data", data.path, "-"]
-        process.currentDirectoryURL = TestEnvironment.projectRoot
-        let input = Pipe(), output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let (process, input, output) = try CLI.start(["submit", "--data", data.path, "-"])
         // The first half, then wait until the intake is recorded and its spool file open: the submission is in flight.
         input.fileHandleForWriting.write(document.prefix(document.count / 2))
         let spooling = data.appendingPathComponent("spool/.1.xml.tmp")
