@@ -12,6 +12,7 @@
 static _Thread_local axs_resolve_scope *current_scope = NULL;
 static _Thread_local int own_parses = 0;    /* Amtsbote parses running on this thread (nested calls count) */
 static atomic_uint_fast64_t refused_instance_loads = 0;
+static _Thread_local uint64_t refused_on_this_thread = 0;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static atomic_int init_done = 0;
 /* The loader installed before ours: written once, before ours is installed, then only read. */
@@ -25,6 +26,7 @@ void axs_own_parse_leave(void) { own_parses--; }
 const char *axs_libxml2_version(void) { return xmlParserVersion; }
 
 uint64_t axs_refused_instance_loads(void) { return atomic_load(&refused_instance_loads); }
+uint64_t axs_refused_instance_loads_on_this_thread(void) { return refused_on_this_thread; }
 
 /* "file:///a/b%20c" or "/a/b%20c" -> "/a/b c" (malloc'd); NULL for any other scheme. */
 static char *local_path_of(const char *location) {
@@ -78,6 +80,7 @@ static xmlParserInputPtr axs_entity_loader(const char *url, const char *public_i
     }
     if (scope == NULL || url == NULL) {
         atomic_fetch_add(&refused_instance_loads, 1);
+        refused_on_this_thread++;
         return NULL;
     }
     for (int i = 0; i < scope->memory_count; i++) {

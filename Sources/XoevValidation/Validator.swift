@@ -103,6 +103,10 @@ public struct Validator: Sendable {
     /// parsing a document, and was refused. Stays 0 for the safe profile; tests use it to prove nothing is loaded.
     public static var refusedExternalLoads: UInt64 { axs_refused_instance_loads() }
 
+    /// ``refusedExternalLoads`` counted for the calling thread only: a synchronous validation runs on one thread, so
+    /// this proves what one document did even while other threads validate (or refuse) at the same time.
+    public static var refusedExternalLoadsOnThisThread: UInt64 { axs_refused_instance_loads_on_this_thread() }
+
     /// Sets libxml2's process-wide entity-substitution default (`xmlSubstituteEntitiesDefault`), as other
     /// libraries in the same process may. For tests proving the safe profile does not depend on it.
     @discardableResult

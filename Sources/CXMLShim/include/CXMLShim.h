@@ -34,6 +34,8 @@ const char *axs_libxml2_version(void);
 
 /** Number of external resources the loader refused during Amtsbote's own parses outside schema compilation. */
 uint64_t axs_refused_instance_loads(void);
+/** The same, counted for the calling thread only (a parse runs on one thread: exact even with other threads busy). */
+uint64_t axs_refused_instance_loads_on_this_thread(void);
 
 /** Sets libxml2's process-wide entity-substitution default, as other libraries in the same process may do. Only
  * for tests that prove the safe profile does not depend on it. Returns the previous value. */
