@@ -137,7 +137,7 @@ public struct SARIFReporter: Reporter {
             "runs": [[
                 "tool": ["driver": ["name": "amtsbote",
                                     "rules": rules]],
-                "invocations": [["executionSuccessful": true, "exitCode": tally.unreadable > 0 ? 3 : tally.invalid > 0 ? 1 : 0]],
+                "invocations": [["executionSuccessful": true, "exitCode": tally.exitCode]],
                 "results": results,
             ]],
         ]

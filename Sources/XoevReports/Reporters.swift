@@ -23,6 +23,9 @@ public struct Tally: Sendable, Hashable {
         }
     }
 
+    /// The exit code of a validation batch: 3 when an input was unreadable, else 1 when a document was invalid,
+    /// else 0 (`amtsbote validate`, and the SARIF invocation record).
+    public var exitCode: Int32 { unreadable > 0 ? 3 : invalid > 0 ? 1 : 0 }
 }
 
 /// Writes outcomes as they come, in input order, and the summary (or the whole report) at the end.

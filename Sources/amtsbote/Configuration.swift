@@ -145,11 +145,28 @@ extension AmtsboteConfiguration {
                 throw ConfigurationError("\(path): unknown key '\(place)' (known here: \(keys.sorted().joined(separator: ", ")))")
             }
         }
+        let configuration: AmtsboteConfiguration
         do {
-            return try JSONDecoder().decode(AmtsboteConfiguration.self, from: data)
+            configuration = try JSONDecoder().decode(AmtsboteConfiguration.self, from: data)
         } catch let error as DecodingError {
             throw ConfigurationError("\(path): \(describe(error))")
         }
+        for (state, text) in (configuration.retention ?? [:]).sorted(by: { $0.key < $1.key })
+        where RetentionPolicy.seconds(of: text) == nil {
+            throw ConfigurationError("\(path): key 'retention.\(state)': expected a duration such as 7d, 12h or 30m, found '\(text)'")
+        }
+        return configuration
+    }
+
+    /// The retention periods: the configured ones (checked by ``read(_:)``) over the defaults.
+    var retentionPolicy: RetentionPolicy {
+        var policy = RetentionPolicy.default
+        for (state, text) in retention ?? [:] {
+            if let final = SubmissionState(rawValue: state), let seconds = RetentionPolicy.seconds(of: text) {
+                policy.periods[final] = seconds
+            }
+        }
+        return policy
     }
 
     /// "key 'retry.maxAttempts': expected a number" rather than a DecodingError dump.
@@ -286,14 +303,7 @@ struct LoadedPipeline {
         }
         router = try Router(tables: tables, directory: directory, dvdvPrefixes: prefixes)
 
-        var retention = RetentionPolicy.default
-        for (state, text) in configuration.retention ?? [:] {
-            guard let seconds = RetentionPolicy.seconds(of: text), let final = SubmissionState(rawValue: state) else {
-                throw ConfigurationError("key 'retention.\(state)': expected a duration such as 7d, 12h or 30m, found '\(text)'")
-            }
-            retention.periods[final] = seconds
-        }
-        self.retention = retention
+        self.retention = configuration.retentionPolicy
         switch purpose {
         case .decision:
             pipeline = nil

@@ -264,9 +264,5 @@ enum Installation {
 
 extension Tally {
     /// The exit status of a batch: unreadable input over invalid documents over success.
-    var exitStatus: ExitStatus {
-        if unreadable > 0 { return .unreadable }
-        if invalid > 0 { return .someInvalid }
-        return .allValid
-    }
+    var exitStatus: ExitStatus { ExitStatus(rawValue: exitCode) ?? .unreadable }
 }

@@ -221,6 +221,8 @@ struct SubmitTests {
          "amtsbote.json: key 'retry.maxAttempts': expected a number"),
         (#"{"routing": {"tables": ["Samples/routing"]}, "backends": {}, "ledger": "l", "spool": "s"}"#,
          "amtsbote.json: missing key 'postfaecher'"),
+        (#"{"routing": {"tables": ["Samples/routing"]}, "backends": {}, "postfaecher": {"default": "x"}, "ledger": "l", "spool": "s", "retention": {"dead": "30 days"}}"#,
+         "amtsbote.json: key 'retention.dead': expected a duration such as 7d, 12h or 30m, found '30 days'"),
         (#"{"routing": {"tables": [""# + TestEnvironment.projectRoot.appendingPathComponent("Samples/routing").path
             + #""]}, "backends": {"local": {"kind": "filesystem", "directory": "p", "direcotry": "q"}}, "postfaecher": {"default": "local"}, "ledger": "l", "spool": "s"}"#,
          "key 'backends.local': unknown parameter 'direcotry' for a filesystem backend (known: directory)"),

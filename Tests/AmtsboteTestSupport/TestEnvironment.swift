@@ -169,13 +169,9 @@ public enum SampleSubmissions {
 /// or fast the machine, and never because time ran out.
 public func waitUntil(_ what: String, sourceLocation: SourceLocation = #_sourceLocation,
                       _ condition: () async throws -> Bool) async throws {
-    let limit = max(120, Double(ProcessInfo.processInfo.environment["AMTSBOTE_TIME_GUARD_SECONDS"] ?? "") ?? 0)
-    let deadline = ContinuousClock.now + .seconds(limit)
+    let hang = HangGuard(what, sourceLocation: sourceLocation)
     while !(try await condition()) {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("still waiting after \(Int(limit)) s: \(what)", sourceLocation: sourceLocation)
-            throw TimeGuardExceeded()
-        }
+        try hang.check()
         try await Task.sleep(for: .milliseconds(10))
     }
 }
@@ -183,16 +179,33 @@ public func waitUntil(_ what: String, sourceLocation: SourceLocation = #_sourceL
 /// Synchronous form of ``waitUntil(_:sourceLocation:_:)`` for tests that must not wait for a turn on the task pool.
 public func waitUntilSync(_ what: String, sourceLocation: SourceLocation = #_sourceLocation,
                           _ condition: () throws -> Bool) throws {
-    let limit = max(120, Double(ProcessInfo.processInfo.environment["AMTSBOTE_TIME_GUARD_SECONDS"] ?? "") ?? 0)
-    let deadline = ContinuousClock.now + .seconds(limit)
+    let hang = HangGuard(what, sourceLocation: sourceLocation)
     while !(try condition()) {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("still waiting after \(Int(limit)) s: \(what)", sourceLocation: sourceLocation)
-            throw TimeGuardExceeded()
-        }
+        try hang.check()
         usleep(10_000)
     }
 }
 
 /// A wait's hang guard ran out.
 public struct TimeGuardExceeded: Error {}
+
+/// The bound of a wait: two minutes, or `AMTSBOTE_TIME_GUARD_SECONDS` when that is longer.
+struct HangGuard {
+    let what: String
+    let sourceLocation: SourceLocation
+    let limit = max(120, Double(ProcessInfo.processInfo.environment["AMTSBOTE_TIME_GUARD_SECONDS"] ?? "") ?? 0)
+    let deadline: ContinuousClock.Instant
+
+    init(_ what: String, sourceLocation: SourceLocation) {
+        self.what = what
+        self.sourceLocation = sourceLocation
+        deadline = ContinuousClock.now + .seconds(limit)
+    }
+
+    /// Records the hang and throws once the bound has passed.
+    func check() throws {
+        guard ContinuousClock.now >= deadline else { return }
+        Issue.record("still waiting after \(Int(limit)) s: \(what)", sourceLocation: sourceLocation)
+        throw TimeGuardExceeded()
+    }
+}
