@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "Postfach", targets: ["Postfach"]),
         .library(name: "PostfachTesting", targets: ["PostfachTesting"]),
         .library(name: "AmtsbotePipeline", targets: ["AmtsbotePipeline"]),
+        .library(name: "AmtsbotePostgres", targets: ["AmtsbotePostgres"]),
+        .library(name: "LedgerTesting", targets: ["LedgerTesting"]),
         .library(name: "XoevReports", targets: ["XoevReports"]),
         .executable(name: "amtsbote", targets: ["amtsbote"]),
     ],
@@ -18,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         // libxml2 as found by pkg-config; Debian: libxml2-dev.
@@ -58,6 +61,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The ledger and the payload store on PostgreSQL (postgres-nio), shared by processes on many machines.
+        .target(
+            name: "AmtsbotePostgres",
+            dependencies: [
+                "AmtsbotePipeline", "Postfach",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The conformance suite every ledger engine must pass (Swift Testing checks, callable from any test target).
+        .target(
+            name: "LedgerTesting",
+            dependencies: ["AmtsbotePipeline", "Postfach"]
+        ),
         // The command-line tool: flags -> configuration -> validation -> output and exit code.
         .executableTarget(
             name: "amtsbote",
@@ -66,6 +83,7 @@ let package = Package(
                 "XoevRouting",
                 "Postfach",
                 "AmtsbotePipeline",
+                "AmtsbotePostgres",
                 "XoevReports",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -4,33 +4,48 @@ import Postfach
 import XoevRouting
 import XoevValidation
 
-/// How failed deliveries are retried: exponential backoff, then dead letter.
+/// How deliveries are leased and retried: capped exponential backoff with full jitter, then dead letter.
 public struct RetryPolicy: Sendable, Hashable {
     public var maxAttempts: Int
     public var initialDelay: Duration
     public var multiplier: Double
     public var maxDelay: Duration
+    /// Each wait is drawn uniformly between zero and the capped exponential delay ("full jitter"), so that failed
+    /// deliveries of many rows do not come back at the same moment. `false`: the capped delay itself.
+    public var fullJitter: Bool
     /// How long one delivery attempt may take before it counts as failed (`postfach.timeout`, retried); `nil`: no limit.
     public var attemptTimeout: Duration?
+    /// How long a claimed row stays leased without a heartbeat. Another process takes it over after that.
+    public var lease: Duration
+    /// How often a running attempt extends its lease (to now + ``lease``); `nil`: never (the lease must then
+    /// outlast the attempt).
+    public var heartbeat: Duration?
 
     public init(maxAttempts: Int = 5, initialDelay: Duration = .seconds(1), multiplier: Double = 2,
-                maxDelay: Duration = .seconds(60), attemptTimeout: Duration? = .seconds(120)) {
+                maxDelay: Duration = .seconds(60), fullJitter: Bool = true, attemptTimeout: Duration? = .seconds(120),
+                lease: Duration = .seconds(30), heartbeat: Duration? = .seconds(10)) {
         self.maxAttempts = maxAttempts
         self.initialDelay = initialDelay
         self.multiplier = multiplier
         self.maxDelay = maxDelay
+        self.fullJitter = fullJitter
         self.attemptTimeout = attemptTimeout
+        self.lease = lease
+        self.heartbeat = heartbeat
     }
 
-    /// How long a process holds a queued row while it delivers it: the attempt's time limit and a minute more (15
-    /// minutes without a limit). Another process takes the row over only after that, or at once when the holder is
-    /// gone (``ProcessIdentity/isAlive``).
-    public var lease: Duration { (attemptTimeout ?? .seconds(840)) + .seconds(60) }
-
-    /// The wait after the `attempt`-th failure (1-based).
+    /// The capped exponential delay after the `attempt`-th failure (1-based): the upper bound of the wait.
     public func delay(afterAttempt attempt: Int) -> Duration {
         let seconds = min(initialDelay.seconds * pow(multiplier, Double(max(0, attempt - 1))), maxDelay.seconds)
         return .milliseconds(Int64((seconds * 1000).rounded()))
+    }
+
+    /// The wait before the next attempt after the `attempt`-th failure: full jitter over ``delay(afterAttempt:)``,
+    /// and never shorter than what the receiving side asked for (`retryAfter`).
+    public func wait(afterAttempt attempt: Int, retryAfter: Duration? = nil) -> Duration {
+        let cap = delay(afterAttempt: attempt)
+        let drawn = fullJitter ? Duration.milliseconds(Int64.random(in: 0...max(0, Int64(cap.seconds * 1000)))) : cap
+        return max(drawn, retryAfter ?? .zero)
     }
 }
 
@@ -47,14 +62,18 @@ public struct BackendSelection: Sendable {
     public func backend(for postfach: String) -> any PostfachBackend { overrides[postfach] ?? defaultBackend }
 }
 
-/// validate → route → deliver, with every step recorded in the ledger first.
+/// validate → route → queue → deliver, with every step recorded in the ledger first.
 public struct Pipeline: Sendable {
     public let validator: Validator
     public let router: Router
     public let backends: BackendSelection
-    public let ledger: Ledger
+    public let ledger: any LedgerStore
     public let spool: Spool
+    public let payloads: any PayloadStore
     public let retry: RetryPolicy
+    /// Whether an intake makes the first delivery attempt itself (the embedded default). `false`: it only queues,
+    /// and workers (``DeliveryWorker``, `amtsbote worker`) deliver.
+    public let deliversOnIntake: Bool
     let logger: Logger
     /// Rows the pipelines of this process are working on right now (so that `recover` can tell this process's own
     /// stranded rows, left by an error in a long-running process, from the ones in progress). Process-wide, since
@@ -62,31 +81,34 @@ public struct Pipeline: Sendable {
     /// to be equal only delay a take-over, never cause one.
     var inFlight: InFlight { InFlight.shared }
 
-    public init(validator: Validator, router: Router, backends: BackendSelection, ledger: Ledger, spool: Spool,
-                retry: RetryPolicy = RetryPolicy(), logger: Logger = Logger(label: "amtsbote.pipeline")) {
+    public init(validator: Validator, router: Router, backends: BackendSelection, ledger: any LedgerStore, spool: Spool,
+                payloads: any PayloadStore = FilesystemPayloadStore(), retry: RetryPolicy = RetryPolicy(),
+                deliversOnIntake: Bool = true, logger: Logger = Logger(label: "amtsbote.pipeline")) {
         self.validator = validator
         self.router = router
         self.backends = backends
         self.ledger = ledger
         self.spool = spool
+        self.payloads = payloads
         self.retry = retry
+        self.deliversOnIntake = deliversOnIntake
         self.logger = logger
     }
 
-    /// Takes one file: records it, spools and validates it, routes it, and makes the first delivery attempt.
-    /// Returns the ledger row as it stands afterwards.
+    /// Takes one file: records it, spools and validates it, routes it, and queues it (making the first delivery
+    /// attempt when ``deliversOnIntake``). Returns the ledger row as it stands afterwards.
     public func submit(file path: String) async throws -> Submission {
-        var submission = try ledger.recordReceived(source: path, at: Date())
+        var submission = try await ledger.recordReceived(source: path, at: Date())
         inFlight.insert(submission.id)
         defer { inFlight.remove(submission.id) }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno))
             submission.state = .abandoned
+            submission.owner = nil
             submission.reasonCode = "input.unreadable"
             submission.reason = "cannot open: \(reason)"
-            try ledger.save(submission)
-            return submission
+            return try await save(submission, from: .received)
         }
         defer { close(fd) }
         return try await submit(fileDescriptor: fd, named: path, recorded: submission)
@@ -94,26 +116,39 @@ public struct Pipeline: Sendable {
 
     /// Takes one stream (standard input, a socket) to its end.
     public func submit(fileDescriptor fd: Int32, named name: String) async throws -> Submission {
-        let submission = try ledger.recordReceived(source: name, at: Date())
+        let submission = try await ledger.recordReceived(source: name, at: Date())
         inFlight.insert(submission.id)
         defer { inFlight.remove(submission.id) }
         return try await submit(fileDescriptor: fd, named: name, recorded: submission)
     }
 
+    /// Writes a row this process owns (compare-and-set on `expected`); a row another process took over meanwhile
+    /// is an error: that process now decides.
+    private func save(_ submission: Submission, from expected: SubmissionState) async throws -> Submission {
+        guard try await ledger.update(submission, from: expected) else {
+            throw LedgerError(code: "ledger.lost-row",
+                              message: "submission \(submission.id ?? 0) was taken over by another process")
+        }
+        return submission
+    }
+
     private func submit(fileDescriptor fd: Int32, named name: String, recorded: Submission) async throws -> Submission {
         var submission = recorded
+        let id = submission.id ?? 0
         let intake: Intake
         do {
-            intake = try spool.take(fileDescriptor: fd, named: name, submission: submission.id ?? 0, validator: validator)
+            intake = try spool.take(fileDescriptor: fd, named: name, submission: id, validator: validator)
+            submission.payloadLocation = try await payloads.keep(spooled: intake.path, submission: id)
         } catch {
+            try? await payloads.removeIncomplete(submission: id)
             submission.state = .abandoned
-            submission.reasonCode = (error as? XoevValidation.ValidationError)?.code.rawValue ?? "spool.failed"
+            submission.owner = nil
+            submission.reasonCode = (error as? XoevValidation.ValidationError)?.code.rawValue
+                ?? (error as? LedgerError)?.code ?? "spool.failed"
             submission.reason = "\(error)"
-            try ledger.save(submission)
-            logger.error("intake failed", metadata: ["submission": "\(submission.id ?? 0)", "code": "\(submission.reasonCode ?? "")"])
-            return submission
+            logger.error("intake failed", metadata: ["submission": "\(id)", "code": "\(submission.reasonCode ?? "")"])
+            return try await save(submission, from: .received)
         }
-        submission.spoolPath = intake.path.path
         submission.payloadSHA256 = intake.sha256
         submission.payloadSize = intake.size
         submission.schemaId = intake.report.schema
@@ -121,12 +156,12 @@ public struct Pipeline: Sendable {
         guard report.isValid else {
             let first = report.errors.first
             submission.state = .rejected
+            submission.owner = nil
             submission.reasonCode = first?.code ?? "validation.incomplete"
             submission.reason = first.map { Self.place(of: $0) } ?? "invalid"
-            try ledger.save(submission)
-            logger.info("rejected", metadata: ["submission": "\(submission.id ?? 0)", "code": "\(submission.reasonCode ?? "")",
+            logger.info("rejected", metadata: ["submission": "\(id)", "code": "\(submission.reasonCode ?? "")",
                                                "line": "\(first?.line ?? 0)", "path": "\(first?.path ?? "")"])
-            return submission
+            return try await save(submission, from: .received)
         }
         let captured = report.captured
         submission.messageId = captured["messageId"].flatMap { Delivery.isValidID($0) ? $0 : nil }
@@ -134,8 +169,7 @@ public struct Pipeline: Sendable {
         let keys = RoutingKeys(captured: captured)
         submission.routingKeys = String(decoding: try JSONEncoder().encode(StoredKeys(keys)), as: UTF8.self)
         submission.state = .validated
-        try ledger.save(submission)
-        return try await routeAndDeliver(submission)
+        return try await routeAndQueue(try await save(submission, from: .received))
     }
 
     /// "line 3, column 7 (/p:a/p:b)": where a finding is, without its message (which may quote personal data).
@@ -143,54 +177,60 @@ public struct Pipeline: Sendable {
         "line \(finding.line), column \(finding.column)" + (finding.path.isEmpty ? "" : " (\(finding.path))")
     }
 
-    /// Routes a validated submission, claims its delivery id, and makes one delivery attempt.
-    func routeAndDeliver(_ validated: Submission) async throws -> Submission {
+    /// Routes a validated submission and queues it under its delivery id; makes the first delivery attempt when
+    /// ``deliversOnIntake``.
+    func routeAndQueue(_ validated: Submission) async throws -> Submission {
         var submission = validated
         let keys = submission.routingKeys.flatMap { try? JSONDecoder().decode(StoredKeys.self, from: Data($0.utf8)) }?.keys
             ?? RoutingKeys()
         switch router.route(keys, at: submission.receivedAt) {
         case .failure(let unroutable):
             submission.state = .unroutable
+            submission.owner = nil
             submission.reasonCode = unroutable.code
             submission.reason = unroutable.message
-            try ledger.save(submission)
             logger.info("unroutable", metadata: ["submission": "\(submission.id ?? 0)", "code": "\(unroutable.code)"])
-            return submission
+            return try await save(submission, from: .validated)
         case .success(let decision):
             submission.postfach = decision.postfach.value
             submission.routing = String(decoding: try JSONEncoder().encode(RoutingSummary(decision)), as: UTF8.self)
         }
-        submission = try ledger.claimAndQueue(submission, leaseUntil: Date().addingTimeInterval(retry.lease.seconds))
-        guard submission.state == .queued else { return submission }
+        submission = try await ledger.claimAndQueue(submission, leaseFor: deliversOnIntake ? retry.lease : nil)
+        guard submission.state == .running else { return submission }
         return try await attempt(submission)
     }
 
-    /// One delivery attempt of a row this process holds the lease of; the outcome is saved (and the lease
-    /// released) before this returns.
-    func attempt(_ queued: Submission) async throws -> Submission {
-        var submission = queued
-        submission.owner = nil
-        guard let postfach = submission.postfach, let deliveryId = submission.deliveryId, let spoolPath = submission.spoolPath,
-              let sha = submission.payloadSHA256, let size = submission.payloadSize else {
+    /// One delivery attempt of a row this process claimed (`running` under its lease token). The lease is extended
+    /// by heartbeat while the backend works; the outcome is recorded fenced by the token before this returns. A
+    /// late outcome (the lease was lost and another process took the row over) is logged and changes nothing.
+    public func attempt(_ leased: Submission) async throws -> Submission {
+        var submission = leased
+        let id = submission.id ?? 0
+        guard let postfach = submission.postfach, let deliveryId = submission.deliveryId,
+              let location = submission.payloadLocation, let sha = submission.payloadSHA256,
+              let size = submission.payloadSize else {
             submission.state = .dead
             submission.reasonCode = "ledger.incomplete"
             submission.reason = "the ledger row lacks what a delivery needs"
-            return try finish(submission)
+            return try await finish(submission)
         }
-        var metadata = ["submission": "\(submission.id ?? 0)", "schema": submission.schemaId ?? ""]
+        var metadata = ["submission": "\(id)", "schema": submission.schemaId ?? ""]
         if let routing = submission.routing { metadata["routing"] = routing }
-        let delivery = Delivery(id: deliveryId, postfach: postfach, payload: URL(fileURLWithPath: spoolPath),
-                                payloadSHA256: sha, payloadSize: size, receivedAt: submission.receivedAt, metadata: metadata)
-        submission.attempts += 1
+        let heartbeat = startHeartbeat(for: submission)
+        defer { heartbeat?.cancel() }
         do {
             let backend = backends.backend(for: postfach)
-            let receipt = try await Self.deliver(delivery, to: backend, within: retry.attemptTimeout)
+            let receipt = try await payloads.withLocalFile(location) { file in
+                let delivery = Delivery(id: deliveryId, postfach: postfach, payload: file, payloadSHA256: sha,
+                                        payloadSize: size, receivedAt: submission.receivedAt, metadata: metadata)
+                return try await Self.deliver(delivery, to: backend, within: retry.attemptTimeout)
+            }
             submission.state = .delivered
             submission.receipt = String(decoding: try JSONEncoder.receipts.encode(receipt), as: UTF8.self)
             submission.reasonCode = nil
             submission.reason = nil
             submission.nextAttemptAt = nil
-            logger.info("delivered", metadata: ["submission": "\(submission.id ?? 0)", "postfach": "\(postfach)"])
+            logger.info("delivered", metadata: ["submission": "\(id)", "postfach": "\(postfach)"])
         } catch {
             let failure = error as? PostfachError
                 ?? PostfachError(code: error is CancellationError ? .cancelled : .unavailable, message: "\(error)")
@@ -198,25 +238,53 @@ public struct Pipeline: Sendable {
             submission.reason = failure.message
             if failure.isRetryable && submission.attempts < retry.maxAttempts {
                 submission.state = .queued
-                submission.nextAttemptAt = Date().addingTimeInterval(retry.delay(afterAttempt: submission.attempts).seconds)
+                let wait = retry.wait(afterAttempt: submission.attempts, retryAfter: failure.retryAfter)
+                submission.nextAttemptAt = Date().addingTimeInterval(wait.seconds)
             } else {
                 submission.state = .dead
                 submission.nextAttemptAt = nil
             }
-            logger.warning("delivery failed", metadata: ["submission": "\(submission.id ?? 0)", "postfach": "\(postfach)",
+            logger.warning("delivery failed", metadata: ["submission": "\(id)", "postfach": "\(postfach)",
                                                          "code": "\(failure.code)", "attempt": "\(submission.attempts)"])
         }
-        return try finish(submission)
+        heartbeat?.cancel()
+        return try await finish(submission)
     }
 
-    /// Saves an attempt's outcome if this process still holds the row's lease; otherwise the row was taken over
-    /// (the attempt outlived its lease), the late outcome is logged and changes nothing, and the row is returned
-    /// as it stands.
-    private func finish(_ submission: Submission) throws -> Submission {
-        if try ledger.finishAttempt(submission) { return submission }
+    /// Extends the lease of `leased` every ``RetryPolicy/heartbeat`` until cancelled or the lease is found lost.
+    private func startHeartbeat(for leased: Submission) -> Task<Void, Never>? {
+        guard let interval = retry.heartbeat else { return nil }
+        let ledger = ledger, lease = retry.lease, logger = logger
+        return Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard !Task.isCancelled else { return }
+                do {
+                    if try await ledger.extendLeases([leased], by: lease).isEmpty {
+                        logger.warning("lease lost while delivering", metadata: ["submission": "\(leased.id ?? 0)"])
+                        return
+                    }
+                } catch {
+                    // The ledger is unreachable: the lease may expire; the fenced finish decides.
+                    logger.warning("heartbeat failed", metadata: ["submission": "\(leased.id ?? 0)",
+                                                                  "code": "ledger.unavailable"])
+                }
+            }
+        }
+    }
+
+    /// Records an attempt's outcome if the row is still leased under the token it was claimed with; otherwise
+    /// the late outcome is logged and changes nothing, and the row is returned as it stands.
+    private func finish(_ outcome: Submission) async throws -> Submission {
+        if try await ledger.finishAttempt(outcome) {
+            var saved = outcome
+            saved.releaseLease()
+            return saved
+        }
         logger.warning("late outcome after a lost lease: not recorded", metadata: [
-            "submission": "\(submission.id ?? 0)", "state": "\(submission.state.rawValue)"])
-        return try submission.id.flatMap { try ledger.submission($0) } ?? submission
+            "submission": "\(outcome.id ?? 0)", "outcome": "\(outcome.state.rawValue)", "code": "ledger.lease-lost"])
+        guard let id = outcome.id else { return outcome }
+        return try await ledger.submission(id) ?? outcome
     }
 
     /// One `deliver` call, abandoned after `limit`: a backend that hangs (a server that never answers, a stuck
@@ -249,79 +317,97 @@ public struct Pipeline: Sendable {
         }
     }
 
-    /// After a crash: intakes that were cut off become `abandoned`; validated ones are routed; queued ones wait
-    /// for ``deliverDue(at:)``. Only work whose owning process is gone is touched, so this is safe while other
-    /// processes (another `submit`, a `retry`) work on the same ledger.
+    /// After a crash: intakes that were cut off become `abandoned`; validated ones are routed and queued; running
+    /// rows whose owner on this machine is gone go back to the queue at once, and rows whose lease expired (any
+    /// owner) too. Only work whose owner is gone is touched, so this is safe while other processes work on the
+    /// same ledger.
     public func recover() async throws -> [Submission] {
         var resumed: [Submission] = []
-        for observed in try ledger.submissions(states: [.received]) {
-            guard var submission = try adopt(observed) else { continue }
-            spool.removeIncompleteFile(of: submission.id ?? 0)
+        for observed in try await ledger.submissions(states: [.received], limit: nil) {
+            guard var submission = try await adopt(observed) else { continue }
+            let id = submission.id ?? 0
+            spool.removeIncompleteFile(of: id)
+            try await payloads.removeIncomplete(submission: id)
             submission.state = .abandoned
             submission.owner = nil
             submission.reasonCode = "intake.interrupted"
             submission.reason = "the process stopped before the payload was complete; the sender must resend"
-            try ledger.save(submission)
-            resumed.append(submission)
+            resumed.append(try await save(submission, from: .received))
         }
         // Temporary spool files of rows no running intake owns. Rows newer than `newest` may be starting now: left.
-        let newest = try ledger.newestID()
-        let reading = Set(try ledger.submissions(states: [.received]).compactMap(\.id))
+        let newest = try await ledger.newestID()
+        let reading = Set(try await ledger.submissions(states: [.received], limit: nil).compactMap(\.id))
         spool.removeIncompleteFiles(upTo: newest, except: reading)
-        for observed in try ledger.submissions(states: [.validated]) {
-            guard let submission = try adopt(observed) else { continue }
+        for observed in try await ledger.submissions(states: [.validated], limit: nil) {
+            guard let submission = try await adopt(observed) else { continue }
             inFlight.insert(submission.id)
             defer { inFlight.remove(submission.id) }
-            resumed.append(try await routeAndDeliver(submission))
+            resumed.append(try await routeAndQueue(submission))
         }
+        resumed += try await rescueRunning()
         return resumed
+    }
+
+    /// Puts back in the queue running rows whose lease expired, and (before expiry) those whose owner on this
+    /// machine is known to be gone.
+    @discardableResult
+    public func rescueRunning() async throws -> [Submission] {
+        var rescued = try await ledger.requeueExpiredLeases()
+        for observed in try await ledger.submissions(states: [.running], limit: nil)
+        where observed.owner != ledger.identity.description && !ProcessIdentity.ownerIsAlive(observed.owner) {
+            if let row = try await ledger.rescue(observed) { rescued.append(row) }
+        }
+        if !rescued.isEmpty { logger.info("leases recovered", metadata: ["count": "\(rescued.count)"]) }
+        return rescued
     }
 
     /// Takes over a row whose owner is gone, or one of this process's own that no call is working on any more
     /// (an error left it behind).
-    private func adopt(_ observed: Submission) throws -> Submission? {
+    private func adopt(_ observed: Submission) async throws -> Submission? {
         let stranded = observed.owner == ledger.identity.description && !inFlight.contains(observed.id)
-        return try ledger.adopt(observed, evenIfOwnerRuns: stranded)
+        return try await ledger.adopt(observed, evenIfOwnerRuns: stranded)
     }
 
-    /// Delivers every queued submission whose attempt is due (or whose lease holder is gone), taking each row's
-    /// lease first so that no two processes deliver one row at once.
-    public func deliverDue(at date: Date = Date()) async throws -> [Submission] {
+    /// Claims and delivers, one after the other, every queued submission due by `date` (nil: now).
+    public func deliverDue(at date: Date? = nil) async throws -> [Submission] {
         var results: [Submission] = []
-        for observed in try ledger.due(at: date) {
+        var attempted: Set<Int64> = []
+        while true {
             try Task.checkCancellation()
-            guard let leased = try ledger.lease(observed, now: date, until: Date().addingTimeInterval(retry.lease.seconds)) else {
-                continue
+            guard let leased = try await ledger.claimDue(limit: 1, dueBy: date, leaseFor: retry.lease).first else {
+                return results
+            }
+            // One attempt per row and call: a row that failed and is due again within `date` waits for the next call.
+            guard attempted.insert(leased.id ?? 0).inserted else {
+                _ = try await ledger.release(leased)
+                return results
             }
             results.append(try await attempt(leased))
         }
-        return results
     }
 
-    /// Delivers due submissions until none is queued, waiting for backoff, at most `limit` in total.
+    /// Delivers due submissions until none is queued or running, waiting for backoff, at most `limit` in total.
     public func drain(waitingAtMost limit: Duration) async throws {
         let deadline = ContinuousClock.now + limit
         while true {
+            try await rescueRunning()
             _ = try await deliverDue()
-            guard let next = try ledger.nextAttempt() else { return }
+            guard let next = try await ledger.nextAttempt() else { return }
             let wait = max(0, next.timeIntervalSinceNow)
             guard ContinuousClock.now + .milliseconds(Int64(wait * 1000)) <= deadline else { return }
-            try await Task.sleep(for: .milliseconds(Int64(wait * 1000) + 5))
+            await ledger.waitForWork(upTo: .milliseconds(Int64(wait * 1000) + 5))
         }
     }
 
-    /// Puts dead (or still queued) submissions back in the queue with a fresh attempt count. A row another running
-    /// process is delivering right now is left to it.
-    public func requeue(_ ids: [Int64]?) throws -> [Submission] {
-        let candidates = try ledger.submissions(states: [.dead, .queued]).filter { ids == nil || ids!.contains($0.id ?? -1) }
+    /// Puts dead (or still queued) submissions back in the queue with a fresh attempt count. A row that is
+    /// running right now (another process delivers it) is left to it and returned as it stands.
+    public func requeue(_ ids: [Int64]?) async throws -> [Submission] {
+        let candidates = try await ledger.submissions(states: [.dead, .queued, .running], limit: nil)
+            .filter { ids == nil || ids!.contains($0.id ?? -1) }
         var requeued: [Submission] = []
         for observed in candidates {
-            if observed.state == .queued, let owner = observed.owner, owner != ledger.identity.description,
-               Ledger.ownerIsAlive(owner) {
-                requeued.append(observed)
-                continue
-            }
-            if let submission = try ledger.requeue(observed) { requeued.append(submission) }
+            if observed.state == .running { requeued.append(observed); continue }
+            if let submission = try await ledger.requeue(observed) { requeued.append(submission) }
         }
         return requeued
     }

@@ -36,39 +36,42 @@ public struct RetentionPolicy: Sendable, Hashable {
 
 /// Deletes the payloads of finished submissions past their retention period and marks their rows purged.
 public struct Purge: Sendable {
-    public let ledger: Ledger
+    public let ledger: any LedgerStore
+    public let payloads: any PayloadStore
 
-    /// Purges the payloads `ledger` records (their spool files, by the path in each row).
-    public init(ledger: Ledger) {
+    /// Purges the payloads `ledger` records, kept in `payloads`.
+    public init(ledger: any LedgerStore, payloads: any PayloadStore = FilesystemPayloadStore()) {
         self.ledger = ledger
+        self.payloads = payloads
     }
 
     /// Purges (or with `dryRun` only lists) every submission in one of `states` (default: every final state of
     /// the policy) that became final before its period, or before `olderThan` when given. Returns the rows purged.
     public func run(policy: RetentionPolicy, olderThan: TimeInterval? = nil, states: [SubmissionState]? = nil,
-                    dryRun: Bool = false, now: Date = Date()) throws -> [Submission] {
+                    dryRun: Bool = false, now: Date = Date()) async throws -> [Submission] {
         let selected = (states ?? SubmissionState.allCases).filter(\.isFinal)
         var purged: [Submission] = []
         for state in selected {
             guard let period = olderThan ?? policy.periods[state] else { continue }
             let cutoff = now.addingTimeInterval(-period)
-            for observed in try ledger.unpurged(state: state, finishedBefore: cutoff) {
+            for observed in try await ledger.unpurged(state: state, finishedBefore: cutoff) {
                 if dryRun { purged.append(observed); continue }
-                // The row first (compare-and-set on its state and age), then the file: a row that changed
-                // meanwhile is left alone, and a crash in between leaves a marked row whose file the next run removes.
-                guard let row = try ledger.markPurged(observed, cutoff: cutoff, at: now) else { continue }
-                removePayload(of: row)
+                // The row first (compare-and-set on its state and age), then the payload: a row that changed
+                // meanwhile is left alone, and a crash in between leaves a marked row whose payload the next run removes.
+                guard let row = try await ledger.markPurged(observed, cutoff: cutoff, at: now) else { continue }
+                try await removePayload(of: row)
                 purged.append(row)
             }
         }
         if !dryRun {
-            for row in try ledger.purgedWithPayloadPath() { removePayload(of: row) }
+            for row in try await ledger.purgedWithPayload() { try await removePayload(of: row) }
         }
         return purged
     }
 
-    private func removePayload(of row: Submission) {
-        guard let path = row.spoolPath else { return }
-        if unlink(path) == 0 || errno == ENOENT { try? ledger.forgetPayloadPath(row) }
+    private func removePayload(of row: Submission) async throws {
+        guard let location = row.payloadLocation else { return }
+        try await payloads.remove(location)
+        try await ledger.forgetPayloadLocation(row)
     }
 }

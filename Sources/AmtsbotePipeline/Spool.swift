@@ -109,6 +109,6 @@ public struct Spool: Sendable {
 /// The spool could not keep a payload (disk full, permissions): the submission is not accepted.
 public struct SpoolError: Error, Sendable, CustomStringConvertible {
     public let message: String
-    init(_ message: String) { self.message = message }
+    public init(_ message: String) { self.message = message }
     public var description: String { message }
 }

@@ -100,10 +100,14 @@ public struct PostfachError: Error, Sendable, Hashable, CustomStringConvertible 
 
     public var code: Code
     public var message: String
+    /// How long the receiving side asked us to wait before the next attempt (an HTTP `Retry-After`); the retry
+    /// waits at least this long.
+    public var retryAfter: Duration?
 
-    public init(code: Code, message: String) {
+    public init(code: Code, message: String, retryAfter: Duration? = nil) {
         self.code = code
         self.message = message
+        self.retryAfter = retryAfter
     }
 
     /// `true` for ``Code/unavailable``, ``Code/cancelled`` and ``Code/timeout``.

@@ -15,6 +15,8 @@ enum ExitStatus: Int32 {
     case unroutable = 4
     /// At least one delivery failed (queued for retry or dead letter).
     case deliveryFailed = 5
+    /// The ledger cannot be reached (a PostgreSQL server down or refusing): nothing was recorded.
+    case ledgerUnavailable = 6
 }
 
 @main
@@ -30,10 +32,11 @@ struct Amtsbote: AsyncParsableCommand {
           3  at least one input could not be read
           4  at least one document could not be routed (submit, route)
           5  at least one delivery failed and is queued for retry or dead-lettered (submit, retry)
+          6  the ledger cannot be reached (a PostgreSQL server down): nothing was recorded
           When several apply, the highest wins, except that 2 stops before any document is read.
         """,
         subcommands: [ValidateCommand.self, SubmitCommand.self, RouteCommand.self, DeliveriesCommand.self,
-                      RetryCommand.self, PurgeCommand.self, ExplainCommand.self]
+                      RetryCommand.self, WorkerCommand.self, PurgeCommand.self, ExplainCommand.self]
     )
 
     /// Runs the command and maps every failure to a documented exit code (argument errors are 2, not 64).

@@ -1,3 +1,4 @@
+import AmtsbotePostgres
 import AmtsbotePipeline
 import ArgumentParser
 import Foundation
@@ -53,6 +54,10 @@ struct AmtsboteConfiguration: Codable {
         var multiplier: Double?
         var maxDelaySeconds: Double?
         var attemptTimeoutSeconds: Double?
+        /// How long a claimed delivery stays leased without a heartbeat (default 30).
+        var leaseSeconds: Double?
+        /// How often a running delivery extends its lease (default a third of the lease; 0: never).
+        var heartbeatSeconds: Double?
     }
 
     var format: String?
@@ -64,7 +69,7 @@ struct AmtsboteConfiguration: Codable {
     var routing: Routing
     var backends: [String: Backend]
     var postfaecher: Postfaecher
-    var ledger: String
+    var ledger: LedgerSetting
     var spool: String
     var retry: Retry?
     /// How long payloads of finished submissions are kept, by final state ("7d", "30d", "12h").
@@ -89,7 +94,7 @@ struct AmtsboteConfiguration: Codable {
                              retiredKeys: routing + "/ags-retired-since-2011.txt", dvdvPrefixes: nil),
             backends: ["local": Backend(kind: "filesystem", parameters: ["directory": data + "/postfach"])],
             postfaecher: Postfaecher(default: "local", overrides: nil),
-            ledger: data + "/ledger.sqlite",
+            ledger: .sqlite(path: data + "/ledger.sqlite"),
             spool: data + "/spool",
             retry: nil,
             retention: nil)
@@ -122,7 +127,8 @@ extension AmtsboteConfiguration {
         "retention": Set(SubmissionState.allCases.filter(\.isFinal).map(\.rawValue)),
         "routing": ["tables", "municipalities", "retiredKeys", "dvdvPrefixes"],
         "postfaecher": ["default", "overrides"],
-        "retry": ["maxAttempts", "initialDelaySeconds", "multiplier", "maxDelaySeconds", "attemptTimeoutSeconds"],
+        "retry": ["maxAttempts", "initialDelaySeconds", "multiplier", "maxDelaySeconds", "attemptTimeoutSeconds",
+                  "leaseSeconds", "heartbeatSeconds"],
     ]
 
     /// Reads and checks a configuration file. Every error names the file, the key path and what is expected.
@@ -150,6 +156,16 @@ extension AmtsboteConfiguration {
             configuration = try JSONDecoder().decode(AmtsboteConfiguration.self, from: data)
         } catch let error as DecodingError {
             throw ConfigurationError("\(path): \(describe(error))")
+        }
+        if let ledger = top["ledger"] as? [String: Any] {
+            if let unknown = ledger.keys.filter({ !["sqlite", "postgres"].contains($0) }).sorted().first {
+                throw ConfigurationError("\(path): unknown key 'ledger.\(unknown)' (known here: postgres, sqlite)")
+            }
+            if let postgres = ledger["postgres"] as? [String: Any],
+               let unknown = postgres.keys.filter({ !LedgerSetting.knownPostgresKeys.contains($0) }).sorted().first {
+                throw ConfigurationError("\(path): unknown key 'ledger.postgres.\(unknown)' (known here: "
+                    + LedgerSetting.knownPostgresKeys.sorted().joined(separator: ", ") + ")")
+            }
         }
         for (state, text) in (configuration.retention ?? [:]).sorted(by: { $0.key < $1.key })
         where RetentionPolicy.seconds(of: text) == nil {
@@ -220,10 +236,13 @@ struct PipelineOptions: ParsableArguments {
         if data != nil && config != nil { throw ValidationError("--data belongs to the embedded default; a configuration file names its own folders") }
     }
 
-    func load(_ purpose: LoadedPipeline.Purpose = .delivery) throws -> LoadedPipeline {
+    func load(_ purpose: LoadedPipeline.Purpose = .delivery) async throws -> LoadedPipeline {
         LogSetup.bootstrapOnce(level: Logger.Level(rawValue: logLevel) ?? .warning)
         do {
-            return try LoadedPipeline(options: self, purpose: purpose)
+            return try await LoadedPipeline(options: self, purpose: purpose)
+        } catch let error as LedgerError {
+            FileHandle.standardError.write(Data("amtsbote: \(error)\n".utf8))
+            throw ExitCode(ExitStatus.ledgerUnavailable.rawValue)
         } catch {
             FileHandle.standardError.write(Data("amtsbote: configuration error: \(error)\n".utf8))
             throw ExitCode(ExitStatus.usage.rawValue)
@@ -247,7 +266,9 @@ struct LoadedPipeline {
     let validator: Validator
     let router: Router
     let pipeline: Pipeline?
-    let ledger: Ledger?
+    let ledger: (any LedgerStore)?
+    /// Where payloads are kept (with the ledger: files, or the PostgreSQL database).
+    let payloads: (any PayloadStore)?
     /// The configured retention periods (the defaults for states the configuration leaves out).
     let retention: RetentionPolicy
 
@@ -255,7 +276,7 @@ struct LoadedPipeline {
     /// backend is touched), or delivering (everything).
     enum Purpose { case decision, listing, delivery }
 
-    init(options: PipelineOptions, purpose: Purpose) throws {
+    init(options: PipelineOptions, purpose: Purpose) async throws {
         let configuration: AmtsboteConfiguration
         let base: URL
         if let path = options.config {
@@ -304,14 +325,28 @@ struct LoadedPipeline {
         router = try Router(tables: tables, directory: directory, dvdvPrefixes: prefixes)
 
         self.retention = configuration.retentionPolicy
+        let environmentLedger = try LedgerSetting.fromEnvironment()
+        let ledgerSetting = environmentLedger ?? configuration.ledger
+        let postgres = try ledgerSetting.postgresConfiguration(fromEnvironment: environmentLedger != nil, resolve: resolve)
         switch purpose {
         case .decision:
             pipeline = nil
             ledger = nil
+            payloads = nil
             return
         case .listing:
             pipeline = nil
-            ledger = try Ledger(path: resolve(configuration.ledger).path, readOnly: true)
+            if let postgres {
+                let shared = try await PostgresLedger.open(postgres)
+                ledger = shared
+                payloads = try PostgresPayloadStore(ledger: shared, scratch: resolve(configuration.spool))
+            } else if case .sqlite(let path) = ledgerSetting {
+                ledger = try SQLiteLedger(path: resolve(path).path, readOnly: true)
+                payloads = FilesystemPayloadStore()
+            } else {
+                ledger = nil
+                payloads = nil
+            }
             return
         case .delivery:
             break
@@ -336,21 +371,36 @@ struct LoadedPipeline {
         // Only files of processes that are gone: a delivery under way in another process keeps its own.
         for backend in backends.values { (backend as? FilesystemBackend)?.removeIncompleteFiles() }
 
-        let ledgerURL = resolve(configuration.ledger)
-        try FileManager.default.createDirectory(at: ledgerURL.deletingLastPathComponent(), withIntermediateDirectories: true)
-        let ledger = try Ledger(path: ledgerURL.path)
+        let ledger: any LedgerStore
+        let payloads: any PayloadStore
+        if let postgres {
+            let shared = try await PostgresLedger.open(postgres)
+            ledger = shared
+            payloads = try PostgresPayloadStore(ledger: shared, scratch: resolve(configuration.spool))
+        } else {
+            guard case .sqlite(let path) = ledgerSetting else { throw ConfigurationError("no ledger configured") }
+            let ledgerURL = resolve(path)
+            try FileManager.default.createDirectory(at: ledgerURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+            ledger = try SQLiteLedger(path: ledgerURL.path)
+            payloads = FilesystemPayloadStore()
+        }
         let retry = configuration.retry
+        let lease = Duration.milliseconds(Int64((retry?.leaseSeconds ?? 30) * 1000))
+        let heartbeat = retry?.heartbeatSeconds.map { Duration.milliseconds(Int64($0 * 1000)) } ?? lease / 3
         let policy = RetryPolicy(
             maxAttempts: retry?.maxAttempts ?? 5,
             initialDelay: .milliseconds(Int64((retry?.initialDelaySeconds ?? 1) * 1000)),
             multiplier: retry?.multiplier ?? 2,
             maxDelay: .milliseconds(Int64((retry?.maxDelaySeconds ?? 60) * 1000)),
             attemptTimeout: (retry?.attemptTimeoutSeconds ?? 120) > 0
-                ? .milliseconds(Int64((retry?.attemptTimeoutSeconds ?? 120) * 1000)) : nil)
+                ? .milliseconds(Int64((retry?.attemptTimeoutSeconds ?? 120) * 1000)) : nil,
+            lease: lease, heartbeat: heartbeat > .zero ? heartbeat : nil)
         self.ledger = ledger
+        self.payloads = payloads
         pipeline = Pipeline(validator: validator, router: router,
                             backends: BackendSelection(default: defaultBackend, overrides: overrides),
-                            ledger: ledger, spool: try Spool(directory: resolve(configuration.spool)), retry: policy)
+                            ledger: ledger, spool: try Spool(directory: resolve(configuration.spool)), payloads: payloads,
+                            retry: policy, deliversOnIntake: !ledger.isShared)
     }
 }
 

@@ -38,9 +38,9 @@ struct PurgeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try options.load(.delivery)
+        let loaded = try await options.load(.delivery)
         guard let ledger = loaded.ledger else { throw ExitCode(ExitStatus.usage.rawValue) }
-        let purged = try Purge(ledger: ledger).run(
+        let purged = try await Purge(ledger: ledger, payloads: loaded.payloads ?? FilesystemPayloadStore()).run(
             policy: loaded.retention, olderThan: olderThan.flatMap(RetentionPolicy.seconds(of:)),
             states: state.isEmpty ? nil : state.compactMap(SubmissionState.init(rawValue:)), dryRun: dryRun)
         var out = StandardOutput()
@@ -52,5 +52,6 @@ struct PurgeCommand: AsyncParsableCommand {
         out.append(dryRun ? "\(purged.count) payload(s) would be purged; nothing changed\n"
                           : "\(purged.count) payload(s) purged; their ledger rows are kept as the audit record\n")
         out.flush()
+        await ledger.close()
     }
 }

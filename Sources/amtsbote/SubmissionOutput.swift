@@ -31,7 +31,14 @@ struct SubmissionRecord: Encodable {
         self.reason = reason
     }
 
-    init(_ submission: Submission, ledger: Ledger) {
+    /// The record of a submission as the ledger has it (for a resend, with where its original went).
+    static func of(_ submission: Submission, in ledger: any LedgerStore) async -> SubmissionRecord {
+        var original: Submission?
+        if submission.state == .duplicate, let id = submission.duplicateOf { original = try? await ledger.submission(id) }
+        return SubmissionRecord(submission, original: original)
+    }
+
+    init(_ submission: Submission, original: Submission?) {
         id = submission.id
         source = submission.source
         state = submission.state.rawValue
@@ -45,7 +52,7 @@ struct SubmissionRecord: Encodable {
         reason = submission.reason
         var receiptSource = submission
         // A resend shows where its original went; a conflict shows nothing of the other submission's delivery.
-        if submission.state == .duplicate, let original = submission.duplicateOf, let row = try? ledger.submission(original) {
+        if submission.state == .duplicate, let row = original {
             receiptSource = row
             postfach = row.postfach
         }
@@ -61,19 +68,23 @@ struct SubmissionRecord: Encodable {
 
     /// The exit status a submission in this state contributes.
     /// A resend (`duplicate`) counts as its original: it is a success only once the original was delivered.
-    static func status(of submission: Submission, ledger: Ledger) -> ExitStatus {
+    /// `handedToWorkers`: a queued (or running) row is a success, since delivery workers take it from here (a
+    /// shared ledger, where `submit` only records and queues).
+    static func status(of submission: Submission, ledger: any LedgerStore, handedToWorkers: Bool = false) async -> ExitStatus {
         if submission.state == .duplicate {
-            guard let id = submission.duplicateOf, let original = try? ledger.submission(id), original.state != .duplicate else {
+            guard let id = submission.duplicateOf, let original = try? await ledger.submission(id),
+                  original.state != .duplicate else {
                 return .deliveryFailed
             }
-            return status(of: original, ledger: ledger)
+            return await status(of: original, ledger: ledger, handedToWorkers: handedToWorkers)
         }
+        if handedToWorkers && [.queued, .running].contains(submission.state) { return .allValid }
         return switch submission.state {
         case .delivered, .duplicate: .allValid
         case .rejected: .someInvalid
         case .abandoned: .unreadable
         case .unroutable: .unroutable
-        case .received, .validated, .queued, .dead, .conflict: .deliveryFailed
+        case .received, .validated, .queued, .running, .dead, .conflict: .deliveryFailed
         }
     }
 
@@ -108,6 +119,10 @@ struct SubmissionRecord: Encodable {
             return "\(source): would go to \(postfach ?? "?") (rule \(routing?.rule ?? "?"), \(routing?.level ?? "?") level)"
         case "conflict":
             return "\(source): conflict: \(reasonCode ?? "?"): delivery id \(deliveryId ?? "?") belongs to #\(duplicateOf ?? 0) with a different payload; kept, not delivered\(number)"
+        case "queued" where (attempts ?? 0) == 0:
+            return "\(source): queued for delivery to \(postfach ?? "?") (workers deliver it)\(number)"
+        case "running":
+            return "\(source): being delivered to \(postfach ?? "?") (attempt \(attempts ?? 0))\(number)"
         case "queued":
             return "\(source): queued for retry to \(postfach ?? "?") after \(attempts ?? 0) attempt(s): \(reasonCode ?? "")\(number)"
         default:

@@ -23,6 +23,10 @@ struct SubmitCommand: AsyncParsableCommand {
           3  at least one input could not be read
           4  at least one document could not be routed
           5  at least one delivery failed (queued for retry or dead-lettered) or was kept as an id conflict
+          6  the ledger cannot be reached (nothing was recorded)
+
+        With the embedded ledger, submit also delivers. With a shared ledger (PostgreSQL, see Docs/scaling.md)
+        it records and queues, and `amtsbote worker` processes deliver; a queued submission then counts as done.
         """
     )
 
@@ -47,7 +51,7 @@ struct SubmitCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try options.load(dryRun ? .decision : .delivery)
+        let loaded = try await options.load(dryRun ? .decision : .delivery)
         var printer = SubmissionPrinter(format: format)
         var status = ExitStatus.allValid
         if dryRun {
@@ -77,18 +81,22 @@ struct SubmitCommand: AsyncParsableCommand {
                 continue
             }
             if let id = submission.id { submitted.append(id) }
-            if submission.state != .queued { printer.write(SubmissionRecord(submission, ledger: pipeline.ledger)) }
-        }
-        try await pipeline.drain(waitingAtMost: .milliseconds(Int64(wait * 1000)))
-        // Report each submission of this run in its final state (queued ones after their retries).
-        for id in submitted {
-            guard let submission = try pipeline.ledger.submission(id) else { continue }
-            status = max(status, SubmissionRecord.status(of: submission, ledger: pipeline.ledger))
-            if submission.attempts > 1 || submission.state == .queued {
-                printer.write(SubmissionRecord(submission, ledger: pipeline.ledger))
+            if submission.state != .queued || !pipeline.deliversOnIntake {
+                printer.write(await SubmissionRecord.of(submission, in: pipeline.ledger))
             }
         }
-        printer.finish(counts: try pipeline.ledger.counts(), run: submitted.count)
+        if pipeline.deliversOnIntake { try await pipeline.drain(waitingAtMost: .milliseconds(Int64(wait * 1000))) }
+        // Report each submission of this run in its final state (queued ones after their retries).
+        for id in submitted {
+            guard let submission = try await pipeline.ledger.submission(id) else { continue }
+            status = max(status, await SubmissionRecord.status(of: submission, ledger: pipeline.ledger,
+                                                               handedToWorkers: !pipeline.deliversOnIntake))
+            if pipeline.deliversOnIntake && (submission.attempts > 1 || submission.state == .queued) {
+                printer.write(await SubmissionRecord.of(submission, in: pipeline.ledger))
+            }
+        }
+        printer.finish(counts: try await pipeline.ledger.counts(), run: submitted.count)
+        await pipeline.ledger.close()
         throw ExitCode(status.rawValue)
     }
 }
@@ -114,7 +122,7 @@ struct RouteCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try options.load(.decision)
+        let loaded = try await options.load(.decision)
         var status = ExitStatus.allValid
         var out = StandardOutput()
         for source in InputFiles(paths) {
@@ -149,14 +157,15 @@ struct DeliveriesCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try options.load(.listing)
+        let loaded = try await options.load(.listing)
         guard let ledger = loaded.ledger else { throw ExitCode(ExitStatus.usage.rawValue) }
         let states = state.isEmpty ? nil : state.compactMap(SubmissionState.init(rawValue:))
         var printer = SubmissionPrinter(format: format, showIDs: true)
-        for submission in try ledger.submissions(states: states) {
-            printer.write(SubmissionRecord(submission, ledger: ledger))
+        for submission in try await ledger.submissions(states: states, limit: nil) {
+            printer.write(await SubmissionRecord.of(submission, in: ledger))
         }
-        printer.finish(counts: try ledger.counts(), run: nil)
+        printer.finish(counts: try await ledger.counts(), run: nil)
+        await ledger.close()
     }
 }
 
@@ -165,7 +174,11 @@ struct RetryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "retry",
         abstract: "Re-queue dead (and waiting) deliveries, all or by ledger id, and deliver them now.",
-        discussion: "EXIT CODES: 0 all delivered, 2 configuration error or an id that is not dead or queued, 5 some still failing.")
+        discussion: """
+        With a shared ledger (PostgreSQL) the re-queued deliveries are left to the workers.
+        EXIT CODES: 0 all delivered (or queued for workers), 2 configuration error or an id that is not dead or \
+        queued, 5 some still failing, 6 ledger unreachable.
+        """)
 
     @Argument(help: "Ledger ids (see `amtsbote deliveries`); none = every dead or queued submission.")
     var ids: [Int64] = []
@@ -176,12 +189,12 @@ struct RetryCommand: AsyncParsableCommand {
     @OptionGroup var options: PipelineOptions
 
     func run() async throws {
-        let loaded = try options.load()
+        let loaded = try await options.load()
         guard let pipeline = loaded.pipeline else { throw ExitCode(ExitStatus.usage.rawValue) }
         // Ids that name nothing to re-queue are a usage error, said before anything is done.
         var refused: [String] = []
         for id in ids {
-            guard let row = try pipeline.ledger.submission(id) else { refused.append("no submission #\(id) in the ledger"); continue }
+            guard let row = try await pipeline.ledger.submission(id) else { refused.append("no submission #\(id) in the ledger"); continue }
             if ![.dead, .queued].contains(row.state) {
                 refused.append("#\(id) is \(row.state.rawValue): only dead or queued submissions are re-queued")
             } else if row.purgedAt != nil {
@@ -193,16 +206,18 @@ struct RetryCommand: AsyncParsableCommand {
             throw ExitCode(ExitStatus.usage.rawValue)
         }
         _ = try await pipeline.recover()
-        let requeued = try pipeline.requeue(ids.isEmpty ? nil : ids)
-        try await pipeline.drain(waitingAtMost: .milliseconds(Int64(wait * 1000)))
+        let requeued = try await pipeline.requeue(ids.isEmpty ? nil : ids)
+        if pipeline.deliversOnIntake { try await pipeline.drain(waitingAtMost: .milliseconds(Int64(wait * 1000))) }
         var printer = SubmissionPrinter(format: .text, showIDs: true)
         var status = ExitStatus.allValid
         for submission in requeued {
-            guard let id = submission.id, let now = try pipeline.ledger.submission(id) else { continue }
-            status = max(status, SubmissionRecord.status(of: now, ledger: pipeline.ledger))
-            printer.write(SubmissionRecord(now, ledger: pipeline.ledger))
+            guard let id = submission.id, let now = try await pipeline.ledger.submission(id) else { continue }
+            status = max(status, await SubmissionRecord.status(of: now, ledger: pipeline.ledger,
+                                                               handedToWorkers: !pipeline.deliversOnIntake))
+            printer.write(await SubmissionRecord.of(now, in: pipeline.ledger))
         }
-        printer.finish(counts: try pipeline.ledger.counts(), run: requeued.count)
+        printer.finish(counts: try await pipeline.ledger.counts(), run: requeued.count)
+        await pipeline.ledger.close()
         throw ExitCode(status.rawValue)
     }
 }

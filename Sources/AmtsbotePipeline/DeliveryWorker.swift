@@ -1,0 +1,156 @@
+import Foundation
+import Logging
+
+/// Delivers queued submissions, up to ``concurrency`` attempts at once, until asked to stop or (``drain``) until
+/// nothing is due. Any number of workers, in any number of processes, share one ledger: each claims a batch of due
+/// rows in one short transaction, and an idle worker sleeps until a notification or its jittered poll.
+public struct DeliveryWorker: Sendable {
+    public let pipeline: Pipeline
+    /// Attempts in flight at most.
+    public let concurrency: Int
+    /// Rows claimed per transaction at most (1: single-row claims).
+    public let batchSize: Int
+    /// How long an idle worker waits for a notification before it looks again (drawn between half and the whole).
+    public let poll: Duration
+    /// Stop as soon as nothing is due (and nothing runs) instead of waiting for more work.
+    public let drain: Bool
+
+    public init(pipeline: Pipeline, concurrency: Int = 4, batchSize: Int? = nil, poll: Duration = .seconds(2),
+                drain: Bool = false) {
+        self.pipeline = pipeline
+        self.concurrency = max(1, concurrency)
+        self.batchSize = max(1, batchSize ?? concurrency)
+        self.poll = poll
+        self.drain = drain
+    }
+
+    /// What one run did.
+    public struct Summary: Sendable, Hashable {
+        public var attempts = 0
+        public var delivered = 0
+        public var failed = 0
+    }
+
+    /// Runs until `stop` is signalled (attempts in flight finish and are recorded first) or, with ``drain``, until
+    /// nothing is due. Task cancellation stops at once: attempts in flight are cancelled and recorded as such
+    /// (the row goes back to the queue).
+    public func run(until stop: StopSignal = StopSignal()) async throws -> Summary {
+        let ledger = pipeline.ledger
+        let state = WorkerState()
+        let wake = WakeUps()
+        stop.onStop { wake.signal() }
+        var lastRescue = ContinuousClock.now - .seconds(3600)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            while !stop.isStopped {
+                try Task.checkCancellation()
+                if ContinuousClock.now - lastRescue >= poll {
+                    try await pipeline.rescueRunning()
+                    lastRescue = .now
+                }
+                let free = concurrency - state.running
+                var claimed: [Submission] = []
+                if free > 0 {
+                    claimed = try await ledger.claimDue(limit: min(free, batchSize), dueBy: nil, leaseFor: pipeline.retry.lease)
+                }
+                for row in claimed {
+                    if stop.isStopped {
+                        // Asked to stop between the claim and the attempt: given back, not attempted.
+                        _ = try? await ledger.release(row)
+                        continue
+                    }
+                    state.started()
+                    group.addTask {
+                        let outcome = try? await pipeline.attempt(row)
+                        state.finished(delivered: outcome?.state == .delivered)
+                        wake.signal()
+                    }
+                }
+                if claimed.count == min(free, batchSize) && free > 0 { continue }  // Maybe more is due.
+                if drain && claimed.isEmpty && state.running == 0 { break }
+                // Wait for a free slot, new work, or the poll.
+                let timeout = Duration.milliseconds(Int64.random(in: (poll.milliseconds / 2)...max(1, poll.milliseconds)))
+                await Self.first(of: { await wake.wait(upTo: timeout) },
+                                 { if free > 0 { await ledger.waitForWork(upTo: timeout) } else { await wake.wait(upTo: timeout) } })
+            }
+            try await group.waitForAll()
+        }
+        return state.summary
+    }
+
+    /// Waits until the first of two waits returns, and cancels the other.
+    static func first(of a: @escaping @Sendable () async -> Void, _ b: @escaping @Sendable () async -> Void) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask(operation: a)
+            group.addTask(operation: b)
+            await group.next()
+            group.cancelAll()
+        }
+    }
+}
+
+/// Asks a worker to stop claiming and to return once its attempts in flight are recorded (SIGTERM, SIGINT).
+public final class StopSignal: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var stopped = false
+    private var handlers: [@Sendable () -> Void] = []
+
+    public init() {}
+
+    public var isStopped: Bool {
+        lock.lock(); defer { lock.unlock() }
+        return stopped
+    }
+
+    /// Signals the stop (once; later calls do nothing).
+    public func stop() {
+        lock.lock()
+        guard !stopped else { lock.unlock(); return }
+        stopped = true
+        let run = handlers
+        handlers = []
+        lock.unlock()
+        for handler in run { handler() }
+    }
+
+    func onStop(_ handler: @escaping @Sendable () -> Void) {
+        lock.lock()
+        guard !stopped else { lock.unlock(); handler(); return }
+        handlers.append(handler)
+        lock.unlock()
+    }
+}
+
+/// Counters of one worker run, shared by its attempts.
+final class WorkerState: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var inFlight = 0
+    private var done = DeliveryWorker.Summary()
+
+    var running: Int {
+        lock.lock(); defer { lock.unlock() }
+        return inFlight
+    }
+
+    var summary: DeliveryWorker.Summary {
+        lock.lock(); defer { lock.unlock() }
+        return done
+    }
+
+    func started() {
+        lock.lock(); defer { lock.unlock() }
+        inFlight += 1
+        done.attempts += 1
+    }
+
+    func finished(delivered: Bool) {
+        lock.lock(); defer { lock.unlock() }
+        inFlight -= 1
+        if delivered { done.delivered += 1 } else { done.failed += 1 }
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import Postfach
+
+/// The ledger contract: the durable record of every submission and the delivery queue, shared by every process
+/// that works on it. Two engines implement it: ``SQLiteLedger`` (the embedded default, one machine) and
+/// `PostgresLedger` (module AmtsbotePostgres: any number of processes on any number of machines).
+///
+/// Every state transition is a compare-and-set (`UPDATE … WHERE state = expected …`): a call that finds the row
+/// changed by another process changes nothing and says so (`false` or `nil`). Times that several machines must agree
+/// on (leases, due times when `dueBy` is nil) come from the engine's own clock.
+///
+/// The delivery queue: a routed row is `queued` (due at `nextAttemptAt`); ``claimDue(limit:dueBy:leaseFor:)`` moves
+/// due rows to `running` in one short transaction, counting the attempt and handing out a fresh lease token; the
+/// claimer commits before it calls a backend, extends the lease while the attempt runs
+/// (``extendLeases(_:by:)``), and records the outcome fenced by the token (``finishAttempt(_:)``). Rows whose lease
+/// expired are put back by any process (``requeueExpiredLeases()``).
+public protocol LedgerStore: Sendable {
+    /// The process this ledger acts for: the owner written into rows it works on.
+    var identity: ProcessIdentity { get }
+    /// Whether processes on other machines may share this ledger (the owner check by process id then only covers
+    /// this machine; leases cover the rest).
+    var isShared: Bool { get }
+
+    // MARK: Intake
+
+    /// Records a new submission in state `received`, owned by this process, before anything else happens to it.
+    func recordReceived(source: String, at date: Date) async throws -> Submission
+    /// Writes `submission` (as the caller changed it) if the row is still in state `expected` and owned by this
+    /// process. `false`: another process took the row over; nothing was written.
+    func update(_ submission: Submission, from expected: SubmissionState) async throws -> Bool
+    /// Takes over a `received` or `validated` row whose owner is gone (compare-and-set on state and owner);
+    /// `evenIfOwnerRuns` for a row of this very process that no call works on any more.
+    func adopt(_ observed: Submission, evenIfOwnerRuns: Bool) async throws -> Submission?
+    /// Moves a routed `validated` row of this process into the queue, claiming its delivery id: due now, or, with
+    /// `leaseFor`, straight to `running` under a lease of this process (the first attempt follows at once). When
+    /// another row owns the delivery id, the row becomes `duplicate` of it (same payload hash) or `conflict` (a
+    /// different payload; kept, never delivered under that id). The unique delivery id is enforced by the engine,
+    /// race-free between processes. Returns the row as saved.
+    func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission
+
+    // MARK: Delivery queue
+
+    /// Claims up to `limit` queued rows due by `dueBy` (nil: the engine's now), oldest due first, in one short
+    /// transaction: each becomes `running` with `attempts + 1`, a fresh `leaseToken`, `leaseUntil` = now +
+    /// `leaseFor` and this process as owner. Rows another process is claiming at the same moment are skipped, never
+    /// waited for.
+    func claimDue(limit: Int, dueBy: Date?, leaseFor: Duration) async throws -> [Submission]
+    /// Extends the leases of running rows this process still holds (each by its own token) to now + `by`; returns
+    /// the ids still held. A row missing from the answer was lost (expired and taken over).
+    func extendLeases(_ leased: [Submission], by: Duration) async throws -> Set<Int64>
+    /// Records an attempt's outcome (`delivered`, `queued` with a new `nextAttemptAt`, or `dead`), fenced by the
+    /// lease: only while the row is still `running` under `outcome.leaseToken` (the token it was claimed with). The
+    /// lease is released. `false`: the lease was lost meanwhile; nothing was written.
+    func finishAttempt(_ outcome: Submission) async throws -> Bool
+    /// Gives a claimed row back without an attempt (a worker stopping before it called the backend): `queued`, due
+    /// now, the attempt not counted. Fenced by the lease like ``finishAttempt(_:)``.
+    func release(_ leased: Submission) async throws -> Bool
+    /// Puts every `running` row whose lease expired back in the queue, due now; returns those rows.
+    func requeueExpiredLeases() async throws -> [Submission]
+    /// Puts a `running` row back in the queue at once (compare-and-set on its lease token): for a row whose
+    /// owner is known to be gone before its lease expires.
+    func rescue(_ observed: Submission) async throws -> Submission?
+    /// Puts a `dead` or `queued` row back in the queue, due now, with a fresh attempt count (compare-and-set on
+    /// state); a purged row stays as it is. nil when it changed meanwhile.
+    func requeue(_ observed: Submission) async throws -> Submission?
+    /// The earliest due time among queued rows, or the earliest lease expiry among running ones.
+    func nextAttempt() async throws -> Date?
+    /// Returns when work may have become due (another process queued or released a row), or after `timeout`.
+    /// Engines without notifications simply wait; callers poll again either way.
+    func waitForWork(upTo timeout: Duration) async
+
+    // MARK: Reading
+
+    /// One submission by id.
+    func submission(_ id: Int64) async throws -> Submission?
+    /// Submissions, optionally of some states, oldest first.
+    func submissions(states: [SubmissionState]?, limit: Int?) async throws -> [Submission]
+    /// Number of submissions per state.
+    func counts() async throws -> [SubmissionState: Int]
+    /// The highest row id so far (0 for an empty ledger).
+    func newestID() async throws -> Int64
+
+    // MARK: Retention
+
+    /// Rows in a final `state` whose payload is still kept and that became final before `date`.
+    func unpurged(state: SubmissionState, finishedBefore date: Date) async throws -> [Submission]
+    /// Marks a row purged (compare-and-set: still in the observed final state since before `cutoff`, not yet
+    /// purged). nil when it changed meanwhile.
+    func markPurged(_ observed: Submission, cutoff: Date, at date: Date) async throws -> Submission?
+    /// Purged rows whose payload may still exist (a purge interrupted between the row and the payload).
+    func purgedWithPayload() async throws -> [Submission]
+    /// Forgets the payload location of a purged row once its payload is gone.
+    func forgetPayloadLocation(_ row: Submission) async throws
+
+    /// Closes connections; the ledger is not used afterwards.
+    func close() async
+}
+
+extension ProcessIdentity {
+    /// Whether the process named in a row's `owner` still runs (rows of older versions have none: gone). Owners on
+    /// other machines count as running: only their leases tell.
+    public static func ownerIsAlive(_ owner: String?) -> Bool {
+        owner.flatMap(ProcessIdentity.init)?.isAlive ?? false
+    }
+}
+
+/// Errors of a ledger engine that a user can act on.
+public struct LedgerError: Error, Sendable, CustomStringConvertible {
+    /// Stable code (`ledger.unavailable`, `ledger.configuration`, `ledger.schema`).
+    public var code: String
+    public var message: String
+
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+}

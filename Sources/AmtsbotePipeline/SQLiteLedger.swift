@@ -1,0 +1,474 @@
+import Foundation
+import GRDB
+import Postfach
+
+/// The embedded ledger: one SQLite file (through GRDB) shared by the processes of one machine. Transitions are
+/// single compare-and-set statements or short write transactions; SQLite serialises writers, so a claim never
+/// hands one row to two processes.
+public final class SQLiteLedger: LedgerStore {
+    let database: DatabaseQueue
+    public let identity: ProcessIdentity
+    public var isShared: Bool { false }
+    /// Wakes this process's waiting workers when it queues work itself (other processes are found by polling).
+    private let wakeUps = WakeUps()
+
+    /// Opens (and migrates) the ledger at `path`; `:memory:` for a throwaway ledger. `readOnly` opens an existing
+    /// ledger for listing without changing anything (no migration; a missing file lists as empty).
+    public init(path: String, readOnly: Bool = false, identity: ProcessIdentity = .current) throws {
+        self.identity = identity
+        var configuration = Configuration()
+        configuration.prepareDatabase { db in
+            if !readOnly { try db.execute(sql: "PRAGMA synchronous = FULL") }
+        }
+        configuration.busyMode = .timeout(10)
+        if readOnly && path != ":memory:" && FileManager.default.fileExists(atPath: path) {
+            var readOnlyConfiguration = configuration
+            readOnlyConfiguration.readonly = true
+            let queue = try DatabaseQueue(path: path, configuration: readOnlyConfiguration)
+            do {
+                _ = try queue.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sqlite_master") }
+                database = queue
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_READONLY {
+                // A writer that was killed left a hot journal, which only a writable connection rolls back (to the
+                // last committed state). Opened so, without migrating; nothing of the ledger's content changes.
+                database = try DatabaseQueue(path: path, configuration: configuration)
+            }
+            return
+        }
+        database = path == ":memory:" || readOnly ? try DatabaseQueue(configuration: configuration)
+                                                  : try DatabaseQueue(path: path, configuration: configuration)
+        try Self.migrator.migrate(database)
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "submission") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("source", .text).notNull()
+                t.column("receivedAt", .datetime).notNull()
+                t.column("updatedAt", .datetime).notNull()
+                t.column("state", .text).notNull()
+                t.column("spoolPath", .text)
+                t.column("payloadSHA256", .text)
+                t.column("payloadSize", .integer)
+                t.column("messageId", .text)
+                t.column("deliveryId", .text)
+                t.column("schemaId", .text)
+                t.column("routingKeys", .text)
+                t.column("postfach", .text)
+                t.column("routing", .text)
+                t.column("reasonCode", .text)
+                t.column("reason", .text)
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("nextAttemptAt", .datetime)
+                t.column("receipt", .text)
+                t.column("duplicateOf", .integer)
+            }
+            try db.create(index: "submission_state", on: "submission", columns: ["state", "nextAttemptAt"])
+            // One row may own a delivery id: the idempotency claim.
+            try db.create(table: "deliveryClaim") { t in
+                t.primaryKey("deliveryId", .text)
+                t.column("submissionId", .integer).notNull()
+            }
+        }
+        migrator.registerMigration("v2-owner") { db in
+            try db.alter(table: "submission") { t in t.add(column: "owner", .text) }
+        }
+        migrator.registerMigration("v3-retention") { db in
+            try db.alter(table: "submission") { t in t.add(column: "purgedAt", .datetime) }
+        }
+        migrator.registerMigration("v4-leases") { db in
+            try db.alter(table: "submission") { t in
+                t.add(column: "leaseToken", .text)
+                t.add(column: "leaseUntil", .datetime)
+            }
+            // Queued rows held by a process of the previous version: released (their lease lived in the owner).
+            try db.execute(sql: "UPDATE submission SET owner = NULL WHERE state = 'queued'")
+            // Due work only: finished rows stay out of the index the claim reads.
+            try db.execute(sql: """
+                CREATE INDEX submission_due ON submission (nextAttemptAt, id) WHERE state = 'queued';
+                CREATE INDEX submission_running ON submission (leaseUntil) WHERE state = 'running';
+                """)
+        }
+        return migrator
+    }
+
+    // MARK: Rows
+
+    private static let columns = [
+        "source", "receivedAt", "updatedAt", "state", "spoolPath", "payloadSHA256", "payloadSize", "messageId",
+        "deliveryId", "schemaId", "routingKeys", "postfach", "routing", "reasonCode", "reason", "attempts",
+        "nextAttemptAt", "receipt", "duplicateOf", "owner", "leaseToken", "leaseUntil", "purgedAt",
+    ]
+
+    private static func values(_ s: Submission) -> [(any DatabaseValueConvertible)?] {
+        [s.source, s.receivedAt, s.updatedAt, s.state.rawValue, s.payloadLocation, s.payloadSHA256, s.payloadSize,
+         s.messageId, s.deliveryId, s.schemaId, s.routingKeys, s.postfach, s.routing, s.reasonCode, s.reason,
+         s.attempts, s.nextAttemptAt, s.receipt, s.duplicateOf, s.owner, s.leaseToken, s.leaseUntil, s.purgedAt]
+    }
+
+    private static func submission(_ row: Row) -> Submission {
+        Submission(id: row["id"], source: row["source"], receivedAt: row["receivedAt"], updatedAt: row["updatedAt"],
+                   state: SubmissionState(rawValue: row["state"]) ?? .dead, payloadLocation: row["spoolPath"],
+                   payloadSHA256: row["payloadSHA256"], payloadSize: row["payloadSize"], messageId: row["messageId"],
+                   deliveryId: row["deliveryId"], schemaId: row["schemaId"], routingKeys: row["routingKeys"],
+                   postfach: row["postfach"], routing: row["routing"], reasonCode: row["reasonCode"],
+                   reason: row["reason"], attempts: row["attempts"], nextAttemptAt: row["nextAttemptAt"],
+                   receipt: row["receipt"], duplicateOf: row["duplicateOf"], owner: row["owner"],
+                   leaseToken: row["leaseToken"], leaseUntil: row["leaseUntil"], purgedAt: row["purgedAt"])
+    }
+
+    private static func fetch(_ db: Database, sql: String, _ arguments: StatementArguments = []) throws -> [Submission] {
+        try Row.fetchAll(db, sql: sql, arguments: arguments).map(submission)
+    }
+
+    private static func fetch(_ db: Database, id: Int64) throws -> Submission? {
+        try fetch(db, sql: "SELECT * FROM submission WHERE id = ?", [id]).first
+    }
+
+    /// Writes every column of `row` where `condition` holds; true when it did.
+    private static func write(_ db: Database, _ row: Submission, where condition: String,
+                              _ arguments: StatementArguments) throws -> Bool {
+        guard let id = row.id else { return false }
+        let assignments = columns.map { "\($0) = ?" }.joined(separator: ", ")
+        try db.execute(sql: "UPDATE submission SET \(assignments) WHERE id = ? AND \(condition)",
+                       arguments: StatementArguments(values(row)) + [id] + arguments)
+        return db.changesCount == 1
+    }
+
+    /// GRDB's blocking write and read (its async variants would hop threads for statements of microseconds).
+    private func write<T>(_ body: (Database) throws -> T) throws -> T { try database.write(body) }
+    private func read<T>(_ body: (Database) throws -> T) throws -> T { try database.read(body) }
+
+    // MARK: Intake
+
+    public func recordReceived(source: String, at date: Date) async throws -> Submission {
+        try write { db in
+            var row = Submission(source: source, receivedAt: date, owner: identity.description)
+            let names = Self.columns.joined(separator: ", ")
+            let marks = Self.columns.map { _ in "?" }.joined(separator: ", ")
+            try db.execute(sql: "INSERT INTO submission (\(names)) VALUES (\(marks))",
+                           arguments: StatementArguments(Self.values(row)))
+            row.id = db.lastInsertedRowID
+            return row
+        }
+    }
+
+    public func update(_ submission: Submission, from expected: SubmissionState) async throws -> Bool {
+        var row = submission
+        row.updatedAt = Date()
+        let saved = row
+        return try write { db in
+            try Self.write(db, saved, where: "state = ? AND owner IS ?", [expected.rawValue, identity.description])
+        }
+    }
+
+    public func adopt(_ observed: Submission, evenIfOwnerRuns: Bool) async throws -> Submission? {
+        guard let id = observed.id, [.received, .validated].contains(observed.state),
+              evenIfOwnerRuns || !ProcessIdentity.ownerIsAlive(observed.owner) else { return nil }
+        return try write { db in
+            try db.execute(sql: "UPDATE submission SET owner = ?, updatedAt = ? WHERE id = ? AND state = ? AND owner IS ?",
+                           arguments: [identity.description, Date(), id, observed.state.rawValue, observed.owner])
+            return db.changesCount == 1 ? try Self.fetch(db, id: id) : nil
+        }
+    }
+
+    public func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission {
+        let saved: Submission = try write { db in
+            let now = Date()
+            var row = submission
+            row.updatedAt = now
+            guard let deliveryId = row.deliveryId, let id = row.id else { return row }
+            try db.execute(sql: "INSERT OR IGNORE INTO deliveryClaim (deliveryId, submissionId) VALUES (?, ?)",
+                           arguments: [deliveryId, id])
+            let holder = try Int64.fetchOne(db, sql: "SELECT submissionId FROM deliveryClaim WHERE deliveryId = ?",
+                                            arguments: [deliveryId]) ?? id
+            if holder != id {
+                let holderHash = try String.fetchOne(db, sql: "SELECT payloadSHA256 FROM submission WHERE id = ?",
+                                                     arguments: [holder])
+                row.markDuplicate(of: holder, sameHash: holderHash != nil && holderHash == row.payloadSHA256)
+            } else if let leaseFor {
+                row.lease(to: identity, token: UUID().uuidString, until: now.addingTimeInterval(leaseFor.seconds))
+            } else {
+                row.state = .queued
+                row.nextAttemptAt = now
+                row.owner = nil
+            }
+            guard try Self.write(db, row, where: "state = ? AND owner IS ?",
+                                 [SubmissionState.validated.rawValue, identity.description]) else {
+                throw LedgerError(code: "ledger.lost-row", message: "submission \(id) was taken over by another process")
+            }
+            return row
+        }
+        if saved.state == .queued { wakeUps.signal() }
+        return saved
+    }
+
+    // MARK: Delivery queue
+
+    public func claimDue(limit: Int, dueBy: Date?, leaseFor: Duration) async throws -> [Submission] {
+        guard limit > 0 else { return [] }
+        let now = Date()
+        let until = now.addingTimeInterval(leaseFor.seconds)
+        return try write { db in
+            // One statement: SQLite's single writer makes the select-and-update atomic.
+            let rows = try Self.fetch(db, sql: """
+                UPDATE submission
+                SET state = 'running', attempts = attempts + 1, leaseToken = lower(hex(randomblob(16))),
+                    leaseUntil = ?, owner = ?, updatedAt = ?
+                WHERE id IN (SELECT id FROM submission WHERE state = 'queued' AND nextAttemptAt <= ?
+                             ORDER BY nextAttemptAt, id LIMIT ?)
+                RETURNING *
+                """, [until, identity.description, now, dueBy ?? now, limit])
+            return rows.sorted { ($0.nextAttemptAt ?? now, $0.id ?? 0) < ($1.nextAttemptAt ?? now, $1.id ?? 0) }
+        }
+    }
+
+    public func extendLeases(_ leased: [Submission], by: Duration) async throws -> Set<Int64> {
+        let until = Date().addingTimeInterval(by.seconds)
+        return try write { db in
+            var held: Set<Int64> = []
+            for row in leased {
+                guard let id = row.id, let token = row.leaseToken else { continue }
+                try db.execute(sql: "UPDATE submission SET leaseUntil = ? WHERE id = ? AND state = 'running' AND leaseToken = ?",
+                               arguments: [until, id, token])
+                if db.changesCount == 1 { held.insert(id) }
+            }
+            return held
+        }
+    }
+
+    public func finishAttempt(_ outcome: Submission) async throws -> Bool {
+        guard let token = outcome.leaseToken else { return false }
+        var row = outcome
+        row.releaseLease()
+        row.updatedAt = Date()
+        let saved = row
+        let written = try write { db in
+            try Self.write(db, saved, where: "state = 'running' AND leaseToken = ?", [token])
+        }
+        if written && saved.state == .queued { wakeUps.signal() }
+        return written
+    }
+
+    public func release(_ leased: Submission) async throws -> Bool {
+        guard let id = leased.id, let token = leased.leaseToken else { return false }
+        let released = try write { db in
+            try db.execute(sql: """
+                UPDATE submission SET state = 'queued', attempts = max(attempts - 1, 0), nextAttemptAt = ?, owner = NULL,
+                    leaseToken = NULL, leaseUntil = NULL, updatedAt = ?
+                WHERE id = ? AND state = 'running' AND leaseToken = ?
+                """, arguments: [Date(), Date(), id, token])
+            return db.changesCount == 1
+        }
+        if released { wakeUps.signal() }
+        return released
+    }
+
+    public func requeueExpiredLeases() async throws -> [Submission] {
+        let now = Date()
+        let rows = try write { db in
+            try Self.fetch(db, sql: """
+                UPDATE submission SET state = 'queued', nextAttemptAt = ?, owner = NULL, leaseToken = NULL,
+                    leaseUntil = NULL, updatedAt = ?
+                WHERE state = 'running' AND leaseUntil < ?
+                RETURNING *
+                """, [now, now, now])
+        }
+        if !rows.isEmpty { wakeUps.signal() }
+        return rows
+    }
+
+    public func rescue(_ observed: Submission) async throws -> Submission? {
+        guard let id = observed.id, observed.state == .running, let token = observed.leaseToken else { return nil }
+        let row = try write { db in
+            try Self.fetch(db, sql: """
+                UPDATE submission SET state = 'queued', nextAttemptAt = ?, owner = NULL, leaseToken = NULL,
+                    leaseUntil = NULL, updatedAt = ?
+                WHERE id = ? AND state = 'running' AND leaseToken = ?
+                RETURNING *
+                """, [Date(), Date(), id, token]).first
+        }
+        if row != nil { wakeUps.signal() }
+        return row
+    }
+
+    public func requeue(_ observed: Submission) async throws -> Submission? {
+        guard let id = observed.id, [.dead, .queued].contains(observed.state) else { return nil }
+        let row = try write { db in
+            try Self.fetch(db, sql: """
+                UPDATE submission SET state = 'queued', attempts = 0, nextAttemptAt = ?, owner = NULL, updatedAt = ?
+                WHERE id = ? AND state = ? AND purgedAt IS NULL
+                RETURNING *
+                """, [Date(), Date(), id, observed.state.rawValue]).first
+        }
+        if row != nil { wakeUps.signal() }
+        return row
+    }
+
+    public func nextAttempt() async throws -> Date? {
+        try read { db in
+            let due = try Date.fetchOne(db, sql: "SELECT MIN(nextAttemptAt) FROM submission WHERE state = 'queued'")
+            let expiry = try Date.fetchOne(db, sql: "SELECT MIN(leaseUntil) FROM submission WHERE state = 'running'")
+            return [due, expiry].compactMap { $0 }.min()
+        }
+    }
+
+    public func waitForWork(upTo timeout: Duration) async {
+        await wakeUps.wait(upTo: timeout)
+    }
+
+    // MARK: Reading
+
+    public func submission(_ id: Int64) async throws -> Submission? {
+        try read { db in try Self.fetch(db, id: id) }
+    }
+
+    public func submissions(states: [SubmissionState]? = nil, limit: Int? = nil) async throws -> [Submission] {
+        try read { db in
+            var sql = "SELECT * FROM submission"
+            var arguments: StatementArguments = []
+            if let states {
+                sql += " WHERE state IN (\(states.map { _ in "?" }.joined(separator: ", ")))"
+                arguments += StatementArguments(states.map(\.rawValue))
+            }
+            sql += " ORDER BY id"
+            if let limit { sql += " LIMIT ?"; arguments += [limit] }
+            return try Self.fetch(db, sql: sql, arguments)
+        }
+    }
+
+    public func counts() async throws -> [SubmissionState: Int] {
+        try read { db in
+            var result: [SubmissionState: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM submission GROUP BY state") {
+                if let state = SubmissionState(rawValue: row["state"]) { result[state] = row["n"] }
+            }
+            return result
+        }
+    }
+
+    public func newestID() async throws -> Int64 {
+        try read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM submission") ?? 0 }
+    }
+
+    // MARK: Retention
+
+    public func unpurged(state: SubmissionState, finishedBefore date: Date) async throws -> [Submission] {
+        guard state.isFinal else { return [] }
+        return try read { db in
+            try Self.fetch(db, sql: "SELECT * FROM submission WHERE state = ? AND purgedAt IS NULL AND updatedAt < ? ORDER BY id",
+                           [state.rawValue, date])
+        }
+    }
+
+    public func markPurged(_ observed: Submission, cutoff: Date, at date: Date) async throws -> Submission? {
+        guard let id = observed.id, observed.state.isFinal else { return nil }
+        return try write { db in
+            try Self.fetch(db, sql: """
+                UPDATE submission SET purgedAt = ? WHERE id = ? AND state = ? AND purgedAt IS NULL AND updatedAt < ?
+                RETURNING *
+                """, [date, id, observed.state.rawValue, cutoff]).first
+        }
+    }
+
+    public func purgedWithPayload() async throws -> [Submission] {
+        try read { db in
+            try Self.fetch(db, sql: "SELECT * FROM submission WHERE purgedAt IS NOT NULL AND spoolPath IS NOT NULL")
+        }
+    }
+
+    public func forgetPayloadLocation(_ row: Submission) async throws {
+        guard let id = row.id else { return }
+        try write { db in
+            try db.execute(sql: "UPDATE submission SET spoolPath = NULL WHERE id = ? AND purgedAt IS NOT NULL", arguments: [id])
+        }
+    }
+
+    public func close() async {}
+}
+
+extension Submission {
+    /// The state a row takes when another row owns its delivery id.
+    public mutating func markDuplicate(of holder: Int64, sameHash: Bool) {
+        duplicateOf = holder
+        owner = nil
+        if sameHash {
+            state = .duplicate
+            reasonCode = "ledger.duplicate"
+            reason = "the delivery id was accepted before as submission \(holder)"
+        } else {
+            state = .conflict
+            reasonCode = "ledger.id-conflict"
+            reason = "the delivery id was accepted before as submission \(holder) with a different payload; "
+                + "kept, not delivered under this id"
+        }
+    }
+
+    /// The row as claimed for an attempt by `identity`.
+    public mutating func lease(to identity: ProcessIdentity, token: String, until: Date) {
+        state = .running
+        attempts += 1
+        owner = identity.description
+        leaseToken = token
+        leaseUntil = until
+    }
+
+    /// The row with its lease given back (after an attempt's outcome is set).
+    public mutating func releaseLease() {
+        owner = nil
+        leaseToken = nil
+        leaseUntil = nil
+    }
+}
+
+/// Wakes tasks of this process that wait for work: a signal with no waiter is kept for the next wait.
+public final class WakeUps: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var waiters: [UUID: CheckedContinuation<Void, Never>] = [:]
+    private var pending = false
+
+    public init() {}
+
+    /// Wakes every waiting task (or the next one to wait).
+    public func signal() {
+        lock.lock()
+        let woken = waiters
+        waiters = [:]
+        if woken.isEmpty { pending = true }
+        lock.unlock()
+        for continuation in woken.values { continuation.resume() }
+    }
+
+    /// Returns at the next signal, after `timeout`, or when the task is cancelled.
+    public func wait(upTo timeout: Duration) async {
+        let key = UUID()
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                lock.lock()
+                if pending || Task.isCancelled {
+                    pending = false
+                    lock.unlock()
+                    continuation.resume()
+                    return
+                }
+                waiters[key] = continuation
+                lock.unlock()
+                DispatchQueue.global().asyncAfter(deadline: .now() + timeout.seconds) { [weak self] in
+                    self?.resume(key)
+                }
+            }
+        } onCancel: {
+            resume(key)
+        }
+    }
+
+    private func resume(_ key: UUID) {
+        lock.lock()
+        let continuation = waiters.removeValue(forKey: key)
+        lock.unlock()
+        continuation?.resume()
+    }
+}

@@ -1,0 +1,489 @@
+import AmtsbotePipeline
+import Foundation
+import Logging
+import Postfach
+import PostgresNIO
+
+/// The shared ledger on PostgreSQL: any number of intake processes and delivery workers, on any number of
+/// machines, work on one database. Claims take due rows with `FOR UPDATE SKIP LOCKED` in one short transaction
+/// (never waiting for rows another worker claims); leases and due times use the database's clock, so machines need
+/// not agree on the time; a `NOTIFY` wakes idle workers when work is queued (they poll too, since notifications
+/// can be lost); the delivery id is unique by index.
+public final class PostgresLedger: LedgerStore {
+    public let identity: ProcessIdentity
+    public var isShared: Bool { true }
+    public let configuration: PostgresLedgerConfiguration
+    let client: PostgresClient
+    let logger: Logger
+    private let running: Task<Void, Never>
+    private let wakeUps = WakeUps()
+    private let listener = ListenerState()
+    static let channel = "amtsbote_due"
+
+    private init(configuration: PostgresLedgerConfiguration, identity: ProcessIdentity, logger: Logger) {
+        self.configuration = configuration
+        self.identity = identity
+        self.logger = logger
+        // The pool's own background messages (connection churn, "run() not yet called" while it starts) are no
+        // business of the user's log unless they are errors.
+        var background = Logger(label: "amtsbote.ledger.pool")
+        background.logLevel = .error
+        let client = PostgresClient(configuration: configuration.client, backgroundLogger: background)
+        self.client = client
+        running = Task { await client.run() }
+    }
+
+    /// Connects, migrates (one process at a time, under an advisory lock) and returns the ledger. A database that
+    /// cannot be reached is a ``LedgerError`` `ledger.unavailable` naming the server (never the password).
+    public static func open(_ configuration: PostgresLedgerConfiguration, identity: ProcessIdentity = .current,
+                            logger: Logger = Logger(label: "amtsbote.ledger")) async throws -> PostgresLedger {
+        let ledger = PostgresLedger(configuration: configuration, identity: identity, logger: logger)
+        do {
+            try await PostgresSchema.migrate(ledger.client, logger: logger)
+        } catch {
+            await ledger.close()
+            throw LedgerError(code: "ledger.unavailable",
+                              message: "cannot use the ledger at \(configuration.displayURL): \(Self.describe(error))")
+        }
+        return ledger
+    }
+
+    public func close() async {
+        listener.stop()
+        running.cancel()
+        _ = await running.value
+    }
+
+    /// A server error's own message (postgres-nio's description hides it by default).
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return message }
+            return "\(error.code)"
+        }
+        if let error = error as? PostgresTransactionError {
+            return describe(error.closureError ?? error.commitError ?? error.beginError ?? error)
+        }
+        return "\(error)"
+    }
+
+    /// Runs `body`, turning connection and server errors into `ledger.unavailable`.
+    func run<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as LedgerError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw LedgerError(code: "ledger.unavailable",
+                              message: "ledger at \(configuration.displayURL): \(Self.describe(error))")
+        }
+    }
+
+    // MARK: Rows
+
+    static let columns = """
+        id, source, received_at, updated_at, state, payload_location, payload_sha256, payload_size, message_id,
+        delivery_id, schema_id, routing_keys, postfach, routing, reason_code, reason, attempts, next_attempt_at,
+        receipt, duplicate_of, owner, lease_token, lease_until, purged_at
+        """
+
+    static func submission(_ row: PostgresRow) throws -> Submission {
+        let r = row.makeRandomAccess()
+        return Submission(
+            id: try r["id"].decode(Int64.self), source: try r["source"].decode(String.self),
+            receivedAt: try r["received_at"].decode(Date.self), updatedAt: try r["updated_at"].decode(Date.self),
+            state: SubmissionState(rawValue: try r["state"].decode(String.self)) ?? .dead,
+            payloadLocation: try r["payload_location"].decode(String?.self),
+            payloadSHA256: try r["payload_sha256"].decode(String?.self),
+            payloadSize: try r["payload_size"].decode(Int64?.self), messageId: try r["message_id"].decode(String?.self),
+            deliveryId: try r["delivery_id"].decode(String?.self), schemaId: try r["schema_id"].decode(String?.self),
+            routingKeys: try r["routing_keys"].decode(String?.self), postfach: try r["postfach"].decode(String?.self),
+            routing: try r["routing"].decode(String?.self), reasonCode: try r["reason_code"].decode(String?.self),
+            reason: try r["reason"].decode(String?.self), attempts: Int(try r["attempts"].decode(Int32.self)),
+            nextAttemptAt: try r["next_attempt_at"].decode(Date?.self), receipt: try r["receipt"].decode(String?.self),
+            duplicateOf: try r["duplicate_of"].decode(Int64?.self), owner: try r["owner"].decode(String?.self),
+            leaseToken: try r["lease_token"].decode(String?.self), leaseUntil: try r["lease_until"].decode(Date?.self),
+            purgedAt: try r["purged_at"].decode(Date?.self))
+    }
+
+    static func rows(_ sequence: PostgresRowSequence) async throws -> [Submission] {
+        var result: [Submission] = []
+        for try await row in sequence { result.append(try submission(row)) }
+        return result
+    }
+
+    func fetch(_ query: PostgresQuery) async throws -> [Submission] {
+        try await run { try await Self.rows(try await client.query(query, logger: logger)) }
+    }
+
+    /// `UPDATE submission SET <every column of row> WHERE id = row.id AND <condition>`; true when a row changed.
+    static func writeAll(_ row: Submission, on connection: PostgresConnection, logger: Logger,
+                         condition: Condition) async throws -> Bool {
+        guard let id = row.id else { return false }
+        let s = row
+        var query: PostgresQuery = """
+            UPDATE submission SET source = \(s.source), updated_at = clock_timestamp(), state = \(s.state.rawValue),
+                payload_location = \(s.payloadLocation), payload_sha256 = \(s.payloadSHA256),
+                payload_size = \(s.payloadSize), message_id = \(s.messageId), delivery_id = \(s.deliveryId),
+                schema_id = \(s.schemaId), routing_keys = \(s.routingKeys), postfach = \(s.postfach),
+                routing = \(s.routing), reason_code = \(s.reasonCode), reason = \(s.reason),
+                attempts = \(Int32(s.attempts)), next_attempt_at = \(s.nextAttemptAt), receipt = \(s.receipt),
+                duplicate_of = \(s.duplicateOf), owner = \(s.owner), lease_token = \(s.leaseToken),
+                lease_until = \(s.leaseUntil), purged_at = \(s.purgedAt)
+            WHERE id = \(id)
+            """
+        switch condition {
+        case .stateAndOwner(let state, let owner):
+            query.sql += " AND state = $\(query.binds.count + 1) AND owner = $\(query.binds.count + 2)"
+            query.binds.append(state.rawValue)
+            query.binds.append(owner)
+        case .lease(let token):
+            query.sql += " AND state = 'running' AND lease_token = $\(query.binds.count + 1)"
+            query.binds.append(token)
+        }
+        query.sql += " RETURNING id"
+        var changed = false
+        for try await _ in try await connection.query(query, logger: logger) { changed = true }
+        return changed
+    }
+
+    enum Condition {
+        case stateAndOwner(SubmissionState, String)
+        case lease(String)
+    }
+
+    // MARK: Intake
+
+    public func recordReceived(source: String, at date: Date) async throws -> Submission {
+        let owner = identity.description
+        let rows = try await fetch("""
+            INSERT INTO submission (source, received_at, updated_at, state, owner)
+            VALUES (\(source), \(date), clock_timestamp(), 'received', \(owner))
+            RETURNING \(unescaped: Self.columns)
+            """)
+        guard let row = rows.first else { throw LedgerError(code: "ledger.unavailable", message: "no row recorded") }
+        return row
+    }
+
+    public func update(_ submission: Submission, from expected: SubmissionState) async throws -> Bool {
+        try await run {
+            try await client.withConnection { connection in
+                try await Self.writeAll(submission, on: connection, logger: logger,
+                                        condition: .stateAndOwner(expected, identity.description))
+            }
+        }
+    }
+
+    public func adopt(_ observed: Submission, evenIfOwnerRuns: Bool) async throws -> Submission? {
+        guard let id = observed.id, [.received, .validated].contains(observed.state),
+              evenIfOwnerRuns || !ProcessIdentity.ownerIsAlive(observed.owner) else { return nil }
+        let me = identity.description
+        return try await fetch("""
+            UPDATE submission SET owner = \(me), updated_at = clock_timestamp()
+            WHERE id = \(id) AND state = \(observed.state.rawValue) AND owner IS NOT DISTINCT FROM \(observed.owner)
+            RETURNING \(unescaped: Self.columns)
+            """).first
+    }
+
+    public func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission {
+        guard let deliveryId = submission.deliveryId, let id = submission.id else { return submission }
+        let me = identity.description
+        let saved: Submission = try await run {
+            try await client.withTransaction(logger: logger) { connection in
+                var row = submission
+                // The unique key on delivery_claim decides, race-free: the first insert wins, every later one
+                // finds the holder.
+                var holder = id
+                let inserted = try await connection.query("""
+                    INSERT INTO delivery_claim (delivery_id, submission_id) VALUES (\(deliveryId), \(id))
+                    ON CONFLICT (delivery_id) DO NOTHING RETURNING submission_id
+                    """, logger: logger)
+                var won = false
+                for try await _ in inserted { won = true }
+                if !won {
+                    let found = try await connection.query("""
+                        SELECT c.submission_id, s.payload_sha256 FROM delivery_claim c
+                        LEFT JOIN submission s ON s.id = c.submission_id WHERE c.delivery_id = \(deliveryId)
+                        """, logger: logger)
+                    var holderHash: String?
+                    for try await (owner, hash) in found.decode((Int64, String?).self) { holder = owner; holderHash = hash }
+                    if holder != id {
+                        row.markDuplicate(of: holder, sameHash: holderHash != nil && holderHash == row.payloadSHA256)
+                    }
+                }
+                if holder == id {
+                    if leaseFor != nil {
+                        // Lease times on the database's clock, like every claim.
+                        row.lease(to: identity, token: UUID().uuidString, until: Date())
+                    } else {
+                        row.state = .queued
+                        row.owner = nil
+                    }
+                }
+                guard try await Self.writeAll(row, on: connection, logger: logger,
+                                              condition: .stateAndOwner(.validated, me)) else {
+                    throw LedgerError(code: "ledger.lost-row", message: "submission \(id) was taken over by another process")
+                }
+                let seconds = leaseFor?.inSeconds ?? 0
+                let times = try await connection.query("""
+                    UPDATE submission SET
+                        next_attempt_at = CASE WHEN state = 'queued' THEN clock_timestamp() ELSE next_attempt_at END,
+                        lease_until = CASE WHEN state = 'running'
+                                      THEN clock_timestamp() + make_interval(secs => \(seconds)) END
+                    WHERE id = \(id) RETURNING \(unescaped: Self.columns)
+                    """, logger: logger)
+                let stored = try await Self.rows(times).first ?? row
+                if stored.state == .queued { try await connection.query("NOTIFY \(unescaped: Self.channel)", logger: logger) }
+                return stored
+            }
+        }
+        return saved
+    }
+
+    // MARK: Delivery queue
+
+    public func claimDue(limit: Int, dueBy: Date?, leaseFor: Duration) async throws -> [Submission] {
+        guard limit > 0 else { return [] }
+        let me = identity.description
+        let seconds = leaseFor.inSeconds
+        // MATERIALIZED: the planner must not inline the CTE (it could then lock more rows than LIMIT).
+        let rows = try await fetch("""
+            WITH due AS MATERIALIZED (
+                SELECT id FROM submission
+                WHERE state = 'queued' AND next_attempt_at <= COALESCE(\(dueBy), clock_timestamp())
+                ORDER BY next_attempt_at, id
+                LIMIT \(Int64(limit))
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE submission s SET state = 'running', attempts = s.attempts + 1,
+                lease_token = gen_random_uuid()::text,
+                lease_until = clock_timestamp() + make_interval(secs => \(seconds)),
+                owner = \(me), updated_at = clock_timestamp()
+            FROM due WHERE s.id = due.id
+            RETURNING \(unescaped: Self.columns.replacingOccurrences(of: "\n", with: " ").split(separator: ",")
+                .map { "s." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
+            """)
+        return rows.sorted { ($0.id ?? 0) < ($1.id ?? 0) }
+    }
+
+    public func extendLeases(_ leased: [Submission], by: Duration) async throws -> Set<Int64> {
+        let pairs = leased.compactMap { row in row.id.flatMap { id in row.leaseToken.map { (id, $0) } } }
+        guard !pairs.isEmpty else { return [] }
+        let ids = pairs.map(\.0), tokens = pairs.map(\.1)
+        let seconds = by.inSeconds
+        return try await run {
+            let result = try await client.query("""
+                UPDATE submission s SET lease_until = clock_timestamp() + make_interval(secs => \(seconds))
+                FROM unnest(\(ids)::bigint[], \(tokens)::text[]) AS held(id, token)
+                WHERE s.id = held.id AND s.state = 'running' AND s.lease_token = held.token
+                RETURNING s.id
+                """, logger: logger)
+            var held: Set<Int64> = []
+            for try await id in result.decode(Int64.self) { held.insert(id) }
+            return held
+        }
+    }
+
+    public func finishAttempt(_ outcome: Submission) async throws -> Bool {
+        guard let token = outcome.leaseToken else { return false }
+        var row = outcome
+        row.releaseLease()
+        return try await run {
+            try await client.withTransaction(logger: logger) { connection in
+                let written = try await Self.writeAll(row, on: connection, logger: logger, condition: .lease(token))
+                if written && row.state == .queued {
+                    try await connection.query("NOTIFY \(unescaped: Self.channel)", logger: logger)
+                }
+                return written
+            }
+        }
+    }
+
+    public func release(_ leased: Submission) async throws -> Bool {
+        guard let id = leased.id, let token = leased.leaseToken else { return false }
+        return try await !fetch("""
+            WITH released AS (
+                UPDATE submission SET state = 'queued', attempts = GREATEST(attempts - 1, 0),
+                    next_attempt_at = clock_timestamp(), owner = NULL, lease_token = NULL, lease_until = NULL,
+                    updated_at = clock_timestamp()
+                WHERE id = \(id) AND state = 'running' AND lease_token = \(token)
+                RETURNING \(unescaped: Self.columns)
+            ), woken AS (SELECT pg_notify('\(unescaped: Self.channel)', '') FROM released)
+            SELECT released.* FROM released, woken
+            """).isEmpty
+    }
+
+    public func requeueExpiredLeases() async throws -> [Submission] {
+        try await fetch("""
+            WITH expired AS (
+                UPDATE submission SET state = 'queued', next_attempt_at = clock_timestamp(), owner = NULL,
+                    lease_token = NULL, lease_until = NULL, updated_at = clock_timestamp()
+                WHERE id IN (SELECT id FROM submission WHERE state = 'running' AND lease_until < clock_timestamp()
+                             FOR UPDATE SKIP LOCKED)
+                RETURNING \(unescaped: Self.columns)
+            ), woken AS (SELECT pg_notify('\(unescaped: Self.channel)', '') WHERE EXISTS (SELECT 1 FROM expired))
+            SELECT expired.* FROM expired LEFT JOIN woken ON true
+            """)
+    }
+
+    public func rescue(_ observed: Submission) async throws -> Submission? {
+        guard let id = observed.id, observed.state == .running, let token = observed.leaseToken else { return nil }
+        return try await fetch("""
+            WITH rescued AS (
+                UPDATE submission SET state = 'queued', next_attempt_at = clock_timestamp(), owner = NULL,
+                    lease_token = NULL, lease_until = NULL, updated_at = clock_timestamp()
+                WHERE id = \(id) AND state = 'running' AND lease_token = \(token)
+                RETURNING \(unescaped: Self.columns)
+            ), woken AS (SELECT pg_notify('\(unescaped: Self.channel)', '') WHERE EXISTS (SELECT 1 FROM rescued))
+            SELECT rescued.* FROM rescued LEFT JOIN woken ON true
+            """).first
+    }
+
+    public func requeue(_ observed: Submission) async throws -> Submission? {
+        guard let id = observed.id, [.dead, .queued].contains(observed.state) else { return nil }
+        return try await fetch("""
+            WITH requeued AS (
+                UPDATE submission SET state = 'queued', attempts = 0, next_attempt_at = clock_timestamp(), owner = NULL,
+                    updated_at = clock_timestamp()
+                WHERE id = \(id) AND state = \(observed.state.rawValue) AND purged_at IS NULL
+                RETURNING \(unescaped: Self.columns)
+            ), woken AS (SELECT pg_notify('\(unescaped: Self.channel)', '') WHERE EXISTS (SELECT 1 FROM requeued))
+            SELECT requeued.* FROM requeued LEFT JOIN woken ON true
+            """).first
+    }
+
+    public func nextAttempt() async throws -> Date? {
+        try await run {
+            let result = try await client.query("""
+                SELECT LEAST((SELECT MIN(next_attempt_at) FROM submission WHERE state = 'queued'),
+                             (SELECT MIN(lease_until) FROM submission WHERE state = 'running'))
+                """, logger: logger)
+            var next: Date?
+            for try await value in result.decode(Date?.self) { next = value }
+            return next
+        }
+    }
+
+    public func waitForWork(upTo timeout: Duration) async {
+        listener.startIfNeeded { [configuration, logger, wakeUps] in
+            await Self.listen(configuration, logger: logger, wakeUps: wakeUps)
+        }
+        await wakeUps.wait(upTo: timeout)
+    }
+
+    /// One LISTEN connection per process (the pool's connections cannot listen): each notification wakes the
+    /// waiting workers. Reconnects after a lost connection (notifications sent meanwhile are lost; the workers'
+    /// poll covers them).
+    static func listen(_ configuration: PostgresLedgerConfiguration, logger: Logger, wakeUps: WakeUps) async {
+        var id = 0
+        while !Task.isCancelled {
+            id += 1
+            do {
+                let connection = try await PostgresConnection.connect(configuration: try configuration.connection, id: id,
+                                                                      logger: logger)
+                do {
+                    let notifications = try await connection.listen(channel)
+                    wakeUps.signal()  // Anything queued while not listening.
+                    for try await _ in notifications { wakeUps.signal() }
+                } catch {
+                    logger.debug("listen connection lost", metadata: ["code": "ledger.unavailable"])
+                }
+                try? await connection.close()
+            } catch {
+                logger.debug("listen connection failed", metadata: ["code": "ledger.unavailable"])
+            }
+            if Task.isCancelled { return }
+            try? await Task.sleep(for: .milliseconds(Int64.random(in: 200...800)))
+        }
+    }
+
+    // MARK: Reading
+
+    public func submission(_ id: Int64) async throws -> Submission? {
+        try await fetch("SELECT \(unescaped: Self.columns) FROM submission WHERE id = \(id)").first
+    }
+
+    public func submissions(states: [SubmissionState]?, limit: Int?) async throws -> [Submission] {
+        let names = states?.map(\.rawValue)
+        let count = limit.map(Int64.init)
+        return try await fetch("""
+            SELECT \(unescaped: Self.columns) FROM submission
+            WHERE (\(names)::text[] IS NULL OR state = ANY(\(names)::text[]))
+            ORDER BY id LIMIT \(count)
+            """)
+    }
+
+    public func counts() async throws -> [SubmissionState: Int] {
+        try await run {
+            let result = try await client.query("SELECT state, COUNT(*) FROM submission GROUP BY state", logger: logger)
+            var counts: [SubmissionState: Int] = [:]
+            for try await (state, n) in result.decode((String, Int64).self) {
+                if let state = SubmissionState(rawValue: state) { counts[state] = Int(n) }
+            }
+            return counts
+        }
+    }
+
+    public func newestID() async throws -> Int64 {
+        try await run {
+            let result = try await client.query("SELECT COALESCE(MAX(id), 0) FROM submission", logger: logger)
+            var newest: Int64 = 0
+            for try await value in result.decode(Int64.self) { newest = value }
+            return newest
+        }
+    }
+
+    // MARK: Retention
+
+    public func unpurged(state: SubmissionState, finishedBefore date: Date) async throws -> [Submission] {
+        guard state.isFinal else { return [] }
+        return try await fetch("""
+            SELECT \(unescaped: Self.columns) FROM submission
+            WHERE state = \(state.rawValue) AND purged_at IS NULL AND updated_at < \(date) ORDER BY id
+            """)
+    }
+
+    public func markPurged(_ observed: Submission, cutoff: Date, at date: Date) async throws -> Submission? {
+        guard let id = observed.id, observed.state.isFinal else { return nil }
+        return try await fetch("""
+            UPDATE submission SET purged_at = \(date)
+            WHERE id = \(id) AND state = \(observed.state.rawValue) AND purged_at IS NULL AND updated_at < \(cutoff)
+            RETURNING \(unescaped: Self.columns)
+            """).first
+    }
+
+    public func purgedWithPayload() async throws -> [Submission] {
+        try await fetch("""
+            SELECT \(unescaped: Self.columns) FROM submission WHERE purged_at IS NOT NULL AND payload_location IS NOT NULL
+            """)
+    }
+
+    public func forgetPayloadLocation(_ row: Submission) async throws {
+        guard let id = row.id else { return }
+        _ = try await fetch("""
+            UPDATE submission SET payload_location = NULL WHERE id = \(id) AND purged_at IS NOT NULL
+            RETURNING \(unescaped: Self.columns)
+            """)
+    }
+}
+
+/// The LISTEN task of one ledger, started by the first wait.
+final class ListenerState: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var task: Task<Void, Never>?
+    private var stopped = false
+
+    func startIfNeeded(_ body: @escaping @Sendable () async -> Void) {
+        lock.lock(); defer { lock.unlock() }
+        guard task == nil, !stopped else { return }
+        task = Task { await body() }
+    }
+
+    func stop() {
+        lock.lock(); defer { lock.unlock() }
+        stopped = true
+        task?.cancel()
+    }
+}

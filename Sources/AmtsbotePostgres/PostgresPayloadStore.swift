@@ -1,0 +1,111 @@
+import AmtsbotePipeline
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Payloads in the ledger's database, as chunks of at most ``chunkSize`` bytes: written from the spool file
+/// chunk by chunk in one transaction, read back chunk by chunk into a temporary file for a delivery. No process
+/// needs a shared file system, and none holds a whole payload in memory.
+public struct PostgresPayloadStore: PayloadStore {
+    public let ledger: PostgresLedger
+    /// Where deliveries read their temporary copies (process-local).
+    public let scratch: URL
+    public static let chunkSize = 256 * 1024
+
+    public init(ledger: PostgresLedger, scratch: URL) throws {
+        self.ledger = ledger
+        self.scratch = scratch
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    }
+
+    static let prefix = "postgres:"
+
+    public func keep(spooled file: URL, submission: Int64) async throws -> String {
+        let fd = open(file.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SpoolError("cannot read \(file.path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let logger = ledger.logger
+        try await ledger.run {
+            try await ledger.client.withTransaction(logger: logger) { connection in
+                try await connection.query("DELETE FROM payload_chunk WHERE submission_id = \(submission)", logger: logger)
+                var seq: Int32 = 0
+                var buffer = ByteBufferAllocator().buffer(capacity: Self.chunkSize)
+                while true {
+                    buffer.clear()
+                    let count = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.chunkSize) { bytes in
+                        var total = 0
+                        while total < Self.chunkSize {
+                            let n = read(fd, bytes.baseAddress! + total, Self.chunkSize - total)
+                            if n < 0 {
+                                if errno == EINTR { continue }
+                                throw SpoolError("cannot read the spool file: \(String(cString: strerror(errno)))")
+                            }
+                            if n == 0 { break }
+                            total += n
+                        }
+                        return total
+                    }
+                    if count == 0 && seq > 0 { break }
+                    try await connection.query("""
+                        INSERT INTO payload_chunk (submission_id, seq, data) VALUES (\(submission), \(seq), \(buffer))
+                        """, logger: logger)
+                    seq += 1
+                    if count < Self.chunkSize { break }
+                }
+            }
+        }
+        unlink(file.path)
+        return Self.prefix + String(submission)
+    }
+
+    private func submissionID(_ location: String) throws -> Int64 {
+        guard location.hasPrefix(Self.prefix), let id = Int64(location.dropFirst(Self.prefix.count)) else {
+            throw SpoolError("not a PostgreSQL payload location: \(location)")
+        }
+        return id
+    }
+
+    public func withLocalFile<T: Sendable>(_ location: String, _ body: (URL) async throws -> T) async throws -> T {
+        let id = try submissionID(location)
+        let file = scratch.appendingPathComponent("delivery-\(id)-\(UUID().uuidString).xml")
+        let fd = open(file.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SpoolError("cannot create \(file.path): \(String(cString: strerror(errno)))") }
+        defer { unlink(file.path) }
+        do {
+            defer { close(fd) }
+            let logger = ledger.logger
+            var chunks = 0
+            try await ledger.run {
+                let rows = try await ledger.client.query(
+                    "SELECT data FROM payload_chunk WHERE submission_id = \(id) ORDER BY seq", logger: logger)
+                for try await chunk in rows.decode(ByteBuffer.self) {
+                    chunks += 1
+                    try chunk.withUnsafeReadableBytes { bytes in
+                        var offset = 0
+                        while offset < bytes.count {
+                            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                            if n < 0 {
+                                if errno == EINTR { continue }
+                                throw SpoolError("cannot write \(file.path): \(String(cString: strerror(errno)))")
+                            }
+                            offset += n
+                        }
+                    }
+                }
+            }
+            guard chunks > 0 else { throw SpoolError("the payload of submission \(id) is not in the ledger") }
+        }
+        return try await body(file)
+    }
+
+    public func remove(_ location: String) async throws {
+        try await removeIncomplete(submission: try submissionID(location))
+    }
+
+    public func removeIncomplete(submission: Int64) async throws {
+        let logger = ledger.logger
+        try await ledger.run {
+            try await ledger.client.query("DELETE FROM payload_chunk WHERE submission_id = \(submission)", logger: logger)
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import XoevReports
+import AmtsbotePipeline
+import ArgumentParser
+import Dispatch
+import Foundation
+
+/// `amtsbote worker`: delivers queued submissions from the (shared) ledger.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Deliver queued submissions until stopped (SIGTERM, SIGINT) or, with --drain, until nothing is due.",
+        discussion: """
+        Any number of workers, on any number of machines, share one PostgreSQL ledger (Docs/scaling.md); with the
+        embedded SQLite ledger, workers on the one machine share it. Each claims due deliveries in small batches,
+        holds a lease on each while it delivers (extended by heartbeat), and records every outcome. On SIGTERM or
+        SIGINT it stops claiming, lets the deliveries in flight finish and be recorded, and exits 0; a second
+        signal cancels them (they are recorded as cancelled and go back to the queue).
+
+        EXIT CODES: 0 stopped or drained, 2 configuration error, 6 ledger unreachable at start.
+        """)
+
+    @Option(name: .long, help: "Deliveries in flight at most.")
+    var concurrency: Int = 4
+
+    @Option(name: .long, help: "Deliveries claimed per transaction at most (default: --concurrency; 1 = single-row claims).")
+    var batch: Int?
+
+    @Option(name: .long, help: "Seconds an idle worker waits for a notification before it looks for due work again.")
+    var poll: Double = 2
+
+    @Flag(name: .long, help: "Exit as soon as nothing is due and nothing is in flight.")
+    var drain = false
+
+    @OptionGroup var options: PipelineOptions
+
+    func validate() throws {
+        if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if let batch, batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if poll <= 0 { throw ValidationError("--poll must be positive") }
+    }
+
+    func run() async throws {
+        let loaded = try await options.load(.delivery)
+        guard let pipeline = loaded.pipeline else { throw ExitCode(ExitStatus.usage.rawValue) }
+        let stop = StopSignal()
+        let worker = DeliveryWorker(pipeline: pipeline, concurrency: concurrency, batchSize: batch,
+                                    poll: .milliseconds(Int64(poll * 1000)), drain: drain)
+        let run = Task { () -> DeliveryWorker.Summary in
+            _ = try await pipeline.recover()
+            return try await worker.run(until: stop)
+        }
+        let signals = SignalWatch(signals: [SIGTERM, SIGINT]) { count in
+            if count == 1 { stop.stop() } else { run.cancel() }
+        }
+        defer { signals.cancel() }
+        let summary: DeliveryWorker.Summary
+        do {
+            summary = try await run.value
+        } catch is CancellationError {
+            await pipeline.ledger.close()
+            throw ExitCode(0)
+        } catch let error as LedgerError {
+            FileHandle.standardError.write(Data("amtsbote: worker: \(error)\n".utf8))
+            await pipeline.ledger.close()
+            throw ExitCode(ExitStatus.ledgerUnavailable.rawValue)
+        }
+        await pipeline.ledger.close()
+        var out = StandardOutput()
+        out.append("worker: \(summary.attempts) attempt(s), \(summary.delivered) delivered, "
+                   + "\(summary.failed) failed or re-queued\n")
+        out.flush()
+    }
+}
+
+/// Counts deliveries of some signals (instead of their default action) and calls `handler` with the count.
+final class SignalWatch: @unchecked Sendable {
+    private let sources: [any DispatchSourceSignal]
+
+    init(signals: [Int32], handler: @escaping @Sendable (Int) -> Void) {
+        let counter = SignalCounter()
+        sources = signals.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { handler(counter.next()) }
+            source.resume()
+            return source
+        }
+    }
+
+    func cancel() { sources.forEach { $0.cancel() } }
+}
+
+private final class SignalCounter: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var count = 0
+    func next() -> Int {
+        lock.lock(); defer { lock.unlock() }
+        count += 1
+        return count
+    }
+}
