@@ -73,7 +73,7 @@ let package = Package(
         // The conformance suite every ledger engine must pass (Swift Testing checks, callable from any test target).
         .target(
             name: "LedgerTesting",
-            dependencies: ["AmtsbotePipeline", "Postfach"]
+            dependencies: ["AmtsbotePipeline", "Postfach", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // The command-line tool: flags -> configuration -> validation -> output and exit code.
         .executableTarget(
@@ -113,7 +113,8 @@ let package = Package(
         ),
         .testTarget(
             name: "AmtsbotePipelineTests",
-            dependencies: ["AmtsbotePipeline", "Postfach", "XoevValidation", "XoevRouting", "AmtsboteTestSupport"]
+            dependencies: ["AmtsbotePipeline", "AmtsbotePostgres", "LedgerTesting", "Postfach", "XoevValidation",
+                           "XoevRouting", "AmtsboteTestSupport", .product(name: "PostgresNIO", package: "postgres-nio")]
         ),
         .testTarget(
             name: "AmtsboteCLITests",

@@ -22,7 +22,10 @@ public struct FilesystemPayloadStore: PayloadStore {
     public func keep(spooled file: URL, submission: Int64) async throws -> String { file.path }
 
     public func withLocalFile<T: Sendable>(_ location: String, _ body: (URL) async throws -> T) async throws -> T {
-        try await body(URL(fileURLWithPath: location))
+        guard access(location, R_OK) == 0 else {
+            throw SpoolError("the payload \(location) cannot be read: \(String(cString: strerror(errno)))")
+        }
+        return try await body(URL(fileURLWithPath: location))
     }
 
     public func remove(_ location: String) async throws {

@@ -387,6 +387,11 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func close() async {}
+
+    /// Writes a row as given, unconditionally: for tests that stage a crash's leftovers.
+    func overwrite(_ row: Submission) throws {
+        _ = try write { db in try Self.write(db, row, where: "1", []) }
+    }
 }
 
 extension Submission {

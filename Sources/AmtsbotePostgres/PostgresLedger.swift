@@ -37,6 +37,15 @@ public final class PostgresLedger: LedgerStore {
     /// cannot be reached is a ``LedgerError`` `ledger.unavailable` naming the server (never the password).
     public static func open(_ configuration: PostgresLedgerConfiguration, identity: ProcessIdentity = .current,
                             logger: Logger = Logger(label: "amtsbote.ledger")) async throws -> PostgresLedger {
+        // One direct connection first: a server that refuses, or a wrong password, is said at once (the pool would
+        // keep trying in the background).
+        do {
+            let probe = try await PostgresConnection.connect(configuration: try configuration.connection, id: 0, logger: logger)
+            try? await probe.close()
+        } catch {
+            throw LedgerError(code: "ledger.unavailable",
+                              message: "cannot use the ledger at \(configuration.displayURL): \(Self.describe(error))")
+        }
         let ledger = PostgresLedger(configuration: configuration, identity: identity, logger: logger)
         do {
             try await PostgresSchema.migrate(ledger.client, logger: logger)
@@ -58,6 +67,7 @@ public final class PostgresLedger: LedgerStore {
     static func describe(_ error: any Error) -> String {
         if let error = error as? PSQLError {
             if let message = error.serverInfo?[.message] { return message }
+            if let underlying = error.underlying { return "\(error.code): \(underlying)" }
             return "\(error.code)"
         }
         if let error = error as? PostgresTransactionError {

@@ -1,1 +1,317 @@
 import AmtsbotePipeline
+import Crypto
+import Foundation
+import Postfach
+import Testing
+
+/// The conformance suite every ``LedgerStore`` engine (and its ``PayloadStore``) must pass: compare-and-set
+/// transitions, the delivery-id claim under races, batch claims that never hand a row out twice, leases (heartbeat,
+/// expiry, fencing, release), re-queueing, retention, and payloads that survive the round trip byte for byte.
+///
+/// Call it with a way to make a fresh, empty store and to open it as several processes:
+/// ```swift
+/// @Test func conformance() async throws {
+///     try await LedgerConformance.check { let path = tmp/"ledger.sqlite"; return { identity in try SQLiteLedger(path: path, identity: identity) } }
+/// }
+/// ```
+public enum LedgerConformance {
+    /// Opens the one store a check works on, as the process `identity` (several at once).
+    public typealias Opener = @Sendable (ProcessIdentity) async throws -> any LedgerStore
+    /// Makes a fresh, empty store and returns its opener.
+    public typealias Factory = @Sendable () async throws -> Opener
+
+    /// Identities of processes that run (this one and its parent) and of one that is gone.
+    static var me: ProcessIdentity { .current }
+    static var other: ProcessIdentity {
+        ProcessIdentity.running(pid: getppid()) ?? ProcessIdentity(bootID: me.bootID, pid: me.pid, startTicks: me.startTicks + 2)
+    }
+    static var gone: ProcessIdentity { ProcessIdentity(bootID: me.bootID, pid: me.pid, startTicks: me.startTicks + 1) }
+
+    /// Runs every check, each on a fresh store.
+    public static func check(_ factory: Factory) async throws {
+        try await compareAndSet(try await factory())
+        try await deliveryIDClaim(try await factory())
+        try await deliveryIDRace(try await factory())
+        try await batchClaims(try await factory())
+        try await concurrentClaims(try await factory())
+        try await leases(try await factory())
+        try await requeueAndRetention(try await factory())
+    }
+
+    /// A row through intake to `validated`, ready to queue, with `deliveryId` and a payload hash.
+    public static func validated(_ ledger: any LedgerStore, deliveryId: String, hash: String,
+                                 postfach: String = "conformance") async throws -> Submission {
+        var row = try await ledger.recordReceived(source: "conformance-\(deliveryId)", at: Date())
+        row.state = .validated
+        row.deliveryId = deliveryId
+        row.payloadSHA256 = hash
+        row.payloadSize = 10
+        row.payloadLocation = "/nonexistent/\(deliveryId)"
+        row.postfach = postfach
+        #expect(try await ledger.update(row, from: .received))
+        return row
+    }
+
+    static func compareAndSet(_ open: Opener) async throws {
+        let ledger = try await open(me)
+        let otherLedger = try await open(other)
+        defer { Task { await ledger.close(); await otherLedger.close() } }
+        let row = try await ledger.recordReceived(source: "upload", at: Date(timeIntervalSince1970: 1_800_000_000))
+        #expect(row.state == .received)
+        #expect(row.owner == me.description)
+        #expect(row.id != nil)
+        #expect(try await ledger.newestID() == row.id)
+        var changed = row
+        changed.state = .rejected
+        changed.owner = nil
+        changed.reasonCode = "schema.value.type"
+        #expect(try await !otherLedger.update(changed, from: .received), "another process may not write a row it does not own")
+        #expect(try await !ledger.update(changed, from: .validated), "a transition from the wrong state changes nothing")
+        #expect(try await ledger.update(changed, from: .received))
+        let stored = try #require(try await ledger.submission(row.id!))
+        #expect(stored.state == .rejected && stored.reasonCode == "schema.value.type" && stored.owner == nil)
+        #expect(stored.receivedAt == Date(timeIntervalSince1970: 1_800_000_000))
+        #expect(try await ledger.counts() == [.rejected: 1])
+
+        // Adoption: a gone owner's row is taken over; a running owner's is not.
+        let goneLedger = try await open(gone)
+        let orphan = try await goneLedger.recordReceived(source: "orphan", at: Date())
+        await goneLedger.close()
+        let running = try await otherLedger.recordReceived(source: "running", at: Date())
+        #expect(try await ledger.adopt(running, evenIfOwnerRuns: false) == nil)
+        let adopted = try #require(try await ledger.adopt(orphan, evenIfOwnerRuns: false))
+        #expect(adopted.owner == me.description)
+        #expect(try await otherLedger.adopt(orphan, evenIfOwnerRuns: true) == nil, "the observed owner changed: no take-over")
+        #expect(try await ledger.submissions(states: [.received], limit: nil).map(\.id) == [orphan.id, running.id])
+        #expect(try await ledger.submissions(states: nil, limit: 1).map(\.id) == [row.id])
+    }
+
+    static func deliveryIDClaim(_ open: Opener) async throws {
+        let ledger = try await open(me)
+        defer { Task { await ledger.close() } }
+        let first = try await ledger.claimAndQueue(try await validated(ledger, deliveryId: "id-1", hash: "aa"), leaseFor: nil)
+        #expect(first.state == .queued && first.owner == nil && first.nextAttemptAt != nil)
+        let resend = try await ledger.claimAndQueue(try await validated(ledger, deliveryId: "id-1", hash: "aa"), leaseFor: nil)
+        #expect(resend.state == .duplicate && resend.duplicateOf == first.id && resend.reasonCode == "ledger.duplicate")
+        let forged = try await ledger.claimAndQueue(try await validated(ledger, deliveryId: "id-1", hash: "bb"), leaseFor: nil)
+        #expect(forged.state == .conflict && forged.duplicateOf == first.id && forged.reasonCode == "ledger.id-conflict")
+        let leased = try await ledger.claimAndQueue(try await validated(ledger, deliveryId: "id-2", hash: "cc"),
+                                                    leaseFor: .seconds(60))
+        #expect(leased.state == .running && leased.attempts == 1 && leased.leaseToken != nil && leased.owner == me.description)
+        let stored = try #require(try await ledger.submission(leased.id!))
+        #expect(stored.leaseToken == leased.leaseToken && stored.state == .running)
+        #expect(stored.leaseUntil.map { $0 > Date().addingTimeInterval(30) } == true, "leased for about a minute")
+        #expect(try await ledger.counts() == [.queued: 1, .duplicate: 1, .conflict: 1, .running: 1])
+    }
+
+    /// Many processes queue rows under one delivery id at once: exactly one owns it.
+    static func deliveryIDRace(_ open: Opener) async throws {
+        for round in 0..<5 {
+            let ledgers = try await (0..<6).asyncMap { _ in try await open(me) }
+            let rows = try await ledgers.enumerated().asyncMap { index, ledger in
+                try await validated(ledger, deliveryId: "race-\(round)", hash: index % 2 == 0 ? "even" : "odd")
+            }
+            let outcomes = try await withThrowingTaskGroup(of: Submission.self) { group in
+                for (ledger, row) in zip(ledgers, rows) {
+                    group.addTask { try await ledger.claimAndQueue(row, leaseFor: nil) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let owners = outcomes.filter { $0.state == .queued }
+            #expect(owners.count == 1, "round \(round): one owner, found \(outcomes.map(\.state))")
+            for outcome in outcomes where outcome.state != .queued {
+                #expect(outcome.duplicateOf == owners.first?.id)
+                #expect(outcome.state == (outcome.payloadSHA256 == owners.first?.payloadSHA256 ? .duplicate : .conflict))
+            }
+            for ledger in ledgers { await ledger.close() }
+        }
+    }
+
+    static func batchClaims(_ open: Opener) async throws {
+        let ledger = try await open(me)
+        defer { Task { await ledger.close() } }
+        var ids: [Int64] = []
+        for n in 0..<5 {
+            ids.append(try await ledger.claimAndQueue(try await validated(ledger, deliveryId: "b-\(n)", hash: "h\(n)"),
+                                                      leaseFor: nil).id!)
+        }
+        #expect(try await ledger.claimDue(limit: 3, dueBy: Date().addingTimeInterval(-3600), leaseFor: .seconds(60)).isEmpty,
+                "nothing was due an hour ago")
+        let batch = try await ledger.claimDue(limit: 3, dueBy: nil, leaseFor: .seconds(60))
+        #expect(batch.count == 3, "the limit is kept")
+        #expect(Set(batch.compactMap(\.leaseToken)).count == 3, "each claim has its own token")
+        #expect(batch.allSatisfy { $0.state == .running && $0.attempts == 1 && $0.owner == me.description })
+        let rest = try await ledger.claimDue(limit: 10, dueBy: nil, leaseFor: .seconds(60))
+        #expect(Set((batch + rest).compactMap(\.id)) == Set(ids), "every due row once")
+        #expect(try await ledger.claimDue(limit: 10, dueBy: nil, leaseFor: .seconds(60)).isEmpty)
+        #expect(try await ledger.counts() == [.running: 5])
+        let next = try #require(try await ledger.nextAttempt(), "the earliest lease expiry")
+        #expect(next > Date().addingTimeInterval(30))
+    }
+
+    /// Several processes claim from one queue at once: every row is handed out exactly once.
+    static func concurrentClaims(_ open: Opener) async throws {
+        let setup = try await open(me)
+        let total = 60
+        for n in 0..<total {
+            _ = try await setup.claimAndQueue(try await validated(setup, deliveryId: "c-\(n)", hash: "h\(n)"), leaseFor: nil)
+        }
+        await setup.close()
+        let ledgers = try await (0..<4).asyncMap { _ in try await open(me) }
+        let claimed = try await withThrowingTaskGroup(of: [Int64].self) { group in
+            for ledger in ledgers {
+                group.addTask {
+                    var mine: [Int64] = []
+                    while true {
+                        let batch = try await ledger.claimDue(limit: 3, dueBy: nil, leaseFor: .seconds(60))
+                        if batch.isEmpty { return mine }
+                        mine += batch.compactMap(\.id)
+                    }
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(claimed.count == total, "claimed \(claimed.count) times for \(total) rows")
+        #expect(Set(claimed).count == total, "no row twice")
+        for ledger in ledgers { await ledger.close() }
+    }
+
+    static func leases(_ open: Opener) async throws {
+        let ledger = try await open(me)
+        let otherLedger = try await open(other)
+        defer { Task { await ledger.close(); await otherLedger.close() } }
+        for n in 0..<3 {
+            _ = try await ledger.claimAndQueue(try await validated(ledger, deliveryId: "l-\(n)", hash: "h\(n)"), leaseFor: nil)
+        }
+        let claimed = try await ledger.claimDue(limit: 3, dueBy: nil, leaseFor: .seconds(60))
+        let (kept, expiring, released) = (claimed[0], claimed[1], claimed[2])
+
+        // Heartbeat: held leases are extended; a wrong token holds nothing.
+        var forged = kept
+        forged.leaseToken = "not-the-token"
+        #expect(try await ledger.extendLeases([kept, forged], by: .seconds(120)) == [kept.id!])
+        let extended = try #require(try await ledger.submission(kept.id!)).leaseUntil
+        #expect(extended.map { $0 > Date().addingTimeInterval(90) } == true)
+
+        // Release: back to the queue, the attempt not counted, due now.
+        #expect(try await ledger.release(released))
+        #expect(try await !ledger.release(released), "released once")
+        let again = try #require(try await ledger.submission(released.id!))
+        #expect(again.state == .queued && again.attempts == 0 && again.leaseToken == nil && again.owner == nil)
+
+        // Expiry: a lease not extended runs out, and any process puts the row back.
+        #expect(try await ledger.extendLeases([expiring], by: .milliseconds(1)) == [expiring.id!])
+        let expiry = try #require(try await ledger.submission(expiring.id!)?.leaseUntil)
+        try await waitUntil("the lease ends") { Date() > expiry.addingTimeInterval(0.01) }
+        let requeued = try await otherLedger.requeueExpiredLeases()
+        #expect(requeued.map(\.id) == [expiring.id], "only the expired lease")
+        #expect(requeued.first?.state == .queued && requeued.first?.leaseToken == nil)
+        #expect(try await ledger.extendLeases([expiring], by: .seconds(60)).isEmpty, "a lost lease is not extended")
+
+        // Fencing: the other process claims the row again; the first holder's outcome changes nothing.
+        let retaken = try await otherLedger.claimDue(limit: 10, dueBy: nil, leaseFor: .seconds(60))
+        #expect(Set(retaken.compactMap(\.id)) == [expiring.id!, released.id!])
+        let theirs = try #require(retaken.first { $0.id == expiring.id })
+        #expect(theirs.attempts == 2 && theirs.leaseToken != expiring.leaseToken)
+        var late = expiring
+        late.state = .dead
+        late.reasonCode = "postfach.rejected"
+        #expect(try await !ledger.finishAttempt(late), "a stale token never finishes")
+        var outcome = theirs
+        outcome.state = .delivered
+        outcome.receipt = "{}"
+        #expect(try await otherLedger.finishAttempt(outcome))
+        #expect(try await !otherLedger.finishAttempt(outcome), "finished once")
+        let delivered = try #require(try await ledger.submission(expiring.id!))
+        #expect(delivered.state == .delivered && delivered.leaseToken == nil && delivered.owner == nil && delivered.attempts == 2)
+
+        // A retry outcome: queued again at the given time.
+        var retry = kept
+        retry.state = .queued
+        retry.nextAttemptAt = Date().addingTimeInterval(3600)
+        #expect(try await ledger.finishAttempt(retry))
+        #expect(try await ledger.claimDue(limit: 10, dueBy: Date().addingTimeInterval(60), leaseFor: .seconds(60)).isEmpty,
+                "the retry is due in an hour, and the other rows are running or delivered")
+
+        // Rescue: a running row is put back at once when its token still matches.
+        let rescuedRow = try #require(retaken.first { $0.id == released.id })
+        #expect(try await ledger.rescue(rescuedRow)?.state == .queued)
+        #expect(try await ledger.rescue(rescuedRow) == nil, "the token changed")
+    }
+
+    static func requeueAndRetention(_ open: Opener) async throws {
+        let ledger = try await open(me)
+        defer { Task { await ledger.close() } }
+        let row = try await ledger.claimAndQueue(try await validated(ledger, deliveryId: "r-1", hash: "h"), leaseFor: .seconds(60))
+        var dead = row
+        dead.state = .dead
+        dead.reasonCode = "postfach.rejected"
+        #expect(try await ledger.finishAttempt(dead))
+        let observed = try #require(try await ledger.submission(row.id!))
+        #expect(observed.state == .dead && observed.attempts == 1)
+        let requeued = try #require(try await ledger.requeue(observed))
+        #expect(requeued.state == .queued && requeued.attempts == 0)
+        #expect(try await ledger.requeue(observed) == nil, "the observed state changed")
+
+        // Retention: a final row past its period is marked (once), its payload forgotten once gone.
+        let claimed = try #require(try await ledger.claimDue(limit: 1, dueBy: nil, leaseFor: .seconds(60)).first)
+        var delivered = claimed
+        delivered.state = .delivered
+        #expect(try await ledger.finishAttempt(delivered))
+        let later = Date().addingTimeInterval(3600)
+        #expect(try await ledger.unpurged(state: .queued, finishedBefore: later).isEmpty, "unfinished work is never purged")
+        let candidates = try await ledger.unpurged(state: .delivered, finishedBefore: later)
+        #expect(candidates.map(\.id) == [row.id])
+        #expect(try await ledger.unpurged(state: .delivered, finishedBefore: Date().addingTimeInterval(-3600)).isEmpty)
+        let marked = try #require(try await ledger.markPurged(candidates[0], cutoff: later, at: later))
+        #expect(marked.purgedAt != nil)
+        #expect(try await ledger.markPurged(candidates[0], cutoff: later, at: later) == nil, "purged once")
+        #expect(try await ledger.purgedWithPayload().map(\.id) == [row.id])
+        try await ledger.forgetPayloadLocation(marked)
+        #expect(try await ledger.purgedWithPayload().isEmpty)
+        let kept = try #require(try await ledger.submission(row.id!))
+        #expect(kept.payloadLocation == nil && kept.payloadSHA256 == "h" && kept.state == .delivered)
+        var deadAgain = kept
+        deadAgain.state = .dead
+        #expect(try await ledger.requeue(deadAgain) == nil, "a purged row is never re-queued")
+    }
+
+    /// The payload store: a payload of several chunks survives keep → local file → remove byte for byte.
+    public static func checkPayloads(_ store: any PayloadStore, workspace: URL, submission: Int64) async throws {
+        var bytes = Data()
+        var generator = SystemRandomNumberGenerator()
+        while bytes.count < 700_000 { bytes.append(contentsOf: withUnsafeBytes(of: generator.next()) { Array($0) }) }
+        let file = workspace.appendingPathComponent("\(submission).xml")
+        try bytes.write(to: file)
+        let location = try await store.keep(spooled: file, submission: submission)
+        let copy = try await store.withLocalFile(location) { url in try Data(contentsOf: url) }
+        #expect(copy.count == bytes.count)
+        #expect(SHA256.hash(data: copy) == SHA256.hash(data: bytes), "the payload arrives byte for byte")
+        let empty = workspace.appendingPathComponent("\(submission + 1).xml")
+        try Data().write(to: empty)
+        let emptyLocation = try await store.keep(spooled: empty, submission: submission + 1)
+        #expect(try await store.withLocalFile(emptyLocation) { try Data(contentsOf: $0) }.isEmpty, "an empty payload too")
+        try await store.remove(location)
+        try await store.remove(location)  // Already gone: still fine.
+        await #expect(throws: (any Error).self, "a removed payload cannot be read") {
+            try await store.withLocalFile(location) { _ in () }
+        }
+    }
+}
+
+/// Polls `condition` until it holds (a hang guard fails the check after 120 s).
+func waitUntil(_ what: String, _ condition: @Sendable () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(120)
+    while try await !condition() {
+        if ContinuousClock.now > deadline { Issue.record("waited 120 s for: \(what)"); return }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var result: [T] = []
+        for element in self { result.append(try await transform(element)) }
+        return result
+    }
+}

@@ -118,11 +118,11 @@ struct FaultTests {
         #expect(failed.reasonCode == "postfach.unavailable")
         #expect(failed.reason?.contains("No space left on device") == true, "\(failed.reason ?? "")")
         Self.expectNothingVisible(in: root)
-        #expect(FileManager.default.fileExists(atPath: try #require(failed.spoolPath)), "the payload waits in the spool")
+        #expect(FileManager.default.fileExists(atPath: try #require(failed.payloadLocation)), "the payload waits in the spool")
 
         try FileManager.default.removeItem(at: filler)
         try await harness.pipeline.drain(waitingAtMost: .seconds(60))
-        try Self.expectDeliveredUnchanged(try #require(try harness.ledger.submission(failed.id!)), root: root, harness: harness)
+        try Self.expectDeliveredUnchanged(try #require(try await harness.ledger.submission(failed.id!)), root: root, harness: harness)
     }
 
     @Test("a full spool disk: the intake is refused with spool.failed and recorded, not lost silently",
@@ -131,7 +131,7 @@ struct FaultTests {
         let disk = try ScratchMount(size: "64k")
         let directory = try TestEnvironment.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let ledger = try Ledger(path: directory.appendingPathComponent("ledger.sqlite").path)
+        let ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
         let spool = try Spool(directory: disk.path.appendingPathComponent("spool"))
         _ = try disk.fill()
         let pipeline = Pipeline(validator: Harness.validator, router: Harness.router,
@@ -140,7 +140,7 @@ struct FaultTests {
         #expect(refused.state == .abandoned)
         #expect(refused.reasonCode == "spool.failed")
         #expect(refused.reason?.contains("No space left on device") == true, "\(refused.reason ?? "")")
-        #expect(try ledger.submission(refused.id!)?.state == .abandoned)
+        #expect(try await ledger.submission(refused.id!)?.state == .abandoned)
         let left = try FileManager.default.contentsOfDirectory(atPath: spool.directory.path)
         #expect(left.isEmpty, "no partial spool file: \(left)")
     }
@@ -161,15 +161,15 @@ struct FaultTests {
         #expect(submission.reason?.contains("Read-only file system") == true, "\(submission.reason ?? "")")
         Self.expectNothingVisible(in: root)
         try await harness.pipeline.drain(waitingAtMost: .seconds(60))
-        let dead = try #require(try harness.ledger.submission(submission.id!))
+        let dead = try #require(try await harness.ledger.submission(submission.id!))
         #expect(dead.state == .dead)
         #expect(dead.attempts == 2)
         #expect(dead.reasonCode == "postfach.unavailable")
 
         try disk.remount(readOnly: false)
-        #expect(try harness.pipeline.requeue(nil).count == 1)
+        #expect(try await harness.pipeline.requeue(nil).count == 1)
         try await harness.pipeline.drain(waitingAtMost: .seconds(60))
-        try Self.expectDeliveredUnchanged(try #require(try harness.ledger.submission(submission.id!)), root: root, harness: harness)
+        try Self.expectDeliveredUnchanged(try #require(try await harness.ledger.submission(submission.id!)), root: root, harness: harness)
     }
 
     @Test("a backend that hangs: the attempt times out, is retried, and a late answer does not deliver twice")
@@ -183,7 +183,7 @@ struct FaultTests {
         #expect(first.state == .queued)
         #expect(first.reasonCode == "postfach.timeout")
         try await harness.pipeline.drain(waitingAtMost: .seconds(60))
-        let dead = try #require(try harness.ledger.submission(first.id!))
+        let dead = try #require(try await harness.ledger.submission(first.id!))
         #expect(dead.state == .dead, "both attempts hang")
         #expect(dead.reasonCode == "postfach.timeout")
         // Without the time limit the drain would never end; the bound is generous for loaded and sanitizer runs.
@@ -193,9 +193,9 @@ struct FaultTests {
         // The hanging calls answer late and store the payload; the next attempt finds it and nothing is doubled.
         await backend.release()
         try await waitUntil("the released calls store the payload") { await backend.inner.count > 0 }
-        #expect(try harness.pipeline.requeue(nil).count == 1)
+        #expect(try await harness.pipeline.requeue(nil).count == 1)
         try await harness.pipeline.drain(waitingAtMost: .seconds(60))
-        let delivered = try #require(try harness.ledger.submission(first.id!))
+        let delivered = try #require(try await harness.ledger.submission(first.id!))
         #expect(delivered.state == .delivered)
         #expect(delivered.receipt?.contains("\"alreadyPresent\":true") == true, "\(delivered.receipt ?? "")")
         #expect(await backend.inner.count == 1)

@@ -9,7 +9,7 @@ import XoevValidation
 /// A pipeline over temporary directories, the project's schemas and sample routing.
 struct Harness {
     let directory: URL
-    let ledger: Ledger
+    let ledger: SQLiteLedger
     let pipeline: Pipeline
 
     static let validator: Validator = {
@@ -28,7 +28,7 @@ struct Harness {
 
     init(backend: (any PostfachBackend)? = nil, retry: RetryPolicy = RetryPolicy(maxAttempts: 3, initialDelay: .milliseconds(10))) throws {
         directory = try TestEnvironment.temporaryDirectory()
-        ledger = try Ledger(path: directory.appendingPathComponent("ledger.sqlite").path)
+        ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
         let backend = try backend ?? FilesystemBackend(root: directory.appendingPathComponent("postfach"))
         pipeline = Pipeline(validator: Self.validator, router: Self.router, backends: BackendSelection(default: backend),
                             ledger: ledger, spool: try Spool(directory: directory.appendingPathComponent("spool")), retry: retry)
@@ -67,7 +67,7 @@ struct PipelineTests {
         #expect(rejected.state == .rejected)
         #expect(rejected.reasonCode == "schema.value.type")
         #expect(rejected.reason == "line 32, column 48 (/wa:wohnsitz.anmeldung.0101/wa:einzugsdatum)")
-        #expect(FileManager.default.fileExists(atPath: try #require(rejected.spoolPath)))
+        #expect(FileManager.default.fileExists(atPath: try #require(rejected.payloadLocation)))
         let retired = try await harness.pipeline.submit(file: harness.sample("unroutable/wohnsitz-anmeldung-hanau-alter-schluessel.xml"))
         #expect(retired.state == .unroutable)
         #expect(retired.reasonCode == "route.key-retired")
@@ -76,7 +76,7 @@ struct PipelineTests {
         let missing = try await harness.pipeline.submit(file: harness.directory.appendingPathComponent("nope.xml").path)
         #expect(missing.state == .abandoned)
         #expect(missing.reasonCode == "input.unreadable")
-        #expect(try harness.ledger.counts() == [.rejected: 1, .unroutable: 2, .abandoned: 1])
+        #expect(try await harness.ledger.counts() == [.rejected: 1, .unroutable: 2, .abandoned: 1])
     }
 
     @Test("the same message id twice: delivered once, the resend is a duplicate pointing at the original")
@@ -104,17 +104,17 @@ struct PipelineTests {
         let next = try #require(first.nextAttemptAt)
         #expect(next > first.updatedAt.addingTimeInterval(-1))
         try await harness.pipeline.drain(waitingAtMost: .seconds(120))
-        let dead = try #require(try harness.ledger.submission(first.id!))
+        let dead = try #require(try await harness.ledger.submission(first.id!))
         #expect(dead.state == .dead)
         #expect(dead.attempts == 3)
         #expect(dead.reasonCode == "postfach.unavailable")
         #expect(dead.reason == "Fachverfahren offline")
-        #expect(FileManager.default.fileExists(atPath: try #require(dead.spoolPath)), "the dead letter keeps its payload")
+        #expect(FileManager.default.fileExists(atPath: try #require(dead.payloadLocation)), "the dead letter keeps its payload")
         #expect(await backend.count == 0)
-        let requeued = try harness.pipeline.requeue(nil)
+        let requeued = try await harness.pipeline.requeue(nil)
         #expect(requeued.map(\.id) == [first.id])
         try await harness.pipeline.drain(waitingAtMost: .seconds(120))
-        let delivered = try #require(try harness.ledger.submission(first.id!))
+        let delivered = try #require(try await harness.ledger.submission(first.id!))
         #expect(delivered.state == .delivered)
         #expect(await backend.count == 1)
     }
@@ -140,8 +140,8 @@ struct PipelineTests {
         let gone = ProcessIdentity(bootID: current.bootID, pid: current.pid, startTicks: current.startTicks + 1)
         let other = try #require(ProcessIdentity.running(pid: getppid()))
         let path = harness.directory.appendingPathComponent("ledger.sqlite").path
-        let interrupted = try Ledger(path: path, identity: gone).recordReceived(source: "upload-1", at: Date())
-        let reading = try Ledger(path: path, identity: other).recordReceived(source: "upload-2", at: Date())
+        let interrupted = try await SQLiteLedger(path: path, identity: gone).recordReceived(source: "upload-1", at: Date())
+        let reading = try await SQLiteLedger(path: path, identity: other).recordReceived(source: "upload-2", at: Date())
         for id in [interrupted.id!, reading.id!] {
             try Data("<partial".utf8).write(to: harness.directory.appendingPathComponent("spool/.\(id).xml.tmp"))
         }
@@ -151,10 +151,10 @@ struct PipelineTests {
         rewound.state = .validated
         rewound.postfach = nil
         rewound.receipt = nil
-        try harness.ledger.save(rewound)
+        try await harness.ledger.overwrite(rewound)
         let resumed = try await harness.pipeline.recover()
-        #expect(try harness.ledger.submission(interrupted.id!)?.state == .abandoned)
-        #expect(try harness.ledger.submission(reading.id!)?.state == .received, "a running intake is left alone")
+        #expect(try await harness.ledger.submission(interrupted.id!)?.state == .abandoned)
+        #expect(try await harness.ledger.submission(reading.id!)?.state == .received, "a running intake is left alone")
         let spool = harness.directory.appendingPathComponent("spool")
         #expect(!FileManager.default.fileExists(atPath: spool.appendingPathComponent(".\(interrupted.id!).xml.tmp").path))
         #expect(FileManager.default.fileExists(atPath: spool.appendingPathComponent(".\(reading.id!).xml.tmp").path))
@@ -171,58 +171,61 @@ struct PipelineTests {
     func purgeLeavesUnfinishedWork() async throws {
         let backend = InMemoryBackend()
         await backend.failNext(10, with: PostfachError(code: .unavailable, message: "down"))
-        let harness = try Harness(backend: backend, retry: RetryPolicy(maxAttempts: 1, initialDelay: .seconds(3600)))
+        let harness = try Harness(backend: backend, retry: RetryPolicy(maxAttempts: 1, initialDelay: .seconds(3600), fullJitter: false))
         defer { harness.remove() }
         let dead = try await harness.pipeline.submit(file: harness.sample("valid/wohnsitz-anmeldung-koeln.xml"))
         #expect(dead.state == .dead)
-        let later = RetryPolicy(maxAttempts: 5, initialDelay: .seconds(3600))
+        let later = RetryPolicy(maxAttempts: 5, initialDelay: .seconds(3600), fullJitter: false)
         let waiting = try await Pipeline(validator: Harness.validator, router: Harness.router, backends: BackendSelection(default: backend),
                                          ledger: harness.ledger, spool: harness.pipeline.spool, retry: later)
             .submit(file: harness.sample("valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml"))
         #expect(waiting.state == .queued)
-        let purged = try Purge(ledger: harness.ledger).run(policy: .default, olderThan: 0, now: Date().addingTimeInterval(1))
+        let purged = try await Purge(ledger: harness.ledger).run(policy: .default, olderThan: 0, now: Date().addingTimeInterval(1))
         #expect(purged.map(\.id) == [dead.id])
-        #expect(!FileManager.default.fileExists(atPath: try #require(dead.spoolPath)))
-        #expect(FileManager.default.fileExists(atPath: try #require(waiting.spoolPath)), "queued work keeps its payload")
-        let row = try #require(try harness.ledger.submission(dead.id!))
-        #expect(row.purgedAt != nil && row.spoolPath == nil && row.payloadSHA256 == dead.payloadSHA256)
-        #expect(try harness.pipeline.requeue([dead.id!]).isEmpty, "a purged dead letter has nothing to deliver")
+        #expect(!FileManager.default.fileExists(atPath: try #require(dead.payloadLocation)))
+        #expect(FileManager.default.fileExists(atPath: try #require(waiting.payloadLocation)), "queued work keeps its payload")
+        let row = try #require(try await harness.ledger.submission(dead.id!))
+        #expect(row.purgedAt != nil && row.payloadLocation == nil && row.payloadSHA256 == dead.payloadSHA256)
+        #expect(try await harness.pipeline.requeue([dead.id!]).isEmpty, "a purged dead letter has nothing to deliver")
     }
 
     @Test("delivery leases: a running process's lease is respected, a gone one's taken over, a late outcome changes nothing")
     func leases() async throws {
         let backend = InMemoryBackend()
         await backend.failNext(1, with: PostfachError(code: .unavailable, message: "down"))
-        let harness = try Harness(backend: backend, retry: RetryPolicy(maxAttempts: 5, initialDelay: .seconds(3600)))
+        let harness = try Harness(backend: backend, retry: RetryPolicy(maxAttempts: 5, initialDelay: .seconds(3600), fullJitter: false))
         defer { harness.remove() }
         let queued = try await harness.pipeline.submit(file: harness.sample("valid/wohnsitz-anmeldung-koeln.xml"))
-        #expect(queued.state == .queued && queued.owner == nil, "after a failed attempt the lease is released")
+        #expect(queued.state == .queued && queued.owner == nil && queued.leaseToken == nil,
+                "after a failed attempt the lease is released")
         let path = harness.directory.appendingPathComponent("ledger.sqlite").path
         let current = ProcessIdentity.current
         let running = try #require(ProcessIdentity.running(pid: getppid()))
         let gone = ProcessIdentity(bootID: current.bootID, pid: current.pid, startTicks: current.startTicks + 1)
         let soon = Date().addingTimeInterval(3 * 3600)
 
-        // Not due yet: nobody may lease it. Due: a running process leases it, and then it is that process's.
-        #expect(try Ledger(path: path, identity: running).lease(queued, now: Date(), until: soon) == nil)
-        let leased = try #require(try Ledger(path: path, identity: running).lease(queued, now: soon, until: soon.addingTimeInterval(3600)))
-        #expect(try await harness.pipeline.deliverDue(at: soon).isEmpty, "a running process's lease is respected")
-        #expect(try harness.pipeline.requeue([queued.id!]).first?.owner == running.description, "and retry leaves it alone")
+        // Not due yet: nobody claims it. Due: a running process claims it, and then it is that process's.
+        let runningLedger = try SQLiteLedger(path: path, identity: running)
+        #expect(try await runningLedger.claimDue(limit: 5, dueBy: nil, leaseFor: .seconds(3600)).isEmpty)
+        let leased = try #require(try await runningLedger.claimDue(limit: 5, dueBy: soon, leaseFor: .seconds(3600)).first)
+        #expect(leased.state == .running && leased.attempts == 2 && leased.owner == running.description)
+        #expect(try await harness.pipeline.deliverDue(at: soon).isEmpty, "a running row is not claimed twice")
+        #expect(try await harness.pipeline.rescueRunning().isEmpty, "a running owner's unexpired lease is respected")
+        #expect(try await harness.pipeline.requeue([queued.id!]).first?.owner == running.description, "and retry leaves it alone")
         #expect(await backend.count == 0)
 
-        // The same lease held by a process that is gone: taken over at once and delivered.
-        let othersLedger = try Ledger(path: path, identity: gone)
+        // The same lease held by a process that is gone: put back at once and delivered.
         var stale = leased
         stale.owner = gone.description
-        try othersLedger.save(stale)
-        let delivered = try await harness.pipeline.deliverDue(at: Date())
+        try harness.ledger.overwrite(stale)
+        #expect(try await harness.pipeline.rescueRunning().map(\.id) == [queued.id])
+        let delivered = try await harness.pipeline.deliverDue()
         #expect(delivered.map(\.state) == [.delivered])
-        // The gone process's late outcome (it did not hold the lease any more) changes nothing.
+        // The gone process's late outcome (its token is not the row's any more) changes nothing.
         var late = stale
         late.state = .dead
-        late.owner = nil
-        #expect(try !othersLedger.finishAttempt(late))
-        #expect(try harness.ledger.submission(queued.id!)?.state == .delivered)
+        #expect(try await !SQLiteLedger(path: path, identity: gone).finishAttempt(late))
+        #expect(try await harness.ledger.submission(queued.id!)?.state == .delivered)
         #expect(await backend.count == 1)
     }
 
@@ -250,7 +253,7 @@ struct PipelineTests {
         close(readEnd)
         #expect(submission.state == .delivered)
         #expect(submission.payloadSize == Int64(data.count))
-        #expect(try Data(contentsOf: URL(fileURLWithPath: submission.spoolPath!)) == data)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: submission.payloadLocation!)) == data)
     }
 
     @Test("backoff grows exponentially up to its cap")
