@@ -92,6 +92,8 @@ let package = Package(
         // Shared by the test targets: where the corpus and the bad inputs are, the loopback canary.
         .target(
             name: "AmtsboteTestSupport",
+            dependencies: ["AmtsbotePipeline", "AmtsbotePostgres", "Postfach",
+                           .product(name: "PostgresNIO", package: "postgres-nio")],
             path: "Tests/AmtsboteTestSupport"
         ),
         .testTarget(
@@ -118,7 +120,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmtsboteCLITests",
-            dependencies: ["amtsbote", "XoevValidation", "AmtsboteTestSupport"]
+            dependencies: ["amtsbote", "XoevValidation", "AmtsbotePipeline", "AmtsbotePostgres", "AmtsboteTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -43,14 +43,22 @@ public struct DeliveryWorker: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             while !stop.isStopped {
                 try Task.checkCancellation()
-                if ContinuousClock.now - lastRescue >= poll {
-                    try await pipeline.rescueRunning()
-                    lastRescue = .now
-                }
                 let free = concurrency - state.running
                 var claimed: [Submission] = []
-                if free > 0 {
-                    claimed = try await ledger.claimDue(limit: min(free, batchSize), dueBy: nil, leaseFor: pipeline.retry.lease)
+                do {
+                    if ContinuousClock.now - lastRescue >= poll {
+                        try await pipeline.rescueRunning()
+                        lastRescue = .now
+                    }
+                    if free > 0 {
+                        claimed = try await ledger.claimDue(limit: min(free, batchSize), dueBy: nil,
+                                                            leaseFor: pipeline.retry.lease)
+                    }
+                } catch let error as LedgerError where error.code == "ledger.unavailable" {
+                    // The database restarts or fails over: wait and try again; leases cover what is in flight.
+                    pipeline.logger.warning("ledger unreachable; the worker waits", metadata: ["code": "\(error.code)"])
+                    try await Task.sleep(for: .milliseconds(Int64.random(in: (poll.milliseconds / 2)...max(1, poll.milliseconds))))
+                    continue
                 }
                 for row in claimed {
                     if stop.isStopped {
@@ -60,8 +68,17 @@ public struct DeliveryWorker: Sendable {
                     }
                     state.started()
                     group.addTask {
-                        let outcome = try? await pipeline.attempt(row)
-                        state.finished(delivered: outcome?.state == .delivered)
+                        var delivered = false
+                        do {
+                            delivered = try await pipeline.attempt(row).state == .delivered
+                        } catch {
+                            // The outcome could not be recorded (the ledger unreachable for longer than the lease):
+                            // the lease runs out and another attempt follows.
+                            pipeline.logger.error("attempt outcome not recorded", metadata: [
+                                "submission": "\(row.id ?? 0)",
+                                "code": "\((error as? LedgerError)?.code ?? "ledger.unavailable")", "error": "\(error)"])
+                        }
+                        state.finished(delivered: delivered)
                         wake.signal()
                     }
                 }

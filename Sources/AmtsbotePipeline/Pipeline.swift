@@ -216,14 +216,25 @@ public struct Pipeline: Sendable {
         }
         var metadata = ["submission": "\(id)", "schema": submission.schemaId ?? ""]
         if let routing = submission.routing { metadata["routing"] = routing }
-        let heartbeat = startHeartbeat(for: submission)
+        let lease = LeaseWatch(claimedFor: retry.lease)
+        let heartbeat = startHeartbeat(for: submission, watch: lease)
         defer { heartbeat?.cancel() }
         do {
             let backend = backends.backend(for: postfach)
-            let receipt = try await payloads.withLocalFile(location) { file in
-                let delivery = Delivery(id: deliveryId, postfach: postfach, payload: file, payloadSHA256: sha,
-                                        payloadSize: size, receivedAt: submission.receivedAt, metadata: metadata)
-                return try await Self.deliver(delivery, to: backend, within: retry.attemptTimeout)
+            let payloads = payloads, receivedAt = submission.receivedAt, metadata = metadata
+            // The whole attempt, reading the payload included, is abandoned after the attempt's limit: a backend
+            // that hangs (a server that never answers, a stuck mount) or a payload read that hangs must not hold the
+            // row. The abandoned call is cancelled and left to end on its own; should it still complete, the next
+            // attempt finds the delivery present (backends are idempotent per id) and nothing is doubled.
+            let limit = retry.attemptTimeout
+            let receipt = try await withDeadline(limit, onTimeout: {
+                PostfachError(code: .timeout, message: "no answer within \(limit?.seconds ?? 0) s")
+            }) {
+                try await payloads.withLocalFile(location) { file in
+                    let delivery = Delivery(id: deliveryId, postfach: postfach, payload: file, payloadSHA256: sha,
+                                            payloadSize: size, receivedAt: receivedAt, metadata: metadata)
+                    return try await backend.deliver(delivery)
+                }
             }
             submission.state = .delivered
             submission.receipt = String(decoding: try JSONEncoder.receipts.encode(receipt), as: UTF8.self)
@@ -247,23 +258,29 @@ public struct Pipeline: Sendable {
             logger.warning("delivery failed", metadata: ["submission": "\(id)", "postfach": "\(postfach)",
                                                          "code": "\(failure.code)", "attempt": "\(submission.attempts)"])
         }
-        heartbeat?.cancel()
-        return try await finish(submission)
+        // The heartbeat goes on while the outcome is recorded: a ledger that is briefly unreachable (a restart) is
+        // waited for as long as the lease is known to hold.
+        return try await finish(submission, lease: lease)
     }
 
-    /// Extends the lease of `leased` every ``RetryPolicy/heartbeat`` until cancelled or the lease is found lost.
-    private func startHeartbeat(for leased: Submission) -> Task<Void, Never>? {
+    /// Extends the lease of `leased` every ``RetryPolicy/heartbeat`` until cancelled or the lease is found lost,
+    /// noting each confirmation in `watch`.
+    private func startHeartbeat(for leased: Submission, watch: LeaseWatch) -> Task<Void, Never>? {
         guard let interval = retry.heartbeat else { return nil }
         let ledger = ledger, lease = retry.lease, logger = logger
         return Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
                 guard !Task.isCancelled else { return }
+                let asked = ContinuousClock.now
                 do {
                     if try await ledger.extendLeases([leased], by: lease).isEmpty {
-                        logger.warning("lease lost while delivering", metadata: ["submission": "\(leased.id ?? 0)"])
+                        watch.lost()
+                        logger.warning("lease lost while delivering", metadata: ["submission": "\(leased.id ?? 0)",
+                                                                                 "code": "ledger.lease-lost"])
                         return
                     }
+                    watch.confirmed(at: asked, for: lease)
                 } catch {
                     // The ledger is unreachable: the lease may expire; the fenced finish decides.
                     logger.warning("heartbeat failed", metadata: ["submission": "\(leased.id ?? 0)",
@@ -275,8 +292,8 @@ public struct Pipeline: Sendable {
 
     /// Records an attempt's outcome if the row is still leased under the token it was claimed with; otherwise
     /// the late outcome is logged and changes nothing, and the row is returned as it stands.
-    private func finish(_ outcome: Submission) async throws -> Submission {
-        if try await ledger.finishAttempt(outcome) {
+    private func finish(_ outcome: Submission, lease: LeaseWatch? = nil) async throws -> Submission {
+        if try await finishRetrying(outcome, lease: lease ?? LeaseWatch(claimedFor: retry.lease)) {
             var saved = outcome
             saved.releaseLease()
             return saved
@@ -287,33 +304,19 @@ public struct Pipeline: Sendable {
         return try await ledger.submission(id) ?? outcome
     }
 
-    /// One `deliver` call, abandoned after `limit`: a backend that hangs (a server that never answers, a stuck
-    /// mount) must not hold up the queue. The call is cancelled and left to end on its own; should it still
-    /// complete, the next attempt finds the delivery present (backends are idempotent per id) and nothing is doubled.
-    static func deliver(_ delivery: Delivery, to backend: any PostfachBackend, within limit: Duration?) async throws -> Receipt {
-        guard let limit else { return try await backend.deliver(delivery) }
-        let call = Task { try await backend.deliver(delivery) }
-        let outcome = FirstOutcome<Receipt>()
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                outcome.install(continuation)
-                // A Dispatch timer, not Task.sleep: it fires even when a misbehaving backend blocks the threads of
-                // Swift's cooperative pool.
-                let timer = DispatchWorkItem {
-                    if outcome.resume(with: .failure(PostfachError(code: .timeout,
-                                                                   message: "no answer within \(limit.seconds) s"))) {
-                        call.cancel()
-                    }
-                }
-                DispatchQueue.global().asyncAfter(deadline: .now() + limit.seconds, execute: timer)
-                Task {
-                    let result = await call.result
-                    timer.cancel()
-                    outcome.resume(with: result)
-                }
+    /// Records an outcome, trying again while the ledger is unreachable (a database restart), for as long as the
+    /// lease is known to hold: after that another process may have taken the row over, and the fenced write decides.
+    private func finishRetrying(_ outcome: Submission, lease: LeaseWatch) async throws -> Bool {
+        var pause = Duration.milliseconds(100)
+        while true {
+            do {
+                return try await ledger.finishAttempt(outcome)
+            } catch let error as LedgerError where error.code == "ledger.unavailable" && lease.holds(after: pause) {
+                logger.warning("ledger unreachable while recording an outcome; trying again",
+                               metadata: ["submission": "\(outcome.id ?? 0)", "code": "\(error.code)"])
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(2))
             }
-        } onCancel: {
-            call.cancel()
         }
     }
 
@@ -494,6 +497,32 @@ final class FirstOutcome<Value: Sendable>: @unchecked Sendable {
         lock.unlock()
         continuation.resume(with: result)
         return true
+    }
+}
+
+/// Until when an attempt's lease is known to hold: from the claim, extended by each confirmed heartbeat.
+final class LeaseWatch: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var until: ContinuousClock.Instant
+    private var isLost = false
+
+    init(claimedFor lease: Duration) { until = .now + lease }
+
+    func confirmed(at asked: ContinuousClock.Instant, for lease: Duration) {
+        lock.lock(); defer { lock.unlock() }
+        until = max(until, asked + lease)
+    }
+
+    func lost() {
+        lock.lock(); defer { lock.unlock() }
+        isLost = true
+    }
+
+    /// Whether the lease still holds `pause` from now.
+    func holds(after pause: Duration) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return !isLost && ContinuousClock.now + pause < until
     }
 }
 

@@ -76,10 +76,15 @@ public final class PostgresLedger: LedgerStore {
         return "\(error)"
     }
 
-    /// Runs `body`, turning connection and server errors into `ledger.unavailable`.
-    func run<T>(_ body: () async throws -> T) async throws -> T {
+    /// Runs `body`, turning connection and server errors into `ledger.unavailable`. A call that does not end
+    /// within the statement timeout and a margin (a connection that died without a word) is given up the same way.
+    func run<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let url = configuration.displayURL
+        let limit = configuration.statementTimeout + .seconds(5)
         do {
-            return try await body()
+            return try await withDeadline(limit, onTimeout: {
+                LedgerError(code: "ledger.unavailable", message: "ledger at \(url): no answer within \(limit)")
+            }, body)
         } catch let error as LedgerError {
             throw error
         } catch is CancellationError {
@@ -124,7 +129,7 @@ public final class PostgresLedger: LedgerStore {
     }
 
     func fetch(_ query: PostgresQuery) async throws -> [Submission] {
-        try await run { try await Self.rows(try await client.query(query, logger: logger)) }
+        try await run { [self] in try await Self.rows(try await client.query(query, logger: logger)) }
     }
 
     /// `UPDATE submission SET <every column of row> WHERE id = row.id AND <condition>`; true when a row changed.
@@ -177,7 +182,7 @@ public final class PostgresLedger: LedgerStore {
     }
 
     public func update(_ submission: Submission, from expected: SubmissionState) async throws -> Bool {
-        try await run {
+        try await run { [self] in
             try await client.withConnection { connection in
                 try await Self.writeAll(submission, on: connection, logger: logger,
                                         condition: .stateAndOwner(expected, identity.description))
@@ -199,7 +204,7 @@ public final class PostgresLedger: LedgerStore {
     public func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission {
         guard let deliveryId = submission.deliveryId, let id = submission.id else { return submission }
         let me = identity.description
-        let saved: Submission = try await run {
+        let saved: Submission = try await run { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 var row = submission
                 // The unique key on delivery_claim decides, race-free: the first insert wins, every later one
@@ -282,7 +287,7 @@ public final class PostgresLedger: LedgerStore {
         guard !pairs.isEmpty else { return [] }
         let ids = pairs.map(\.0), tokens = pairs.map(\.1)
         let seconds = by.inSeconds
-        return try await run {
+        return try await run { [self] in
             let result = try await client.query("""
                 UPDATE submission s SET lease_until = clock_timestamp() + make_interval(secs => \(seconds))
                 FROM unnest(\(ids)::bigint[], \(tokens)::text[]) AS held(id, token)
@@ -297,9 +302,10 @@ public final class PostgresLedger: LedgerStore {
 
     public func finishAttempt(_ outcome: Submission) async throws -> Bool {
         guard let token = outcome.leaseToken else { return false }
-        var row = outcome
-        row.releaseLease()
-        return try await run {
+        var released = outcome
+        released.releaseLease()
+        let row = released
+        return try await run { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 let written = try await Self.writeAll(row, on: connection, logger: logger, condition: .lease(token))
                 if written && row.state == .queued {
@@ -364,7 +370,7 @@ public final class PostgresLedger: LedgerStore {
     }
 
     public func nextAttempt() async throws -> Date? {
-        try await run {
+        try await run { [self] in
             let result = try await client.query("""
                 SELECT LEAST((SELECT MIN(next_attempt_at) FROM submission WHERE state = 'queued'),
                              (SELECT MIN(lease_until) FROM submission WHERE state = 'running'))
@@ -425,7 +431,7 @@ public final class PostgresLedger: LedgerStore {
     }
 
     public func counts() async throws -> [SubmissionState: Int] {
-        try await run {
+        try await run { [self] in
             let result = try await client.query("SELECT state, COUNT(*) FROM submission GROUP BY state", logger: logger)
             var counts: [SubmissionState: Int] = [:]
             for try await (state, n) in result.decode((String, Int64).self) {
@@ -436,7 +442,7 @@ public final class PostgresLedger: LedgerStore {
     }
 
     public func newestID() async throws -> Int64 {
-        try await run {
+        try await run { [self] in
             let result = try await client.query("SELECT COALESCE(MAX(id), 0) FROM submission", logger: logger)
             var newest: Int64 = 0
             for try await value in result.decode(Int64.self) { newest = value }

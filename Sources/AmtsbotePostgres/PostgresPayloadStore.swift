@@ -24,7 +24,7 @@ public struct PostgresPayloadStore: PayloadStore {
         let fd = open(file.path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SpoolError("cannot read \(file.path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        let logger = ledger.logger
+        let logger = ledger.logger, ledger = ledger
         try await ledger.run {
             try await ledger.client.withTransaction(logger: logger) { connection in
                 try await connection.query("DELETE FROM payload_chunk WHERE submission_id = \(submission)", logger: logger)
@@ -74,8 +74,9 @@ public struct PostgresPayloadStore: PayloadStore {
         do {
             defer { close(fd) }
             let logger = ledger.logger
-            var chunks = 0
-            try await ledger.run {
+            let ledger = ledger
+            let chunks = try await ledger.run { () -> Int in
+                var chunks = 0
                 let rows = try await ledger.client.query(
                     "SELECT data FROM payload_chunk WHERE submission_id = \(id) ORDER BY seq", logger: logger)
                 for try await chunk in rows.decode(ByteBuffer.self) {
@@ -92,6 +93,7 @@ public struct PostgresPayloadStore: PayloadStore {
                         }
                     }
                 }
+                return chunks
             }
             guard chunks > 0 else { throw SpoolError("the payload of submission \(id) is not in the ledger") }
         }
@@ -103,7 +105,7 @@ public struct PostgresPayloadStore: PayloadStore {
     }
 
     public func removeIncomplete(submission: Int64) async throws {
-        let logger = ledger.logger
+        let logger = ledger.logger, ledger = ledger
         try await ledger.run {
             try await ledger.client.query("DELETE FROM payload_chunk WHERE submission_id = \(submission)", logger: logger)
         }

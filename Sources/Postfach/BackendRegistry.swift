@@ -12,15 +12,18 @@ public struct PostfachBackendRegistry: Sendable {
     /// An empty registry.
     public init() {}
 
-    /// The kinds this module ships: `filesystem` (parameter `directory`) and `memory`.
+    /// The kinds this module ships: `filesystem` (parameters `directory` and optionally `journal`) and `memory`.
     public static var builtIn: PostfachBackendRegistry {
         var registry = PostfachBackendRegistry()
-        registry.register(kind: "filesystem", parameters: ["directory"]) { parameters, base in
+        registry.register(kind: "filesystem", parameters: ["directory", "journal"]) { parameters, base in
             guard let directory = parameters["directory"] else {
                 throw PostfachError(code: .rejected, message: "a filesystem backend needs the parameter 'directory'")
             }
             let url = directory.hasPrefix("/") ? URL(fileURLWithPath: directory) : base.appendingPathComponent(directory)
-            return try FilesystemBackend(root: url.standardizedFileURL)
+            let journal = parameters["journal"].map {
+                ($0.hasPrefix("/") ? URL(fileURLWithPath: $0) : base.appendingPathComponent($0)).standardizedFileURL
+            }
+            return try FilesystemBackend(root: url.standardizedFileURL, journal: journal)
         }
         registry.register(kind: "memory", parameters: []) { _, _ in InMemoryBackend() }
         return registry

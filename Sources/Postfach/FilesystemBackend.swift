@@ -12,15 +12,20 @@ public struct FilesystemBackend: PostfachBackend {
     public let kind = "filesystem"
     /// The root holding one directory per Postfach.
     public let root: URL
+    /// An append-only journal of every delivery call, one line each: time, Postfach, id, payload SHA-256 and what
+    /// happened (`stored`, or `already-present` for a repeated call). Operators audit effects with it: an id is
+    /// `stored` at most once, however often it was delivered.
+    public let journal: URL?
 
     static let incoming = ".incoming"
     static let chunkSize = 256 * 1024
     /// Separates the writing process's identity from the rest of a temporary file's name.
     static let ownerSeparator: Character = "~"
 
-    /// Uses (and creates) `root`.
-    public init(root: URL) throws {
+    /// Uses (and creates) `root`; `journal`, when given, is appended to.
+    public init(root: URL, journal: URL? = nil) throws {
         self.root = root
+        self.journal = journal
         do {
             try FileManager.default.createDirectory(at: root.appendingPathComponent(Self.incoming),
                                                     withIntermediateDirectories: true)
@@ -50,7 +55,10 @@ public struct FilesystemBackend: PostfachBackend {
         } catch {
             throw PostfachError(code: .unavailable, message: "cannot create the Postfach directory: \(error.localizedDescription)")
         }
-        if let receipt = try existingReceipt(delivery, final: final, metadata: metadata) { return receipt }
+        if let receipt = try existingReceipt(delivery, final: final, metadata: metadata) {
+            record(delivery, "already-present")
+            return receipt
+        }
 
         let token = "\(ProcessIdentity.current)\(Self.ownerSeparator)\(delivery.postfach).\(delivery.id).\(UUID().uuidString)"
         let incoming = root.appendingPathComponent(Self.incoming)
@@ -74,13 +82,26 @@ public struct FilesystemBackend: PostfachBackend {
         }
         if link(temporaryPayload.path, final.path) != 0 {
             if errno == EEXIST, let receipt = try existingReceipt(delivery, final: final, metadata: metadata) {
+                record(delivery, "already-present")
                 return receipt   // a concurrent delivery of the same payload won
             }
             try Self.posix(-1, "cannot link the payload into the Postfach")
         }
         try Self.syncDirectory(directory)
+        record(delivery, "stored")
         return Receipt(deliveryID: delivery.id, postfach: delivery.postfach, backend: kind, location: final.path,
                        deliveredAt: Date(), payloadSHA256: delivery.payloadSHA256, alreadyPresent: false)
+    }
+
+    /// Appends one line to the journal (one `write` with `O_APPEND`, so lines of concurrent processes never mix).
+    private func record(_ delivery: Delivery, _ outcome: String) {
+        guard let journal else { return }
+        let line = "\(ISO8601DateFormatter().string(from: Date())) \(delivery.postfach) \(delivery.id) "
+            + "\(delivery.payloadSHA256) \(outcome)\n"
+        let fd = open(journal.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        _ = Array(line.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     }
 
     /// The payload hash recorded in a Postfach's metadata file.

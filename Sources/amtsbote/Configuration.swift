@@ -236,10 +236,21 @@ struct PipelineOptions: ParsableArguments {
         if data != nil && config != nil { throw ValidationError("--data belongs to the embedded default; a configuration file names its own folders") }
     }
 
-    func load(_ purpose: LoadedPipeline.Purpose = .delivery) async throws -> LoadedPipeline {
+    /// Reads the configuration and builds the parts. A ledger that cannot be reached is tried again for
+    /// `waitingForLedger` (a worker outlasting a database restart); then it exits with 6.
+    func load(_ purpose: LoadedPipeline.Purpose = .delivery, waitingForLedger: Duration = .zero) async throws -> LoadedPipeline {
         LogSetup.bootstrapOnce(level: Logger.Level(rawValue: logLevel) ?? .warning)
+        let deadline = ContinuousClock.now + waitingForLedger
         do {
-            return try await LoadedPipeline(options: self, purpose: purpose)
+            while true {
+                do {
+                    return try await LoadedPipeline(options: self, purpose: purpose)
+                } catch let error as LedgerError where error.code == "ledger.unavailable" && ContinuousClock.now < deadline {
+                    Logger(label: "amtsbote.config").warning("ledger unreachable; trying again",
+                                                             metadata: ["code": "\(error.code)"])
+                    try await Task.sleep(for: .seconds(1))
+                }
+            }
         } catch let error as LedgerError {
             FileHandle.standardError.write(Data("amtsbote: \(error)\n".utf8))
             throw ExitCode(ExitStatus.ledgerUnavailable.rawValue)

@@ -31,16 +31,20 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Exit as soon as nothing is due and nothing is in flight.")
     var drain = false
 
+    @Option(name: .long, help: "Seconds to keep trying to reach the ledger at start (a database that restarts).")
+    var waitForLedger: Double = 60
+
     @OptionGroup var options: PipelineOptions
 
     func validate() throws {
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
         if let batch, batch < 1 { throw ValidationError("--batch must be at least 1") }
         if poll <= 0 { throw ValidationError("--poll must be positive") }
+        if waitForLedger < 0 { throw ValidationError("--wait-for-ledger must not be negative") }
     }
 
     func run() async throws {
-        let loaded = try await options.load(.delivery)
+        let loaded = try await options.load(.delivery, waitingForLedger: .milliseconds(Int64(waitForLedger * 1000)))
         guard let pipeline = loaded.pipeline else { throw ExitCode(ExitStatus.usage.rawValue) }
         let stop = StopSignal()
         let worker = DeliveryWorker(pipeline: pipeline, concurrency: concurrency, batchSize: batch,

@@ -1,6 +1,5 @@
 import AmtsbotePipeline
 import AmtsbotePostgres
-import AmtsboteTestSupport
 import Foundation
 import Logging
 import Postfach
@@ -8,14 +7,14 @@ import PostgresNIO
 import Testing
 
 /// A fresh database on the test cluster for one test, dropped by ``drop()``.
-struct PostgresTestDatabase {
-    let name: String
-    let configuration: PostgresLedgerConfiguration
+public struct PostgresTestDatabase: Sendable {
+    public let name: String
+    public let configuration: PostgresLedgerConfiguration
 
-    static var enabled: Bool { TestEnvironment.canRun(PostgresServer.available) }
+    public static var enabled: Bool { TestEnvironment.canRun(PostgresServer.available) }
 
     /// Creates `amtsbote_test_<random>` and returns its configuration.
-    static func create() async throws -> PostgresTestDatabase {
+    public static func create() async throws -> PostgresTestDatabase {
         let url = try #require(PostgresServer.url, "\(PostgresServer.unavailableReason)")
         var server = try PostgresLedgerConfiguration(url: url + "?sslmode=disable", password: PostgresServer.password)
         server.maximumConnections = 4
@@ -27,7 +26,7 @@ struct PostgresTestDatabase {
     }
 
     /// Drops the database (closing what still uses it).
-    func drop() async {
+    public func drop() async {
         let name = self.name
         try? await Self.admin(configuration.database("postgres")) { connection, logger in
             try await connection.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"), logger: logger)
@@ -35,7 +34,7 @@ struct PostgresTestDatabase {
     }
 
     /// Runs `body` on one connection to the server's `postgres` database.
-    static func admin(_ server: PostgresLedgerConfiguration,
+    public static func admin(_ server: PostgresLedgerConfiguration,
                       _ body: (PostgresConnection, Logger) async throws -> Void) async throws {
         let logger = Logger(label: "amtsbote.test.postgres")
         var configuration = PostgresConnection.Configuration(host: server.host, port: server.port, username: server.user,
@@ -52,7 +51,7 @@ struct PostgresTestDatabase {
     }
 
     /// Opens the ledger as `identity`.
-    func open(as identity: ProcessIdentity = .current) async throws -> PostgresLedger {
+    public func open(as identity: ProcessIdentity = .current) async throws -> PostgresLedger {
         try await PostgresLedger.open(configuration, identity: identity)
     }
 }
