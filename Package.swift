@@ -89,6 +89,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The delivery queue under load (scripts/bench-queue); not a product.
+        .executableTarget(
+            name: "amtsbote-queue-bench",
+            dependencies: ["AmtsbotePipeline", "AmtsbotePostgres", "Postfach", "XoevRouting", "XoevValidation",
+                           .product(name: "PostgresNIO", package: "postgres-nio"),
+                           .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/QueueBench"
+        ),
         // Shared by the test targets: where the corpus and the bad inputs are, the loopback canary.
         .target(
             name: "AmtsboteTestSupport",

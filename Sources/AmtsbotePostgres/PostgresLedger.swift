@@ -13,7 +13,8 @@ public final class PostgresLedger: LedgerStore {
     public let identity: ProcessIdentity
     public var isShared: Bool { true }
     public let configuration: PostgresLedgerConfiguration
-    let client: PostgresClient
+    /// The connection pool (for operators' own queries, e.g. monitoring).
+    public let client: PostgresClient
     let logger: Logger
     private let running: Task<Void, Never>
     private let wakeUps = WakeUps()
