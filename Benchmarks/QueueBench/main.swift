@@ -44,8 +44,11 @@ let samples = Int(option("--latency-samples") ?? "") ?? 300
 let engine = option("--engine") ?? "postgres"
 let concurrency = Int(option("--concurrency") ?? "") ?? 8
 
-var logger = Logger(label: "amtsbote.bench")
-logger.logLevel = .error
+let logger: Logger = {
+    var logger = Logger(label: "amtsbote.bench")
+    logger.logLevel = .error
+    return logger
+}()
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardError(label: label)
     handler.logLevel = .error
@@ -183,10 +186,10 @@ for n in 0..<samples {
 stop.stop()
 for runner in runners { _ = try await runner.value }
 for ledger in ledgers + [producer] { await ledger.close() }
-latencies.sort()
-func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+let sorted = latencies.sorted()
+func percentile(_ values: [Double], _ p: Double) -> Double { values[min(values.count - 1, Int(Double(values.count) * p))] }
 print(String(format: "enqueue-to-claim latency over %d samples (2 idle workers, poll 5 s): p50 %.1f ms, p99 %.1f ms, max %.1f ms",
-             samples, percentile(0.5), percentile(0.99), latencies.last ?? 0))
+             samples, percentile(sorted, 0.5), percentile(sorted, 0.99), sorted.last ?? 0))
 
 extension Sequence {
     func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
