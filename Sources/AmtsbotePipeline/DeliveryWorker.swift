@@ -83,7 +83,13 @@ public struct DeliveryWorker: Sendable {
                     }
                 }
                 if claimed.count == min(free, batchSize) && free > 0 { continue }  // Maybe more is due.
-                if drain && claimed.isEmpty && state.running == 0 { break }
+                if drain && claimed.isEmpty && state.running == 0 {
+                    // Nothing claimed: done only if nothing is due (a claim can come back empty while other
+                    // workers hold the due rows' locks for a moment).
+                    let next = try? await ledger.nextAttempt()
+                    if next.map({ $0 > Date() }) ?? true { break }
+                    continue
+                }
                 // Wait for a free slot, new work, or the poll.
                 let timeout = Duration.milliseconds(Int64.random(in: (poll.milliseconds / 2)...max(1, poll.milliseconds)))
                 await Self.first(of: { await wake.wait(upTo: timeout) },

@@ -48,7 +48,8 @@ public protocol LedgerStore: Sendable {
     /// Extends the leases of running rows this process still holds (each by its own token) to now + `by`; returns
     /// the ids still held. A row missing from the answer was lost (expired and taken over).
     func extendLeases(_ leased: [Submission], by: Duration) async throws -> Set<Int64>
-    /// Records an attempt's outcome (`delivered`, `queued` with a new `nextAttemptAt`, or `dead`), fenced by the
+    /// Records an attempt's outcome (`delivered`, `queued` with a new `nextAttemptAt`, or `dead`, with `reasonCode`,
+    /// `reason` and `receipt`; other fields are not written), fenced by the
     /// lease: only while the row is still `running` under `outcome.leaseToken` (the token it was claimed with). The
     /// lease is released. `false`: the lease was lost meanwhile; nothing was written.
     func finishAttempt(_ outcome: Submission) async throws -> Bool

@@ -9,13 +9,15 @@ public final class SQLiteLedger: LedgerStore {
     let database: DatabaseQueue
     public let identity: ProcessIdentity
     public var isShared: Bool { false }
-    /// Wakes this process's waiting workers when it queues work itself (other processes are found by polling).
-    private let wakeUps = WakeUps()
+    /// Wakes this process's waiting workers when it queues work itself, through any ledger instance of the same
+    /// file (other processes are found by polling).
+    private let wakeUps: WakeUps
 
     /// Opens (and migrates) the ledger at `path`; `:memory:` for a throwaway ledger. `readOnly` opens an existing
     /// ledger for listing without changing anything (no migration; a missing file lists as empty).
     public init(path: String, readOnly: Bool = false, identity: ProcessIdentity = .current) throws {
         self.identity = identity
+        wakeUps = WakeUps.shared(for: path == ":memory:" ? UUID().uuidString : URL(fileURLWithPath: path).standardizedFileURL.path)
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             if !readOnly { try db.execute(sql: "PRAGMA synchronous = FULL") }
@@ -240,15 +242,17 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func finishAttempt(_ outcome: Submission) async throws -> Bool {
-        guard let token = outcome.leaseToken else { return false }
-        var row = outcome
-        row.releaseLease()
-        row.updatedAt = Date()
-        let saved = row
+        guard let id = outcome.id, let token = outcome.leaseToken else { return false }
         let written = try write { db in
-            try Self.write(db, saved, where: "state = 'running' AND leaseToken = ?", [token])
+            try db.execute(sql: """
+                UPDATE submission SET state = ?, reasonCode = ?, reason = ?, nextAttemptAt = ?, receipt = ?,
+                    owner = NULL, leaseToken = NULL, leaseUntil = NULL, updatedAt = ?
+                WHERE id = ? AND state = 'running' AND leaseToken = ?
+                """, arguments: [outcome.state.rawValue, outcome.reasonCode, outcome.reason, outcome.nextAttemptAt,
+                                 outcome.receipt, Date(), id, token])
+            return db.changesCount == 1
         }
-        if written && saved.state == .queued { wakeUps.signal() }
+        if written && outcome.state == .queued { wakeUps.signal() }
         return written
     }
 
@@ -436,6 +440,19 @@ public final class WakeUps: @unchecked Sendable {
     private var pending = false
 
     public init() {}
+
+    // Safety: every access holds `registryLock`.
+    nonisolated(unsafe) private static var registry: [String: WakeUps] = [:]
+    private static let registryLock = NSLock()
+
+    /// The one instance of this process for `key` (a database file).
+    public static func shared(for key: String) -> WakeUps {
+        registryLock.lock(); defer { registryLock.unlock() }
+        if let existing = registry[key] { return existing }
+        let created = WakeUps()
+        registry[key] = created
+        return created
+    }
 
     /// Wakes every waiting task (or the next one to wait).
     public func signal() {

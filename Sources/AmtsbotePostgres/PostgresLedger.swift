@@ -19,6 +19,8 @@ public final class PostgresLedger: LedgerStore {
     private let running: Task<Void, Never>
     private let wakeUps = WakeUps()
     private let listener = ListenerState()
+    /// Outcomes of concurrent attempts, written together.
+    private let finishes: CommitBatcher<Submission, Bool>
     static let channel = "amtsbote_due"
 
     private init(configuration: PostgresLedgerConfiguration, identity: ProcessIdentity, logger: Logger) {
@@ -32,6 +34,12 @@ public final class PostgresLedger: LedgerStore {
         let client = PostgresClient(configuration: configuration.client, backgroundLogger: background)
         self.client = client
         running = Task { await client.run() }
+        let box = WeakLedger()
+        finishes = CommitBatcher { outcomes in
+            guard let ledger = box.ledger else { throw LedgerError(code: "ledger.unavailable", message: "the ledger is closed") }
+            return try await ledger.finishAll(outcomes)
+        }
+        box.ledger = self
     }
 
     /// Connects, migrates (one process at a time, under an advisory lock) and returns the ledger. A database that
@@ -302,19 +310,45 @@ public final class PostgresLedger: LedgerStore {
     }
 
     public func finishAttempt(_ outcome: Submission) async throws -> Bool {
-        guard let token = outcome.leaseToken else { return false }
-        var released = outcome
-        released.releaseLease()
-        let row = released
-        return try await run { [self] in
-            try await client.withTransaction(logger: logger) { connection in
-                let written = try await Self.writeAll(row, on: connection, logger: logger, condition: .lease(token))
-                if written && row.state == .queued {
-                    try await connection.query("NOTIFY \(unescaped: Self.channel)", logger: logger)
-                }
-                return written
-            }
+        guard outcome.id != nil, outcome.leaseToken != nil else { return false }
+        return try await finishes.submit(outcome)
+    }
+
+    /// Records many outcomes in one statement (one round trip, one commit), each fenced by its own token, with a
+    /// wake-up for the other workers when a row is due again. Returns, in order, whether each was recorded.
+    func finishAll(_ outcomes: [Submission]) async throws -> [Bool] {
+        let ids = outcomes.map { $0.id ?? -1 }
+        let tokens = outcomes.map { $0.leaseToken ?? "" }
+        let states = outcomes.map(\.state.rawValue)
+        let codes = outcomes.map { $0.reasonCode ?? "\u{1}" }
+        let reasons = outcomes.map { $0.reason ?? "\u{1}" }
+        let receipts = outcomes.map { $0.receipt ?? "\u{1}" }
+        let next = outcomes.map { $0.nextAttemptAt?.timeIntervalSince1970 ?? -1 }
+        let rows = try await run { [self] in
+            let result = try await client.query("""
+                WITH input AS (
+                    SELECT * FROM unnest(\(ids)::bigint[], \(tokens)::text[], \(states)::text[], \(codes)::text[],
+                                         \(reasons)::text[], \(receipts)::text[], \(next)::float8[])
+                        AS i(id, token, state, reason_code, reason, receipt, next_at)
+                ), finished AS (
+                    UPDATE submission s SET state = i.state, reason_code = NULLIF(i.reason_code, E'\\x01'),
+                        reason = NULLIF(i.reason, E'\\x01'), receipt = NULLIF(i.receipt, E'\\x01'),
+                        next_attempt_at = CASE WHEN i.next_at < 0 THEN NULL ELSE to_timestamp(i.next_at) END,
+                        owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = clock_timestamp()
+                    FROM input i
+                    WHERE s.id = i.id AND s.state = 'running' AND s.lease_token = i.token
+                    RETURNING s.id, s.state
+                ), woken AS (
+                    SELECT pg_notify('\(unescaped: Self.channel)', '')
+                    WHERE EXISTS (SELECT 1 FROM finished WHERE state = 'queued')
+                )
+                SELECT finished.id FROM finished LEFT JOIN woken ON true
+                """, logger: logger)
+            var done: Set<Int64> = []
+            for try await id in result.decode(Int64.self) { done.insert(id) }
+            return done
         }
+        return ids.map { rows.contains($0) }
     }
 
     public func release(_ leased: Submission) async throws -> Bool {
@@ -483,6 +517,12 @@ public final class PostgresLedger: LedgerStore {
             RETURNING \(unescaped: Self.columns)
             """)
     }
+}
+
+/// The ledger as its batcher sees it (no retain cycle).
+final class WeakLedger: @unchecked Sendable {
+    // Safety: written once in the ledger's initialiser, before the batcher can run.
+    weak var ledger: PostgresLedger?
 }
 
 /// The LISTEN task of one ledger, started by the first wait.
