@@ -87,6 +87,19 @@ if engine == "postgres" {
     reset = { try? FileManager.default.removeItem(atPath: path) }
 }
 
+/// Records one delivery and queues it through the intake path (with its notification).
+func queue(_ deliveryId: String, on ledger: any LedgerStore) async throws {
+    var row = try await ledger.recordReceived(source: "bench", at: Date())
+    row.state = .validated
+    row.deliveryId = deliveryId
+    row.postfach = "bench"
+    row.payloadLocation = "noop"
+    row.payloadSHA256 = "hash"
+    row.payloadSize = 4
+    _ = try await ledger.update(row, from: .received)
+    _ = try await ledger.claimAndQueue(row, leaseFor: nil)
+}
+
 /// Queues `count` deliveries directly (one transaction per 1,000), due now.
 func fill(_ count: Int) async throws {
     let ledger = try await openLedger()
@@ -103,17 +116,7 @@ func fill(_ count: Int) async throws {
             done += n
         }
     } else {
-        for n in 0..<count {
-            var row = try await ledger.recordReceived(source: "bench", at: Date())
-            row.state = .validated
-            row.deliveryId = "bench-\(n)"
-            row.postfach = "bench"
-            row.payloadLocation = "noop"
-            row.payloadSHA256 = "hash"
-            row.payloadSize = 4
-            _ = try await ledger.update(row, from: .received)
-            _ = try await ledger.claimAndQueue(row, leaseFor: nil)
-        }
+        for n in 0..<count { try await queue("bench-\(n)", on: ledger) }
     }
     await ledger.close()
 }
@@ -165,15 +168,7 @@ for ledger in ledgers { await ledger.waitForWork(upTo: .milliseconds(200)) }  //
 let producer = try await openLedger()
 var latencies: [Double] = []
 for n in 0..<samples {
-    var row = try await producer.recordReceived(source: "latency", at: Date())
-    row.state = .validated
-    row.deliveryId = "latency-\(n)"
-    row.postfach = "bench"
-    row.payloadLocation = "noop"
-    row.payloadSHA256 = "hash"
-    row.payloadSize = 4
-    _ = try await producer.update(row, from: .received)
-    _ = try await producer.claimAndQueue(row, leaseFor: nil)
+    try await queue("latency-\(n)", on: producer)
     let queued = ContinuousClock.now
     while stamps.at("latency-\(n)") == nil {
         if ContinuousClock.now - queued > .seconds(30) { print("latency sample \(n) not claimed within 30 s"); exit(1) }

@@ -81,17 +81,7 @@ public struct PostgresPayloadStore: PayloadStore {
                     "SELECT data FROM payload_chunk WHERE submission_id = \(id) ORDER BY seq", logger: logger)
                 for try await chunk in rows.decode(ByteBuffer.self) {
                     chunks += 1
-                    try chunk.withUnsafeReadableBytes { bytes in
-                        var offset = 0
-                        while offset < bytes.count {
-                            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                            if n < 0 {
-                                if errno == EINTR { continue }
-                                throw SpoolError("cannot write \(file.path): \(String(cString: strerror(errno)))")
-                            }
-                            offset += n
-                        }
-                    }
+                    try chunk.withUnsafeReadableBytes { bytes in try Spool.writeAll(fd, bytes) }
                 }
                 return chunks
             }

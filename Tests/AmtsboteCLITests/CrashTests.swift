@@ -7,7 +7,8 @@ import Testing
 struct CrashTests {
     /// A configuration over a temporary data folder, with the project's schemas and sample routing; `retry` is
     /// the retry policy's JSON object, if any.
-    static func configuration(in directory: URL, retry: String? = nil) throws -> URL {
+    static func configuration(in directory: URL, retry: String? = nil, ledger: String = "\"ledger.sqlite\"",
+                              backend: String = "{\"kind\": \"filesystem\", \"directory\": \"postfach\"}") throws -> URL {
         let root = TestEnvironment.projectRoot.path
         let config = """
             {
@@ -18,9 +19,9 @@ struct CrashTests {
                 "municipalities": "\(root)/Samples/routing/gemeinden_ags_ars_2026-04-30.csv",
                 "retiredKeys": "\(root)/Samples/routing/ags-retired-since-2011.txt"
               },
-              "backends": {"local": {"kind": "filesystem", "directory": "postfach"}},
+              "backends": {"local": \(backend)},
               "postfaecher": {"default": "local"},
-              "ledger": "ledger.sqlite",\(retry.map { "\n  \"retry\": \($0)," } ?? "")
+              "ledger": \(ledger),\(retry.map { "\n  \"retry\": \($0)," } ?? "")
               "spool": "spool"
             }
             """

@@ -14,27 +14,12 @@ struct WorkerCrashTests {
 
     /// A configuration on the test database, with a journaling filesystem backend.
     static func configuration(in directory: URL, database: PostgresTestDatabase, retry: String) throws -> URL {
-        let root = TestEnvironment.projectRoot.path
-        let config = """
-            {
-              "format": "amtsbote-config/1",
-              "schemas": "\(root)/Schemas",
-              "routing": {
-                "tables": ["\(root)/Samples/routing"],
-                "municipalities": "\(root)/Samples/routing/gemeinden_ags_ars_2026-04-30.csv",
-                "retiredKeys": "\(root)/Samples/routing/ags-retired-since-2011.txt"
-              },
-              "backends": {"local": {"kind": "filesystem", "directory": "postfach", "journal": "journal.txt"}},
-              "postfaecher": {"default": "local"},
-              "ledger": {"postgres": {"url": "\(database.configuration.displayURL)?sslmode=disable",
-                                      "passwordFile": "\(try #require(PostgresServer.passwordFile))"}},
-              "retry": \(retry),
-              "spool": "spool"
-            }
+        let ledger = """
+            {"postgres": {"url": "\(database.configuration.displayURL)?sslmode=disable",
+                          "passwordFile": "\(try #require(PostgresServer.passwordFile))"}}
             """
-        let url = directory.appendingPathComponent("amtsbote.json")
-        try config.write(to: url, atomically: true, encoding: .utf8)
-        return url
+        return try CrashTests.configuration(in: directory, retry: retry, ledger: ledger,
+                                            backend: #"{"kind": "filesystem", "directory": "postfach", "journal": "journal.txt"}"#)
     }
 
     /// Journal lines: (id, sha256, outcome).
