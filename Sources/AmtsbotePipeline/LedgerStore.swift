@@ -107,7 +107,7 @@ extension ProcessIdentity {
 
 /// Errors of a ledger engine that a user can act on.
 public struct LedgerError: Error, Sendable, CustomStringConvertible {
-    /// Stable code (`ledger.unavailable`, `ledger.configuration`, `ledger.schema`).
+    /// Stable code (`ledger.unavailable`, `ledger.configuration`, `ledger.lost-row`).
     public var code: String
     public var message: String
 

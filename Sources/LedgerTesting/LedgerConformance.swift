@@ -11,7 +11,7 @@ import Testing
 /// Call it with a way to make a fresh, empty store and to open it as several processes:
 /// ```swift
 /// @Test func conformance() async throws {
-///     try await LedgerConformance.check { let path = tmp/"ledger.sqlite"; return { identity in try SQLiteLedger(path: path, identity: identity) } }
+///     try await LedgerConformance.check { let path = directory.appendingPathComponent("test.sqlite").path; return { identity in try SQLiteLedger(path: path, identity: identity) } }
 /// }
 /// ```
 public enum LedgerConformance {

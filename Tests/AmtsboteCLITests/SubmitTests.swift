@@ -225,7 +225,7 @@ struct SubmitTests {
          "amtsbote.json: key 'retention.dead': expected a duration such as 7d, 12h or 30m, found '30 days'"),
         (#"{"routing": {"tables": [""# + TestEnvironment.projectRoot.appendingPathComponent("Samples/routing").path
             + #""]}, "backends": {"local": {"kind": "filesystem", "directory": "p", "direcotry": "q"}}, "postfaecher": {"default": "local"}, "ledger": "l", "spool": "s"}"#,
-         "key 'backends.local': unknown parameter 'direcotry' for a filesystem backend (known: directory)"),
+         "key 'backends.local': unknown parameter 'direcotry' for a filesystem backend (known: directory, journal)"),
     ])
     func configurationErrors(text: String, fragment: String) throws {
         let directory = try TestEnvironment.temporaryDirectory()
