@@ -12,12 +12,20 @@ public final class SQLiteLedger: LedgerStore {
     /// Wakes this process's waiting workers when it queues work itself, through any ledger instance of the same
     /// file (other processes are found by polling).
     private let wakeUps: WakeUps
+    /// Outcomes of concurrent attempts, written together.
+    private let finishes: CommitBatcher<Submission, Bool>
 
     /// Opens (and migrates) the ledger at `path`; `:memory:` for a throwaway ledger. `readOnly` opens an existing
     /// ledger for listing without changing anything (no migration; a missing file lists as empty).
     public init(path: String, readOnly: Bool = false, identity: ProcessIdentity = .current) throws {
         self.identity = identity
         wakeUps = WakeUps.shared(for: path == ":memory:" ? UUID().uuidString : URL(fileURLWithPath: path).standardizedFileURL.path)
+        let box = WeakSQLiteLedger()
+        finishes = CommitBatcher { outcomes in
+            guard let ledger = box.ledger else { throw LedgerError(code: "ledger.unavailable", message: "the ledger is closed") }
+            return try ledger.finishAll(outcomes)
+        }
+
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             if !readOnly { try db.execute(sql: "PRAGMA synchronous = FULL") }
@@ -35,11 +43,13 @@ public final class SQLiteLedger: LedgerStore {
                 // last committed state). Opened so, without migrating; nothing of the ledger's content changes.
                 database = try DatabaseQueue(path: path, configuration: configuration)
             }
+            box.ledger = self
             return
         }
         database = path == ":memory:" || readOnly ? try DatabaseQueue(configuration: configuration)
                                                   : try DatabaseQueue(path: path, configuration: configuration)
         try Self.migrator.migrate(database)
+        box.ledger = self
     }
 
     private static var migrator: DatabaseMigrator {
@@ -242,17 +252,25 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func finishAttempt(_ outcome: Submission) async throws -> Bool {
-        guard let id = outcome.id, let token = outcome.leaseToken else { return false }
+        guard outcome.id != nil, outcome.leaseToken != nil else { return false }
+        return try await finishes.submit(outcome)
+    }
+
+    /// Records many outcomes in one transaction (one flush to disk), each fenced by its own token.
+    private func finishAll(_ outcomes: [Submission]) throws -> [Bool] {
+        let now = Date()
         let written = try write { db in
-            try db.execute(sql: """
-                UPDATE submission SET state = ?, reasonCode = ?, reason = ?, nextAttemptAt = ?, receipt = ?,
-                    owner = NULL, leaseToken = NULL, leaseUntil = NULL, updatedAt = ?
-                WHERE id = ? AND state = 'running' AND leaseToken = ?
-                """, arguments: [outcome.state.rawValue, outcome.reasonCode, outcome.reason, outcome.nextAttemptAt,
-                                 outcome.receipt, Date(), id, token])
-            return db.changesCount == 1
+            try outcomes.map { outcome in
+                try db.execute(sql: """
+                    UPDATE submission SET state = ?, reasonCode = ?, reason = ?, nextAttemptAt = ?, receipt = ?,
+                        owner = NULL, leaseToken = NULL, leaseUntil = NULL, updatedAt = ?
+                    WHERE id = ? AND state = 'running' AND leaseToken = ?
+                    """, arguments: [outcome.state.rawValue, outcome.reasonCode, outcome.reason, outcome.nextAttemptAt,
+                                     outcome.receipt, now, outcome.id, outcome.leaseToken])
+                return db.changesCount == 1
+            }
         }
-        if written && outcome.state == .queued { wakeUps.signal() }
+        if zip(outcomes, written).contains(where: { $1 && $0.state == .queued }) { wakeUps.signal() }
         return written
     }
 
@@ -396,6 +414,12 @@ public final class SQLiteLedger: LedgerStore {
     func overwrite(_ row: Submission) throws {
         _ = try write { db in try Self.write(db, row, where: "1", []) }
     }
+}
+
+/// The ledger as its batcher sees it (no retain cycle).
+final class WeakSQLiteLedger: @unchecked Sendable {
+    // Safety: written once in the ledger's initialiser, before the batcher can run.
+    weak var ledger: SQLiteLedger?
 }
 
 extension Submission {

@@ -12,14 +12,23 @@ import Testing
 struct WorkerCrashTests {
     static let lease = 10.0
 
-    /// A configuration on the test database, with a journaling filesystem backend.
-    static func configuration(in directory: URL, database: PostgresTestDatabase, retry: String) throws -> URL {
-        let ledger = """
-            {"postgres": {"url": "\(database.configuration.displayURL)?sslmode=disable",
-                          "passwordFile": "\(try #require(PostgresServer.passwordFile))"}}
+    /// A configuration on the given PostgreSQL ledger, with a journaling filesystem backend.
+    static func configuration(in directory: URL, ledger: PostgresLedgerConfiguration, passwordFile: String,
+                              retry: String) throws -> URL {
+        let setting = """
+            {"postgres": {"url": "\(ledger.displayURL)?sslmode=disable", "passwordFile": "\(passwordFile)"}}
             """
-        return try CrashTests.configuration(in: directory, retry: retry, ledger: ledger,
+        return try CrashTests.configuration(in: directory, retry: retry, ledger: setting,
                                             backend: #"{"kind": "filesystem", "directory": "postfach", "journal": "journal.txt"}"#)
+    }
+
+    /// Runs `scripts/postgres` with `arguments`; its exit status.
+    static func postgresScript(_ arguments: [String], log: URL) throws -> Int32? {
+        // posix_spawn and waitpid (Foundation's Process can miss the exit of a script whose server lives on).
+        let child = try Child("/bin/bash", [TestEnvironment.projectRoot.appendingPathComponent("scripts/postgres").path]
+                                  + arguments, stderr: log.path)
+        child.wait()
+        return child.status
     }
 
     /// Journal lines: (id, sha256, outcome).
@@ -37,14 +46,25 @@ struct WorkerCrashTests {
         let environment = ProcessInfo.processInfo.environment
         let count = Int(environment["AMTSBOTE_WORKER_CRASH_SUBMISSIONS"] ?? "") ?? 2000
         let kills = Int(environment["AMTSBOTE_WORKER_CRASH_KILLS"] ?? "") ?? 5
-        let serverDirectory = try #require(environment["AMTSBOTE_TEST_POSTGRES_DIR"], "the test cluster's folder, to restart it")
-        let database = try await PostgresTestDatabase.create()
+        // A cluster of its own: the restart below must not disturb the other tests that use the shared one.
         let directory = try TestEnvironment.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
+        let serverDirectory = directory.appendingPathComponent("postgres").path
+        let sharedURL = try #require(PostgresServer.url, "\(PostgresServer.unavailableReason)")
+        let port = (URLComponents(string: sharedURL)?.port ?? 55433) + 100
+        #expect(try Self.postgresScript(["start", serverDirectory, "\(port)"], log: directory.appendingPathComponent("start.txt")) == 0,
+                "a private cluster starts")
+        defer {
+            _ = try? Self.postgresScript(["clean", serverDirectory], log: directory.appendingPathComponent("clean.txt"))
+            try? FileManager.default.removeItem(at: directory)
+        }
+        let passwordFile = serverDirectory + "/password"
+        let password = try String(contentsOfFile: passwordFile, encoding: .utf8).trimmingCharacters(in: .newlines)
+        let server = try PostgresLedgerConfiguration(url: "postgres://amtsbote@127.0.0.1:\(port)/postgres?sslmode=disable",
+                                                     password: password)
         let inbox = directory.appendingPathComponent("inbox")
         try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
         let ids = try SampleSubmissions.write(count: count, into: inbox)
-        let config = try Self.configuration(in: directory, database: database, retry: """
+        let config = try Self.configuration(in: directory, ledger: server, passwordFile: passwordFile, retry: """
             {"maxAttempts": 1000, "initialDelaySeconds": 0.05, "maxDelaySeconds": 1, "attemptTimeoutSeconds": 60,
              "leaseSeconds": \(Self.lease), "heartbeatSeconds": 2}
             """)
@@ -53,7 +73,7 @@ struct WorkerCrashTests {
         // Intake records and queues; it delivers nothing itself on a shared ledger.
         let intake = try CLI.run(["submit", "--config", config.path, "--format", "json", inbox.path])
         #expect(intake.status == 0, "\(intake.stderr)")
-        let ledger = try await database.open()
+        let ledger = try await PostgresLedger.open(server)
         #expect(try await ledger.counts() == [.queued: count])
 
         var generator = SystemRandomNumberGenerator()
@@ -79,12 +99,9 @@ struct WorkerCrashTests {
             let killedAt = ContinuousClock.now
             workers[slot] = try startWorker(4 + round)
             if round == kills / 2 {
-                // posix_spawn and waitpid (Foundation's Process can miss the exit of a script whose server lives on).
-                let restart = try Child("/bin/bash", [TestEnvironment.projectRoot.appendingPathComponent("scripts/postgres").path,
-                                                      "restart", serverDirectory],
-                                        stderr: directory.appendingPathComponent("restart.txt").path)
-                restart.wait()
-                #expect(restart.status == 0, "the database restarts")
+                let restart = try Self.postgresScript(["restart", serverDirectory],
+                                                      log: directory.appendingPathComponent("restart.txt"))
+                #expect(restart == 0, "the database restarts")
             }
             // The killed worker's leases are picked up by the others (and the new one).
             if let identity {
@@ -128,6 +145,5 @@ struct WorkerCrashTests {
         print("worker crash test: \(count) submissions, \(kills) kills, 1 database restart, "
               + "\(lines.count) backend calls, \(storedPerID.count) stored, pickups \(pickups)")
         await ledger.close()
-        await database.drop()
     }
 }
