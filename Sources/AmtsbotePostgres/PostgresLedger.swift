@@ -86,10 +86,11 @@ public final class PostgresLedger: LedgerStore {
     }
 
     /// Runs `body`, turning connection and server errors into `ledger.unavailable`. A call that does not end
-    /// within the statement timeout and a margin (a connection that died without a word) is given up the same way.
+    /// within twice the statement timeout and 30 s more (a connection that died without a word) is given up the
+    /// same way; the margin keeps a loaded machine, where answers wait for a thread, from tripping it.
     func run<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let url = configuration.displayURL
-        let limit = configuration.statementTimeout + .seconds(5)
+        let limit = configuration.statementTimeout * 2 + .seconds(30)
         do {
             return try await withDeadline(limit, onTimeout: {
                 LedgerError(code: "ledger.unavailable", message: "ledger at \(url): no answer within \(limit)")

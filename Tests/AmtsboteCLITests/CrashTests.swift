@@ -31,9 +31,14 @@ struct CrashTests {
     }
 
     @Test("submissions killed at random moments and restarted end delivered exactly once, with no partial file")
-    func killAndRestart() throws {
-        // Synchronous on purpose: the kill timing must not wait for a turn on the shared task pool, which other
-        // tests keep busy (an async sleep here once resumed only after the whole run had finished).
+    func killAndRestart() async throws {
+        // Synchronous, on a thread of its own: the kill timing must not wait for a turn on the shared task pool,
+        // which other tests keep busy (an async sleep here once resumed only after the whole run had finished), and
+        // its waiting must not hold a pool thread the other tests need.
+        try await onOwnThread { try Self.killAndRestartBlocking() }
+    }
+
+    static func killAndRestartBlocking() throws {
         let environment = ProcessInfo.processInfo.environment
         let count = Int(environment["AMTSBOTE_CRASH_SUBMISSIONS"] ?? "") ?? 1000
         let kills = Int(environment["AMTSBOTE_CRASH_KILLS"] ?? "") ?? 10

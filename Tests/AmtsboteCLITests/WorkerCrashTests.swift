@@ -83,13 +83,14 @@ struct WorkerCrashTests {
                       stderr: directory.appendingPathComponent("worker-\(n).txt").path)
         }
         for n in 0..<4 { workers.append(try startWorker(n)) }
-        func stored() -> Int { Self.journal(journalURL).filter { $0.outcome == "stored" }.count }
+        @Sendable func stored() -> Int { Self.journal(journalURL).filter { $0.outcome == "stored" }.count }
 
         var pickups: [Duration] = []
         for round in 0..<kills {
             // After a random number of new deliveries and a few milliseconds, so kills land in every phase.
             let target = min(count - 1, stored() + Int.random(in: 1...max(1, count / (kills + 2)), using: &generator))
-            try waitUntilSync("deliveries go on (round \(round))") { stored() >= target }
+            // On a thread of its own: neither starved by other tests' tasks nor blocking the pool they need.
+            try await onOwnThread { try waitUntilSync("deliveries go on (round \(round))") { stored() >= target } }
             usleep(UInt32.random(in: 0...15_000, using: &generator))
             let slot = Int.random(in: 0..<workers.count, using: &generator)
             let victim = workers[slot]

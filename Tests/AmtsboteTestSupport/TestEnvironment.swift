@@ -209,3 +209,13 @@ struct HangGuard {
         throw TimeGuardExceeded()
     }
 }
+
+/// Runs blocking `body` on a thread of its own, not on Swift's cooperative pool: a test that waits synchronously
+/// (for a child process, for files to appear) must neither be starved by other tests' tasks nor starve them.
+public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { try body() }) }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}
