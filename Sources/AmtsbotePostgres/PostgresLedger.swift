@@ -435,9 +435,10 @@ public final class PostgresLedger: LedgerStore {
                 let connection = try await PostgresConnection.connect(configuration: try configuration.connection, id: id,
                                                                       logger: logger)
                 do {
-                    let notifications = try await connection.listen(channel)
-                    wakeUps.signal()  // Anything queued while not listening.
-                    for try await _ in notifications { wakeUps.signal() }
+                    try await connection.listen(on: channel) { notifications in
+                        wakeUps.signal()  // Anything queued while not listening.
+                        for try await _ in notifications { wakeUps.signal() }
+                    }
                 } catch {
                     logger.debug("listen connection lost", metadata: ["code": "ledger.unavailable"])
                 }

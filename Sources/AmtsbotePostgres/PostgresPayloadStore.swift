@@ -96,7 +96,7 @@ public struct PostgresPayloadStore: PayloadStore {
 
     public func removeIncomplete(submission: Int64) async throws {
         let logger = ledger.logger, ledger = ledger
-        try await ledger.run {
+        _ = try await ledger.run {
             try await ledger.client.query("DELETE FROM payload_chunk WHERE submission_id = \(submission)", logger: logger)
         }
     }
