@@ -86,7 +86,14 @@ public struct DeliveryWorker: Sendable {
                 if drain && claimed.isEmpty && state.running == 0 {
                     // Nothing claimed: done only if nothing is due (a claim can come back empty while other
                     // workers hold the due rows' locks for a moment).
-                    let next = try? await ledger.nextAttempt()
+                    // A ledger that cannot answer is not "nothing due": wait and look again.
+                    let next: Date?
+                    do {
+                        next = try await ledger.nextAttempt()
+                    } catch {
+                        try await Task.sleep(for: poll)
+                        continue
+                    }
                     if next.map({ $0 > Date() }) ?? true { break }
                     continue
                 }
