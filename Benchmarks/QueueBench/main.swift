@@ -42,7 +42,8 @@ let total = Int(option("--deliveries") ?? "") ?? 100_000
 let workerCounts = (option("--workers") ?? "1,2,4,8").split(separator: ",").compactMap { Int($0) }
 let samples = Int(option("--latency-samples") ?? "") ?? 300
 let engine = option("--engine") ?? "postgres"
-let concurrency = Int(option("--concurrency") ?? "") ?? 8
+let concurrency = Int(option("--concurrency") ?? "") ?? 64
+let claimModes: [Bool] = { switch option("--claims") { case "batched": [true]; case "single": [false]; default: [true, false] } }()
 
 let logger: Logger = {
     var logger = Logger(label: "amtsbote.bench")
@@ -130,7 +131,7 @@ func pipeline(_ ledger: any LedgerStore, stamps: Stamps? = nil) -> Pipeline {
 print("engine: \(engine), \(total) deliveries per run, \(concurrency) in flight per worker")
 print("| workers | claims | deliveries/s |")
 print("|---|---|---|")
-for batched in [true, false] {
+for batched in claimModes {
     for workers in workerCounts {
         try await reset()
         try await fill(total)
@@ -139,9 +140,12 @@ for batched in [true, false] {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for ledger in ledgers {
                 group.addTask {
-                    _ = try await DeliveryWorker(pipeline: pipeline(ledger), concurrency: concurrency,
+                    let summary = try await DeliveryWorker(pipeline: pipeline(ledger), concurrency: concurrency,
                                                  batchSize: batched ? concurrency : 1, poll: .milliseconds(500),
                                                  drain: true).run()
+                    if arguments.contains("--verbose") {
+                        print("  worker: \(summary.attempts) attempts, done after \(ContinuousClock.now - started)")
+                    }
                 }
             }
             try await group.waitForAll()

@@ -91,7 +91,12 @@ public struct PostgresLedgerConfiguration: Sendable {
     private var sessionSettings: [(String, String)] {
         [("statement_timeout", "\(Int(statementTimeout.components.seconds * 1000))"),
          ("idle_in_transaction_session_timeout", "\(Int(idleInTransactionTimeout.components.seconds * 1000))"),
-         ("application_name", "amtsbote")]
+         ("application_name", "amtsbote"),
+         // The queue's prepared statements (PostgresStatements.swift) are planned once per connection. Left to
+         // itself the server plans a claim anew at every call (its generic plan, the same index scan, is estimated
+         // dearer because LIMIT is a parameter), and that planning cost more than the claim. Every other query of
+         // the ledger selects by key or by an indexed column, which a generic plan serves as well.
+         ("plan_cache_mode", "force_generic_plan")]
     }
 }
 

@@ -113,6 +113,12 @@ public final class PostgresLedger: LedgerStore {
         receipt, duplicate_of, owner, lease_token, lease_until, purged_at
         """
 
+    /// ``columns`` with each name prefixed (`s.id, s.source, …`), on one line.
+    static func columns(prefixedWith prefix: String) -> String {
+        columns.replacingOccurrences(of: "\n", with: " ").split(separator: ",")
+            .map { prefix + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
+    }
+
     static func submission(_ row: PostgresRow) throws -> Submission {
         let r = row.makeRandomAccess()
         return Submission(
@@ -270,42 +276,23 @@ public final class PostgresLedger: LedgerStore {
 
     public func claimDue(limit: Int, dueBy: Date?, leaseFor: Duration) async throws -> [Submission] {
         guard limit > 0 else { return [] }
-        let me = identity.description
-        let seconds = leaseFor.inSeconds
-        // MATERIALIZED: the planner must not inline the CTE (it could then lock more rows than LIMIT).
-        let rows = try await fetch("""
-            WITH due AS MATERIALIZED (
-                SELECT id FROM submission
-                WHERE state = 'queued' AND next_attempt_at <= COALESCE(\(dueBy), clock_timestamp())
-                ORDER BY next_attempt_at, id
-                LIMIT \(Int64(limit))
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE submission s SET state = 'running', attempts = s.attempts + 1,
-                lease_token = gen_random_uuid()::text,
-                lease_until = clock_timestamp() + make_interval(secs => \(seconds)),
-                owner = \(me), updated_at = clock_timestamp()
-            FROM due WHERE s.id = due.id
-            RETURNING \(unescaped: Self.columns.replacingOccurrences(of: "\n", with: " ").split(separator: ",")
-                .map { "s." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
-            """)
+        let statement = ClaimDueStatement(dueBy: dueBy, limit: Int64(limit), leaseSeconds: leaseFor.inSeconds,
+                                          owner: identity.description)
+        let rows = try await run { [self] in
+            var rows: [Submission] = []
+            for try await row in try await client.execute(statement, logger: logger) { rows.append(row) }
+            return rows
+        }
         return rows.sorted { ($0.id ?? 0) < ($1.id ?? 0) }
     }
 
     public func extendLeases(_ leased: [Submission], by: Duration) async throws -> Set<Int64> {
         let pairs = leased.compactMap { row in row.id.flatMap { id in row.leaseToken.map { (id, $0) } } }
         guard !pairs.isEmpty else { return [] }
-        let ids = pairs.map(\.0), tokens = pairs.map(\.1)
-        let seconds = by.inSeconds
+        let statement = ExtendLeasesStatement(ids: pairs.map(\.0), tokens: pairs.map(\.1), leaseSeconds: by.inSeconds)
         return try await run { [self] in
-            let result = try await client.query("""
-                UPDATE submission s SET lease_until = clock_timestamp() + make_interval(secs => \(seconds))
-                FROM unnest(\(ids)::bigint[], \(tokens)::text[]) AS held(id, token)
-                WHERE s.id = held.id AND s.state = 'running' AND s.lease_token = held.token
-                RETURNING s.id
-                """, logger: logger)
             var held: Set<Int64> = []
-            for try await id in result.decode(Int64.self) { held.insert(id) }
+            for try await id in try await client.execute(statement, logger: logger) { held.insert(id) }
             return held
         }
     }
@@ -318,38 +305,13 @@ public final class PostgresLedger: LedgerStore {
     /// Records many outcomes in one statement (one round trip, one commit), each fenced by its own token, with a
     /// wake-up for the other workers when a row is due again. Returns, in order, whether each was recorded.
     func finishAll(_ outcomes: [Submission]) async throws -> [Bool] {
-        let ids = outcomes.map { $0.id ?? -1 }
-        let tokens = outcomes.map { $0.leaseToken ?? "" }
-        let states = outcomes.map(\.state.rawValue)
-        let codes = outcomes.map { $0.reasonCode ?? "\u{1}" }
-        let reasons = outcomes.map { $0.reason ?? "\u{1}" }
-        let receipts = outcomes.map { $0.receipt ?? "\u{1}" }
-        let next = outcomes.map { $0.nextAttemptAt?.timeIntervalSince1970 ?? -1 }
-        let rows = try await run { [self] in
-            let result = try await client.query("""
-                WITH input AS (
-                    SELECT * FROM unnest(\(ids)::bigint[], \(tokens)::text[], \(states)::text[], \(codes)::text[],
-                                         \(reasons)::text[], \(receipts)::text[], \(next)::float8[])
-                        AS i(id, token, state, reason_code, reason, receipt, next_at)
-                ), finished AS (
-                    UPDATE submission s SET state = i.state, reason_code = NULLIF(i.reason_code, E'\\x01'),
-                        reason = NULLIF(i.reason, E'\\x01'), receipt = NULLIF(i.receipt, E'\\x01'),
-                        next_attempt_at = CASE WHEN i.next_at < 0 THEN NULL ELSE to_timestamp(i.next_at) END,
-                        owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = clock_timestamp()
-                    FROM input i
-                    WHERE s.id = i.id AND s.state = 'running' AND s.lease_token = i.token
-                    RETURNING s.id, s.state
-                ), woken AS (
-                    SELECT pg_notify('\(unescaped: Self.channel)', '')
-                    WHERE EXISTS (SELECT 1 FROM finished WHERE state = 'queued')
-                )
-                SELECT finished.id FROM finished LEFT JOIN woken ON true
-                """, logger: logger)
+        let statement = FinishAttemptsStatement(outcomes: outcomes)
+        let recorded = try await run { [self] in
             var done: Set<Int64> = []
-            for try await id in result.decode(Int64.self) { done.insert(id) }
+            for try await id in try await client.execute(statement, logger: logger) { done.insert(id) }
             return done
         }
-        return ids.map { rows.contains($0) }
+        return outcomes.map { recorded.contains($0.id ?? -1) }
     }
 
     public func release(_ leased: Submission) async throws -> Bool {

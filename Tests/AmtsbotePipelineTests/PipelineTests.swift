@@ -151,7 +151,7 @@ struct PipelineTests {
         rewound.state = .validated
         rewound.postfach = nil
         rewound.receipt = nil
-        try await harness.ledger.overwrite(rewound)
+        try harness.ledger.overwrite(rewound)
         let resumed = try await harness.pipeline.recover()
         #expect(try await harness.ledger.submission(interrupted.id!)?.state == .abandoned)
         #expect(try await harness.ledger.submission(reading.id!)?.state == .received, "a running intake is left alone")
