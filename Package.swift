@@ -1,7 +1,14 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-let package = Package(
+// AMTSBOTE_PACKAGE_SUBSET=validation: only the libxml2 layer and its tests (CXMLShim, XoevValidation and
+// XoevValidationTests), without the ledger, the service and their packages. The sanitizer and libxml2-version runs
+// (scripts/sanitize, scripts/test-libxml2) build this subset: what they check lives there, and a full build per
+// run would cost minutes each on a clean clone.
+let validationSubset = Context.environment["AMTSBOTE_PACKAGE_SUBSET"] == "validation"
+let subsetTargets: Set<String> = ["CLibXML2", "CXMLShim", "XoevValidation", "AmtsboteTestSupport", "XoevValidationTests"]
+
+var package = Package(
     name: "Amtsbote",
     platforms: [.macOS(.v13)],
     products: [
@@ -97,12 +104,16 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/QueueBench"
         ),
-        // Shared by the test targets: where the corpus and the bad inputs are, the loopback canary.
+        // Shared by the test targets: where the corpus and the bad inputs are, the loopback canary, the test
+        // PostgreSQL cluster's address.
+        .target(name: "AmtsboteTestSupport", path: "Tests/AmtsboteTestSupport"),
+        // A fresh database per test on the test cluster.
         .target(
-            name: "AmtsboteTestSupport",
-            dependencies: ["AmtsbotePipeline", "AmtsbotePostgres", "Postfach",
-                           .product(name: "PostgresNIO", package: "postgres-nio")],
-            path: "Tests/AmtsboteTestSupport"
+            name: "PostgresTestSupport",
+            dependencies: ["AmtsboteTestSupport", "AmtsbotePipeline", "AmtsbotePostgres", "Postfach",
+                           .product(name: "PostgresNIO", package: "postgres-nio"),
+                           .product(name: "Logging", package: "swift-log")],
+            path: "Tests/PostgresTestSupport"
         ),
         .testTarget(
             name: "XoevValidationTests",
@@ -124,12 +135,20 @@ let package = Package(
         .testTarget(
             name: "AmtsbotePipelineTests",
             dependencies: ["AmtsbotePipeline", "AmtsbotePostgres", "LedgerTesting", "Postfach", "XoevValidation",
-                           "XoevRouting", "AmtsboteTestSupport", .product(name: "PostgresNIO", package: "postgres-nio")]
+                           "XoevRouting", "AmtsboteTestSupport", "PostgresTestSupport",
+                           .product(name: "PostgresNIO", package: "postgres-nio")]
         ),
         .testTarget(
             name: "AmtsboteCLITests",
-            dependencies: ["amtsbote", "XoevValidation", "AmtsbotePipeline", "AmtsbotePostgres", "AmtsboteTestSupport"]
+            dependencies: ["amtsbote", "XoevValidation", "AmtsbotePipeline", "AmtsbotePostgres", "AmtsboteTestSupport",
+                           "PostgresTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]
 )
+
+if validationSubset {
+    package.targets = package.targets.filter { subsetTargets.contains($0.name) }
+    package.products = package.products.filter { $0.name == "XoevValidation" }
+    package.dependencies = []
+}

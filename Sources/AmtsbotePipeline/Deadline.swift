@@ -12,11 +12,15 @@ public func withDeadline<T: Sendable>(_ limit: Duration?, onTimeout: @escaping @
         try await withCheckedThrowingContinuation { continuation in
             outcome.install(continuation)
             // A Dispatch timer, not Task.sleep: it fires even when misbehaving work blocks the threads of Swift's
-            // cooperative pool.
-            let timer = DispatchWorkItem {
+            // cooperative pool. A timer source, not asyncAfter: cancelling a source lets go of its handler (and the
+            // finished call it holds) at once, where a cancelled asyncAfter item stays queued until its deadline,
+            // which held every ledger call's result for minutes on a busy worker.
+            let timer = DispatchSource.makeTimerSource(queue: .global())
+            timer.schedule(deadline: .now() + limit.seconds)
+            timer.setEventHandler {
                 if outcome.resume(with: .failure(onTimeout())) { call.cancel() }
             }
-            DispatchQueue.global().asyncAfter(deadline: .now() + limit.seconds, execute: timer)
+            timer.resume()
             Task {
                 let result = await call.result
                 timer.cancel()

@@ -119,23 +119,23 @@ public final class PostgresLedger: LedgerStore {
             .map { prefix + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
     }
 
+    /// A row of ``columns``, decoded by position (in the order of ``columns``: no lookup by name per cell).
     static func submission(_ row: PostgresRow) throws -> Submission {
         let r = row.makeRandomAccess()
         return Submission(
-            id: try r["id"].decode(Int64.self), source: try r["source"].decode(String.self),
-            receivedAt: try r["received_at"].decode(Date.self), updatedAt: try r["updated_at"].decode(Date.self),
-            state: SubmissionState(rawValue: try r["state"].decode(String.self)) ?? .dead,
-            payloadLocation: try r["payload_location"].decode(String?.self),
-            payloadSHA256: try r["payload_sha256"].decode(String?.self),
-            payloadSize: try r["payload_size"].decode(Int64?.self), messageId: try r["message_id"].decode(String?.self),
-            deliveryId: try r["delivery_id"].decode(String?.self), schemaId: try r["schema_id"].decode(String?.self),
-            routingKeys: try r["routing_keys"].decode(String?.self), postfach: try r["postfach"].decode(String?.self),
-            routing: try r["routing"].decode(String?.self), reasonCode: try r["reason_code"].decode(String?.self),
-            reason: try r["reason"].decode(String?.self), attempts: Int(try r["attempts"].decode(Int32.self)),
-            nextAttemptAt: try r["next_attempt_at"].decode(Date?.self), receipt: try r["receipt"].decode(String?.self),
-            duplicateOf: try r["duplicate_of"].decode(Int64?.self), owner: try r["owner"].decode(String?.self),
-            leaseToken: try r["lease_token"].decode(String?.self), leaseUntil: try r["lease_until"].decode(Date?.self),
-            purgedAt: try r["purged_at"].decode(Date?.self))
+            id: try r[0].decode(Int64.self), source: try r[1].decode(String.self),
+            receivedAt: try r[2].decode(Date.self), updatedAt: try r[3].decode(Date.self),
+            state: SubmissionState(rawValue: try r[4].decode(String.self)) ?? .dead,
+            payloadLocation: try r[5].decode(String?.self), payloadSHA256: try r[6].decode(String?.self),
+            payloadSize: try r[7].decode(Int64?.self), messageId: try r[8].decode(String?.self),
+            deliveryId: try r[9].decode(String?.self), schemaId: try r[10].decode(String?.self),
+            routingKeys: try r[11].decode(String?.self), postfach: try r[12].decode(String?.self),
+            routing: try r[13].decode(String?.self), reasonCode: try r[14].decode(String?.self),
+            reason: try r[15].decode(String?.self), attempts: Int(try r[16].decode(Int32.self)),
+            nextAttemptAt: try r[17].decode(Date?.self), receipt: try r[18].decode(String?.self),
+            duplicateOf: try r[19].decode(Int64?.self), owner: try r[20].decode(String?.self),
+            leaseToken: try r[21].decode(String?.self), leaseUntil: try r[22].decode(Date?.self),
+            purgedAt: try r[23].decode(Date?.self))
     }
 
     static func rows(_ sequence: PostgresRowSequence) async throws -> [Submission] {

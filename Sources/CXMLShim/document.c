@@ -112,6 +112,7 @@ struct axs_doc {
     int64_t errors;
     int reported;
     int truncated;
+    int encoding_reported;     /* an encoding finding from a stray message (on_stray_message) is made once */
     const char *last_code;
     char last_message[512];
     char last_path[512];
@@ -862,9 +863,40 @@ static int feed_document(axs_doc *d, const char *bytes, size_t length) {
     return length > 0 ? feed_body(d, bytes, length) : d->stopped;
 }
 
-/* Feed and finish run as Amtsbote's own parse: the entity loader refuses everything in them (loader.c). */
+/* A message libxml2 sent past the parser context (loader.c takes over the thread's error functions during an own
+ * parse). The known case is a decoding error while the push parser converts a chunk (2.9 and 2.12): the parser
+ * halts without an error of its own, so this is the only word of what happened. It becomes one finding at the
+ * parser's position, with a message of ours: libxml2's text quotes the undecodable bytes. */
+static void on_stray_message(void *data, axs_error error, const char *generic_format) {
+    axs_doc *d = data;
+    if (d == NULL || d->stopped) return;
+    int encoding = error != NULL ? error->domain == XML_FROM_I18N ||
+                                   strcmp(axs_code_for_parser_error(error->domain, error->code), "xml.encoding") == 0
+                                 : generic_format != NULL && strstr(generic_format, "encod") != NULL;
+    if (error != NULL && error->level == XML_ERR_WARNING) {
+        if (!encoding) emit_here(d, AXS_SEVERITY_WARNING, axs_code_for_parser_error(error->domain, error->code),
+                                 "libxml2 warned outside the parser; its text is not shown (it may quote the document)");
+        return;
+    }
+    d->well_formed = 0;
+    if (encoding) {
+        if (d->encoding_reported) return;
+        d->encoding_reported = 1;
+        emit_here(d, AXS_SEVERITY_FATAL, "xml.encoding",
+                  "bytes here cannot be decoded in the document's encoding (declared, or UTF-8 by default); the rest "
+                  "was not read");
+    } else {
+        emit_here(d, AXS_SEVERITY_FATAL, error != NULL ? axs_code_for_parser_error(error->domain, error->code)
+                                                       : "xml.not-well-formed",
+                  "the XML parser stopped with an error outside its context; its text is not shown (it may quote "
+                  "the document)");
+    }
+}
+
+/* Feed and finish run as Amtsbote's own parse: the entity loader refuses everything in them, and libxml2's stray
+ * messages become findings of this document (loader.c). */
 int axs_doc_feed(axs_doc *d, const char *bytes, size_t length) {
-    axs_own_parse_enter();
+    axs_own_parse_enter_reporting(on_stray_message, d);
     int decided = feed_document(d, bytes, length);
     axs_own_parse_leave();
     return decided;
@@ -911,7 +943,7 @@ static void finish_document(axs_doc *d, axs_result *result) {
 }
 
 void axs_doc_finish(axs_doc *d, axs_result *result) {
-    axs_own_parse_enter();
+    axs_own_parse_enter_reporting(on_stray_message, d);
     finish_document(d, result);
     axs_own_parse_leave();
 }

@@ -20,8 +20,61 @@ static xmlExternalEntityLoader previous_loader = NULL;
 
 void axs_loader_enter(axs_resolve_scope *scope) { current_scope = scope; }
 void axs_loader_leave(void) { current_scope = NULL; }
-void axs_own_parse_enter(void) { own_parses++; }
-void axs_own_parse_leave(void) { own_parses--; }
+
+/* libxml2's thread-wide error channels. Some messages have no parser context to travel through (an encoding
+ * error while the push parser converts a chunk, "xmlParseChunk: encoder error"): libxml2 hands them to the
+ * thread's generic or structured error function, whose default prints to stderr, quoting document bytes. During
+ * an own parse this thread's functions are ours; they never print, count the message and pass it to the sink the
+ * outermost own parse named (a document turns it into a finding). The host program's functions are put back when
+ * the outermost own parse ends, so its own libxml2 use reports as it always did. */
+static _Thread_local xmlGenericErrorFunc saved_generic = NULL;
+static _Thread_local void *saved_generic_context = NULL;
+static _Thread_local xmlStructuredErrorFunc saved_structured = NULL;
+static _Thread_local void *saved_structured_context = NULL;
+static _Thread_local axs_stray_report stray_report = NULL;
+static _Thread_local void *stray_report_data = NULL;
+static atomic_uint_fast64_t stray_messages = 0;
+static _Thread_local uint64_t stray_on_this_thread = 0;
+
+uint64_t axs_stray_messages(void) { return atomic_load(&stray_messages); }
+uint64_t axs_stray_messages_on_this_thread(void) { return stray_on_this_thread; }
+
+/* The format alone goes on: formatting would copy document bytes that the arguments may quote. */
+static void on_stray_generic(void *context, const char *format, ...) {
+    (void)context;
+    atomic_fetch_add(&stray_messages, 1);
+    stray_on_this_thread++;
+    if (stray_report != NULL) stray_report(stray_report_data, NULL, format);
+}
+
+static void on_stray_structured(void *context, axs_error error) {
+    (void)context;
+    atomic_fetch_add(&stray_messages, 1);
+    stray_on_this_thread++;
+    if (stray_report != NULL) stray_report(stray_report_data, error, NULL);
+}
+
+void axs_own_parse_enter_reporting(axs_stray_report report, void *data) {
+    if (own_parses++ > 0) return;
+    saved_generic = xmlGenericError;
+    saved_generic_context = xmlGenericErrorContext;
+    saved_structured = xmlStructuredError;
+    saved_structured_context = xmlStructuredErrorContext;
+    xmlSetGenericErrorFunc(NULL, on_stray_generic);
+    xmlSetStructuredErrorFunc(NULL, on_stray_structured);
+    stray_report = report;
+    stray_report_data = data;
+}
+
+void axs_own_parse_enter(void) { axs_own_parse_enter_reporting(NULL, NULL); }
+
+void axs_own_parse_leave(void) {
+    if (--own_parses > 0) return;
+    xmlSetGenericErrorFunc(saved_generic_context, saved_generic);
+    xmlSetStructuredErrorFunc(saved_structured_context, saved_structured);
+    stray_report = NULL;
+    stray_report_data = NULL;
+}
 
 const char *axs_libxml2_version(void) { return xmlParserVersion; }
 

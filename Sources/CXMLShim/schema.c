@@ -132,7 +132,9 @@ static xmlSchemaPtr parse_with(xmlSchemaParserCtxtPtr parser, compile_state *sta
     if (parser == NULL) return NULL;
     xmlSchemaSetParserStructuredErrors(parser, schema_parser_error, state);
     axs_loader_enter(state->scope);
+    axs_own_parse_enter();   /* libxml2's stray messages are not printed (loader.c) */
     xmlSchemaPtr xsd = xmlSchemaParse(parser);
+    axs_own_parse_leave();
     axs_loader_leave();
     xmlSchemaFreeParserCtxt(parser);
     if (xsd != NULL && state->errors > 0) { xmlSchemaFree(xsd); return NULL; }

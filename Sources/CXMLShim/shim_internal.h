@@ -77,6 +77,11 @@ void axs_loader_leave(void);
  * load outside a schema scope; otherwise it hands loads to the loader the process had before (see loader.c). */
 void axs_own_parse_enter(void);
 void axs_own_parse_leave(void);
+/* A message libxml2 sent to the thread's error functions during an own parse: `error` for the structured
+ * channel, else the generic channel's format string (never formatted: its arguments may quote document bytes). */
+typedef void (*axs_stray_report)(void *data, axs_error error, const char *generic_format);
+/* As axs_own_parse_enter; when this is the outermost own parse, stray messages go to `report`. */
+void axs_own_parse_enter_reporting(axs_stray_report report, void *data);
 /* 1 once axs_global_init has installed the loader. */
 int axs_global_init_done(void);
 

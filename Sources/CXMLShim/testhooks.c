@@ -53,3 +53,36 @@ int axs_test_host_load_during_parse(const char *url) {
     axs_doc_free(doc);
     return probe.result;
 }
+
+static _Thread_local int host_messages = 0;
+static void host_generic(void *context, const char *format, ...) { (void)context; (void)format; host_messages++; }
+static void host_structured(void *context, axs_error error) { (void)context; (void)error; host_messages++; }
+
+int axs_test_stray_messages_stay_inside(const char *bytes, size_t length, uint64_t *stray, int *host_calls) {
+    axs_global_init();
+    xmlGenericErrorFunc generic_before = xmlGenericError;
+    void *generic_context_before = xmlGenericErrorContext;
+    xmlStructuredErrorFunc structured_before = xmlStructuredError;
+    void *structured_context_before = xmlStructuredErrorContext;
+    /* A host program's own error functions on this thread. */
+    xmlSetGenericErrorFunc(&host_messages, host_generic);
+    xmlSetStructuredErrorFunc(&host_messages, host_structured);
+    host_messages = 0;
+    uint64_t before = axs_stray_messages_on_this_thread();
+    axs_limits limits = { .max_depth = 256, .max_attributes = 256, .max_diagnostics = 10 };
+    axs_doc *doc = axs_doc_new("stray", &limits, NULL, NULL, NULL);
+    int kept = 0;
+    if (doc != NULL) {
+        axs_doc_feed(doc, bytes, length);
+        axs_result result;
+        axs_doc_finish(doc, &result);
+        axs_doc_free(doc);
+        kept = xmlGenericError == host_generic && xmlGenericErrorContext == &host_messages &&
+               xmlStructuredError == host_structured && xmlStructuredErrorContext == &host_messages;
+    }
+    *stray = axs_stray_messages_on_this_thread() - before;
+    *host_calls = host_messages;
+    xmlSetGenericErrorFunc(generic_context_before, generic_before);
+    xmlSetStructuredErrorFunc(structured_context_before, structured_before);
+    return kept;
+}

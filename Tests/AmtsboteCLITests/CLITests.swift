@@ -197,6 +197,27 @@ struct CLITests {
         #expect(objects[2]["schema"] is NSNull)
     }
 
+    @Test("libxml2 prints nothing behind the tool's back: an undecodable prolog is xml.encoding, stderr stays empty")
+    func undecodableProlog() throws {
+        // Found by fuzzing with the UBL schema: libxml2 2.9 reported this on its own stderr, quoting the bytes.
+        let seed = try Data(contentsOf: TestEnvironment.projectRoot
+            .appendingPathComponent("Fuzz/regressions/stray-encoding-error-in-prolog.xml"))
+        let scratch = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let xsd = scratch.appendingPathComponent("one.xsd").path
+        try Data("""
+            <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="a" type="xs:string"/></xs:schema>
+            """.utf8).write(to: URL(fileURLWithPath: xsd))
+        let quiet = try CLI.run(["validate", "--quiet", "--xsd", xsd, "-"], stdin: seed)
+        #expect(quiet.status == 1)
+        #expect(quiet.stdout.isEmpty && quiet.stderr.isEmpty, "stdout: \(quiet.stdout) stderr: \(quiet.stderr)")
+        let json = try CLI.run(["validate", "--format", "json", "--xsd", xsd, "-"], stdin: seed)
+        #expect(json.stderr.isEmpty, "\(json.stderr)")
+        #expect(json.stdout.contains("\"code\":\"xml.encoding\""), "\(json.stdout)")
+        #expect(!json.stdout.contains("validation.incomplete"), "\(json.stdout)")
+        #expect(!json.stdout.contains("0xEE") && !json.stdout.contains("0xA7"), "a finding quotes the document's bytes")
+    }
+
     @Test("--quiet prints nothing; the exit code tells")
     func quiet() throws {
         let result = try CLI.run(["validate", "--quiet", "Samples"])

@@ -1,4 +1,5 @@
 import AmtsboteTestSupport
+import PostgresTestSupport
 import Foundation
 import Testing
 

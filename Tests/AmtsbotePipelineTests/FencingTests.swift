@@ -1,6 +1,7 @@
 import AmtsbotePipeline
 import AmtsbotePostgres
 import AmtsboteTestSupport
+import PostgresTestSupport
 import Foundation
 import Logging
 import Postfach

@@ -36,6 +36,10 @@ const char *axs_libxml2_version(void);
 uint64_t axs_refused_instance_loads(void);
 /** The same, counted for the calling thread only (a parse runs on one thread: exact even with other threads busy). */
 uint64_t axs_refused_instance_loads_on_this_thread(void);
+/** Messages libxml2 sent to its thread-wide error functions during Amtsbote's own parses (taken over there, so
+ * none is printed): in the process, and on the calling thread. */
+uint64_t axs_stray_messages(void);
+uint64_t axs_stray_messages_on_this_thread(void);
 
 /** Sets libxml2's process-wide entity-substitution default, as other libraries in the same process may do. Only
  * for tests that prove the safe profile does not depend on it. Returns the previous value. */
@@ -55,6 +59,10 @@ int axs_test_host_load(const char *url);
 /** Test hook: the same load, made from inside an Amtsbote document parse (its root element's selection callback).
  * Same results; -1 also when the callback did not run. */
 int axs_test_host_load_during_parse(const char *url);
+/** Test hook: sets error functions of a host program on this thread, validates `bytes` (no schema) and puts the
+ * thread's functions back as they were. `*stray`: libxml2 messages the parse took over; `*host_calls`: messages
+ * that reached the host's functions instead. Returns 1 when the host's functions were in place after the parse. */
+int axs_test_stray_messages_stay_inside(const char *bytes, size_t length, uint64_t *stray, int *host_calls);
 /** Test hook: the most schema compilations that ran at once in this process so far (1 when serialised). */
 int axs_test_max_concurrent_compiles(void);
 

@@ -1,5 +1,6 @@
 import AmtsbotePipeline
 import AmtsbotePostgres
+import AmtsboteTestSupport
 import Foundation
 import Logging
 import Postfach
