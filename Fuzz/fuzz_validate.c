@@ -18,6 +18,7 @@
 
 static axs_schema *schema;
 static axs_capture_set *captures;
+static axs_catalog *catalog;   /* kept for the process's life, as the schema that resolved through it */
 
 static const axs_schema *select_schema(void *context, const axs_root *root) {
     (void)context;
@@ -58,7 +59,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (xsd == NULL || root == NULL) { fprintf(stderr, "set AMTSBOTE_FUZZ_XSD and AMTSBOTE_FUZZ_ROOT\n"); exit(2); }
     const char *roots[] = { root };
     const char *catalog_path = getenv("AMTSBOTE_FUZZ_CATALOG");
-    axs_catalog *catalog = catalog_path != NULL && *catalog_path ? axs_catalog_load(catalog_path) : NULL;
+    catalog = catalog_path != NULL && *catalog_path ? axs_catalog_load(catalog_path) : NULL;
     if (catalog_path != NULL && *catalog_path && catalog == NULL) { fprintf(stderr, "the catalog does not load\n"); exit(2); }
     axs_catalog *const catalogs[] = { catalog };
     schema = axs_schema_compile(xsd, catalog != NULL ? catalogs : NULL, catalog != NULL ? 1 : 0, roots, 1, NULL, NULL);
