@@ -10,7 +10,7 @@ let subsetTargets: Set<String> = ["CLibXML2", "CXMLShim", "XoevValidation", "Amt
 
 var package = Package(
     name: "Amtsbote",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v14)],
     products: [
         .library(name: "XoevValidation", targets: ["XoevValidation"]),
         .library(name: "XoevRouting", targets: ["XoevRouting"]),

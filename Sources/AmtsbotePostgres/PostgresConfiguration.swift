@@ -94,8 +94,9 @@ public struct PostgresLedgerConfiguration: Sendable {
          ("application_name", "amtsbote"),
          // The queue's prepared statements (PostgresStatements.swift) are planned once per connection. Left to
          // itself the server plans a claim anew at every call (its generic plan, the same index scan, is estimated
-         // dearer because LIMIT is a parameter), and that planning cost more than the claim. Every other query of
-         // the ledger selects by key or by an indexed column, which a generic plan serves as well.
+         // dearer because LIMIT is a parameter), and that planning cost more than the claim. It also applies to
+         // the ledger's other (unnamed, planned once per call) queries, which select by key or by an indexed
+         // column; the listing of `deliveries`, which reads the table whole anyway, loses nothing that matters.
          ("plan_cache_mode", "force_generic_plan")]
     }
 }

@@ -8,11 +8,13 @@ import PostgresNIO
 
 /// Claims up to `limit` due rows: `running`, one more attempt, a fresh lease token and end, the claiming process.
 struct ClaimDueStatement: PostgresPreparedStatement {
-    static let name = "amtsbote_claim_due_v2"
+    static let name = "amtsbote_claim_due_v3"
     // The due rows are locked in a sub-select evaluated once, before the update (the MATERIALIZED CTE of the usual
     // recipe does the same), and the update reaches them by primary key through `= ANY(ARRAY(…))`. A join with the
     // CTE would let a plan planned once (LIMIT unknown, so a tenth of the table estimated) hash-join against a scan
-    // of the whole table: fine with 10,000 rows, seconds per claim with 100,000.
+    // of the whole table: fine with 10,000 rows, seconds per claim with 100,000. `now()` (the statement's own
+    // transaction start) rather than `clock_timestamp()`: a stable value bounds the index scan, so rows waiting
+    // for a later retry are never walked.
     static let sql = """
         UPDATE submission s SET state = 'running', attempts = s.attempts + 1,
             lease_token = gen_random_uuid()::text,
@@ -20,7 +22,7 @@ struct ClaimDueStatement: PostgresPreparedStatement {
             owner = $4, updated_at = clock_timestamp()
         WHERE s.id = ANY(ARRAY(
             SELECT id FROM submission
-            WHERE state = 'queued' AND next_attempt_at <= COALESCE($1, clock_timestamp())
+            WHERE state = 'queued' AND next_attempt_at <= COALESCE($1, now())
             ORDER BY next_attempt_at, id
             LIMIT $2
             FOR UPDATE SKIP LOCKED))

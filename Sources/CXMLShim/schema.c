@@ -67,6 +67,21 @@ static void strip_newline(char *s) {
     while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) s[--n] = '\0';
 }
 
+/* Holds a finding back until the compilation's outcome decides whether it is reported (flush_pending). */
+static void hold(compile_state *state, int severity, const char *code, int line, const char *file,
+                 const char *message) {
+    if (state->pending_count == state->pending_capacity) {
+        int capacity = state->pending_capacity ? state->pending_capacity * 2 : 16;
+        pending_diagnostic *grown = realloc(state->pending, (size_t)capacity * sizeof *grown);
+        if (grown == NULL) return;
+        state->pending = grown;
+        state->pending_capacity = capacity;
+    }
+    pending_diagnostic *p = &state->pending[state->pending_count++];
+    *p = (pending_diagnostic){ .severity = severity, .code = code, .line = line,
+                               .file = file ? strdup(file) : NULL, .message = strdup(message) };
+}
+
 static void schema_parser_error(void *data, axs_error error) {
     compile_state *state = data;
     if (error == NULL) return;
@@ -99,16 +114,21 @@ static void schema_parser_error(void *data, axs_error error) {
         severity = AXS_SEVERITY_ERROR;
     }
     if (severity != AXS_SEVERITY_WARNING) state->errors++;
-    if (state->pending_count == state->pending_capacity) {
-        int capacity = state->pending_capacity ? state->pending_capacity * 2 : 16;
-        pending_diagnostic *grown = realloc(state->pending, (size_t)capacity * sizeof *grown);
-        if (grown == NULL) return;
-        state->pending = grown;
-        state->pending_capacity = capacity;
-    }
-    pending_diagnostic *p = &state->pending[state->pending_count++];
-    *p = (pending_diagnostic){ .severity = severity, .code = code, .line = error->line,
-                               .file = error->file ? strdup(error->file) : NULL, .message = strdup(message) };
+    hold(state, severity, code, error->line, error->file, message);
+}
+
+/* A message libxml2 sent past the schema parser's own error function while compiling (loader.c takes the thread's
+ * functions over): typically the XML parser's detail of a schema document that is not well-formed, which libxml2
+ * printed on stderr before. Held as a warning with its file and line; the schema parser reports the failure
+ * itself, so this never turns a compilation into a failure. The generic channel's text is only counted. */
+static void on_compile_stray(void *data, axs_error error, const char *generic_format) {
+    (void)generic_format;
+    compile_state *state = data;
+    if (error == NULL) return;
+    char message[2048];
+    snprintf(message, sizeof message, "%s", error->message ? error->message : "unknown error");
+    strip_newline(message);
+    hold(state, AXS_SEVERITY_WARNING, "schema.compile", error->line, error->file, message);
 }
 
 /* Reports the held-back findings (or drops them, when `report` is 0) and frees them. */
@@ -132,7 +152,7 @@ static xmlSchemaPtr parse_with(xmlSchemaParserCtxtPtr parser, compile_state *sta
     if (parser == NULL) return NULL;
     xmlSchemaSetParserStructuredErrors(parser, schema_parser_error, state);
     axs_loader_enter(state->scope);
-    axs_own_parse_enter();   /* libxml2's stray messages are not printed (loader.c) */
+    axs_own_parse_enter_reporting(on_compile_stray, state);   /* libxml2's stray messages are not printed */
     xmlSchemaPtr xsd = xmlSchemaParse(parser);
     axs_own_parse_leave();
     axs_loader_leave();
