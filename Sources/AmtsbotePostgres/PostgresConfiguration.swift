@@ -19,6 +19,10 @@ public struct PostgresLedgerConfiguration: Sendable {
     /// `idle_in_transaction_session_timeout`: a session that sits in an open transaction longer is closed by the
     /// server (a stuck process never pins locks and the vacuum horizon).
     public var idleInTransactionTimeout: Duration
+    /// Under load, outcomes of attempts are written together at most this often (a lone outcome after a quiet
+    /// spell is written at once): fewer statements and commits per delivery, each outcome recorded a few
+    /// milliseconds later. Zero writes a batch as soon as the one before has ended.
+    public var outcomeBatchInterval: Duration = .milliseconds(5)
 
     /// Parses `url`; a password in it is taken only when `allowPasswordInURL` (an environment variable), never from
     /// a configuration file.

@@ -35,7 +35,7 @@ public final class PostgresLedger: LedgerStore {
         self.client = client
         running = Task { await client.run() }
         let box = WeakLedger()
-        finishes = CommitBatcher { outcomes in
+        finishes = CommitBatcher(minimumInterval: configuration.outcomeBatchInterval) { outcomes in
             guard let ledger = box.ledger else { throw LedgerError(code: "ledger.unavailable", message: "the ledger is closed") }
             return try await ledger.finishAll(outcomes)
         }
@@ -284,6 +284,13 @@ public final class PostgresLedger: LedgerStore {
             return rows
         }
         return rows.sorted { ($0.id ?? 0) < ($1.id ?? 0) }
+    }
+
+    public func claimDueDirect(limit: Int) async throws -> [Submission] {
+        let statement = ClaimDueStatement(dueBy: nil, limit: Int64(limit), leaseSeconds: 30, owner: identity.description)
+        var rows: [Submission] = []
+        for try await row in try await client.execute(statement, logger: logger) { rows.append(row) }
+        return rows
     }
 
     public func extendLeases(_ leased: [Submission], by: Duration) async throws -> Set<Int64> {
