@@ -129,19 +129,6 @@ func pipeline(_ ledger: any LedgerStore, stamps: Stamps? = nil) -> Pipeline {
              payloads: NoPayloads(file: payload), retry: RetryPolicy(heartbeat: nil), deliversOnIntake: false, logger: logger)
 }
 
-if let loops = option("--claim-loop").flatMap(Int.init) {
-    try await reset()
-    try await fill(loops * 2)
-    let ledger = try await openLedger() as! PostgresLedger
-    var started = ContinuousClock.now
-    for _ in 0..<loops { _ = try await ledger.claimDue(limit: 1, dueBy: nil, leaseFor: .seconds(30)) }
-    print("claimDue sequential: \((ContinuousClock.now - started) / loops) per claim")
-    started = ContinuousClock.now
-    for _ in 0..<loops { _ = try await ledger.claimDueDirect(limit: 1) }
-    print("execute without deadline: \((ContinuousClock.now - started) / loops) per claim")
-    await ledger.close()
-    exit(0)
-}
 print("engine: \(engine), \(total) deliveries per run, \(concurrency) in flight per worker")
 print("| workers | claims | deliveries/s |")
 print("|---|---|---|")

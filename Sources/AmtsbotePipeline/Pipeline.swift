@@ -74,7 +74,8 @@ public struct Pipeline: Sendable {
     /// Whether an intake makes the first delivery attempt itself (the embedded default). `false`: it only queues,
     /// and workers (``DeliveryWorker``, `amtsbote worker`) deliver.
     public let deliversOnIntake: Bool
-    let logger: Logger
+    /// Where the pipeline logs (codes and places, never payload values).
+    public let logger: Logger
     /// Rows the pipelines of this process are working on right now (so that `recover` can tell this process's own
     /// stranded rows, left by an error in a long-running process, from the ones in progress). Process-wide, since
     /// every pipeline of the process writes rows under the same owner identity; ids of another ledger that happen

@@ -286,13 +286,6 @@ public final class PostgresLedger: LedgerStore {
         return rows.sorted { ($0.id ?? 0) < ($1.id ?? 0) }
     }
 
-    public func claimDueDirect(limit: Int) async throws -> [Submission] {
-        let statement = ClaimDueStatement(dueBy: nil, limit: Int64(limit), leaseSeconds: 30, owner: identity.description)
-        var rows: [Submission] = []
-        for try await row in try await client.execute(statement, logger: logger) { rows.append(row) }
-        return rows
-    }
-
     public func extendLeases(_ leased: [Submission], by: Duration) async throws -> Set<Int64> {
         let pairs = leased.compactMap { row in row.id.flatMap { id in row.leaseToken.map { (id, $0) } } }
         guard !pairs.isEmpty else { return [] }
