@@ -801,15 +801,18 @@ static int flush_head(axs_doc *d) {
     } else if (starts_with(h, n, "\x1F\x8B", 2))
         return refuse_start(d, "input.compressed",
                             "the input is gzip-compressed; submissions must be plain UTF-8 XML (never unpacked here)");
-    else if (starts_with(h, n, "\xFF\xFE", 2) || starts_with(h, n, "\xFE\xFF", 2) ||
-             starts_with(h, n, "\x00\x3C", 2) || starts_with(h, n, "\x3C\x00", 2) ||
-             starts_with(h, n, "\x00\x00", 2))
-        return refuse_start(d, "xml.encoding", "the document is UTF-16 or UTF-32 encoded; submissions must be UTF-8");
-    else if (starts_with(h, n, "\x4C\x6F\xA7\x94", 4))
-        return refuse_start(d, "xml.encoding", "the document is EBCDIC encoded; submissions must be UTF-8");
 
+    /* The signatures of other encodings, also after a UTF-8 byte order mark: libxml2 detects them from the first
+     * bytes it is given (the mark is not fed) and would switch its decoder, EBCDIC included. */
     const unsigned char *decl = h + skip;
     size_t decl_length = n - skip;
+    if (starts_with(decl, decl_length, "\xFF\xFE", 2) || starts_with(decl, decl_length, "\xFE\xFF", 2) ||
+        starts_with(decl, decl_length, "\x00\x3C", 2) || starts_with(decl, decl_length, "\x3C\x00", 2) ||
+        starts_with(decl, decl_length, "\x00\x00", 2))
+        return refuse_start(d, "xml.encoding", "the document is UTF-16 or UTF-32 encoded; submissions must be UTF-8");
+    if (starts_with(decl, decl_length, "\x4C\x6F\xA7\x94", 4))
+        return refuse_start(d, "xml.encoding", "the document is EBCDIC encoded; submissions must be UTF-8");
+
     if (starts_with(decl, decl_length, "<?xml", 5) && decl_length > 5 &&
         (decl[5] == ' ' || decl[5] == '\t' || decl[5] == '\r' || decl[5] == '\n')) {
         const unsigned char *end = NULL;

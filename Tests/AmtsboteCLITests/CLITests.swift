@@ -216,7 +216,28 @@ struct CLITests {
         #expect(json.stdout.contains("\"code\":\"xml.encoding\""), "\(json.stdout)")
         #expect(!json.stdout.contains("validation.incomplete"), "\(json.stdout)")
         #expect(!json.stdout.contains("0xEE") && !json.stdout.contains("0xA7"), "a finding quotes the document's bytes")
+
+        // A byte order mark does not open the door to another encoding: EBCDIC after it was accepted as valid.
+        var ebcdic = Data([0xEF, 0xBB, 0xBF])
+        ebcdic.append(Data([0x4C, 0x6F, 0xA7, 0x94, 0x93, 0x40]))   // "<?xml " in IBM037
+        ebcdic.append(Data("version=\"1.0\" encoding=\"IBM037\"?><a>x</a>".utf8.map { Self.ibm037[$0] ?? 0x6F }))
+        let afterMark = try CLI.run(["validate", "--format", "json", "--xsd", xsd, "-"], stdin: ebcdic)
+        #expect(afterMark.status == 1 && afterMark.stdout.contains("\"code\":\"xml.encoding\""), "\(afterMark.stdout)")
     }
+
+    /// ASCII -> IBM037 (EBCDIC) for the characters of a small XML document.
+    static let ibm037: [UInt8: UInt8] = {
+        var table: [UInt8: UInt8] = [0x20: 0x40, 0x3C: 0x4C, 0x3E: 0x6E, 0x3F: 0x6F, 0x3D: 0x7E, 0x22: 0x7F,
+                                     0x2E: 0x4B, 0x2F: 0x61]
+        for (offset, c) in "abcdefghi".utf8.enumerated() { table[c] = 0x81 + UInt8(offset) }
+        for (offset, c) in "jklmnopqr".utf8.enumerated() { table[c] = 0x91 + UInt8(offset) }
+        for (offset, c) in "stuvwxyz".utf8.enumerated() { table[c] = 0xA2 + UInt8(offset) }
+        for (offset, c) in "ABCDEFGHI".utf8.enumerated() { table[c] = 0xC1 + UInt8(offset) }
+        for (offset, c) in "JKLMNOPQR".utf8.enumerated() { table[c] = 0xD1 + UInt8(offset) }
+        for (offset, c) in "STUVWXYZ".utf8.enumerated() { table[c] = 0xE2 + UInt8(offset) }
+        for (offset, c) in "0123456789".utf8.enumerated() { table[c] = 0xF0 + UInt8(offset) }
+        return table
+    }()
 
     @Test("--quiet prints nothing; the exit code tells")
     func quiet() throws {

@@ -59,8 +59,8 @@ int axs_test_host_load(const char *url);
 /** Test hook: the same load, made from inside an Amtsbote document parse (its root element's selection callback).
  * Same results; -1 also when the callback did not run. */
 int axs_test_host_load_during_parse(const char *url);
-/** Test hook: sets error functions of a host program on this thread, validates `bytes` (no schema) and puts the
- * thread's functions back as they were. `*stray`: libxml2 messages the parse took over; `*host_calls`: messages
+/** Test hook: sets error functions of a host program on this thread, sends a message to libxml2's generic channel
+ * inside an own parse, validates `bytes` (no schema) and puts the thread's functions back as they were. `*stray`: libxml2 messages the parse took over; `*host_calls`: messages
  * that reached the host's functions instead. Returns 1 when the host's functions were in place after the parse. */
 int axs_test_stray_messages_stay_inside(const char *bytes, size_t length, uint64_t *stray, int *host_calls);
 /** Test hook: the most schema compilations that ran at once in this process so far (1 when serialised). */
