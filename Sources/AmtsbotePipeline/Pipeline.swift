@@ -74,8 +74,7 @@ public struct Pipeline: Sendable {
     /// Whether an intake makes the first delivery attempt itself (the embedded default). `false`: it only queues,
     /// and workers (``DeliveryWorker``, `amtsbote worker`) deliver.
     public let deliversOnIntake: Bool
-    /// Where the pipeline logs (codes and places, never payload values).
-    public let logger: Logger
+    let logger: Logger
     /// Rows the pipelines of this process are working on right now (so that `recover` can tell this process's own
     /// stranded rows, left by an error in a long-running process, from the ones in progress). Process-wide, since
     /// every pipeline of the process writes rows under the same owner identity; ids of another ledger that happen
@@ -350,6 +349,21 @@ public struct Pipeline: Sendable {
         }
         resumed += try await rescueRunning()
         return resumed
+    }
+
+    /// ``recover()`` for a process that starts while the ledger may be restarting (a worker): an unreachable
+    /// ledger is waited for, `poll` between tries, until the recovery runs or `stop` is signalled. Cancellation
+    /// ends the wait.
+    public func recoverWaitingForLedger(poll: Duration, until stop: StopSignal) async throws {
+        while !stop.isStopped {
+            do {
+                _ = try await recover()
+                return
+            } catch let error as LedgerError where error.code == "ledger.unavailable" {
+                logger.warning("ledger unreachable during recovery; waiting", metadata: ["code": "\(error.code)"])
+                try await Task.sleep(for: poll)
+            }
+        }
     }
 
     /// Puts back in the queue running rows whose lease expired, and (before expiry) those whose owner on this

@@ -49,20 +49,9 @@ struct WorkerCommand: AsyncParsableCommand {
         let stop = StopSignal()
         let worker = DeliveryWorker(pipeline: pipeline, concurrency: concurrency, batchSize: batch,
                                     poll: .milliseconds(Int64(poll * 1000)), drain: drain)
-        let pollInterval = poll
         let run = Task { () -> DeliveryWorker.Summary in
-            // A database that restarts just after the start is waited for here as in the delivery loop: the
-            // recovery is tried again, not the worker ended.
-            while !stop.isStopped {
-                do {
-                    _ = try await pipeline.recover()
-                    break
-                } catch let error as LedgerError where error.code == "ledger.unavailable" {
-                    pipeline.logger.warning("ledger unreachable during recovery; the worker waits",
-                                            metadata: ["code": "\(error.code)"])
-                    try await Task.sleep(for: .milliseconds(Int64(pollInterval * 1000)))
-                }
-            }
+            // A database that restarts just after the start is waited for, as in the delivery loop.
+            try await pipeline.recoverWaitingForLedger(poll: worker.poll, until: stop)
             return try await worker.run(until: stop)
         }
         let signals = SignalWatch(signals: [SIGTERM, SIGINT]) { count in

@@ -115,6 +115,34 @@ actor SlowSometimes: PostfachBackend {
 }
 
 /// A log handler that keeps messages.
+@Suite("Start-up recovery of a worker while the database restarts")
+struct StartupRecoveryTests {
+    @Test("an unreachable ledger during the start-up recovery is waited for, not the end of the worker")
+    func waitsForTheLedger() async throws {
+        let harness = try Harness()
+        defer { harness.remove() }
+        let restarting = RecordingLedger(harness.ledger, failingListings: 3)
+        let pipeline = Pipeline(validator: Harness.validator, router: Harness.router,
+                                backends: BackendSelection(default: InMemoryBackend()), ledger: restarting,
+                                spool: try Spool(directory: harness.directory.appendingPathComponent("spool-2")),
+                                deliversOnIntake: false)
+        try await pipeline.recoverWaitingForLedger(poll: .milliseconds(1), until: StopSignal())
+        #expect(restarting.listingFailuresLeft == 0, "the recovery ran once the ledger answered")
+
+        // Asked to stop while the ledger is still unreachable: it returns instead of waiting on.
+        let unreachable = RecordingLedger(harness.ledger, failingListings: .max)
+        let stopping = Pipeline(validator: Harness.validator, router: Harness.router,
+                                backends: BackendSelection(default: InMemoryBackend()), ledger: unreachable,
+                                spool: try Spool(directory: harness.directory.appendingPathComponent("spool-3")),
+                                deliversOnIntake: false)
+        let stop = StopSignal()
+        let waiting = Task { try await stopping.recoverWaitingForLedger(poll: .milliseconds(1), until: stop) }
+        try await waitUntil("the recovery has tried") { unreachable.listingFailuresLeft < .max }
+        stop.stop()
+        try await waiting.value
+    }
+}
+
 final class CollectedLogs: LogHandler, @unchecked Sendable {
     // Safety: every access to `messages` holds the lock.
     private let lock = NSLock()
@@ -148,8 +176,19 @@ final class RecordingLedger: LedgerStore, @unchecked Sendable {
     private var refused = 0
     private var delivered = 0
     private var stopAt: (Int, StopSignal)?
+    /// Listing calls still to fail with `ledger.unavailable` (a database restarting).
+    private var failingListings: Int
 
-    init(_ base: any LedgerStore) { self.base = base }
+    init(_ base: any LedgerStore, failingListings: Int = 0) {
+        self.base = base
+        self.failingListings = failingListings
+    }
+
+    /// How many listing calls are still to fail.
+    var listingFailuresLeft: Int {
+        lock.lock(); defer { lock.unlock() }
+        return failingListings
+    }
 
     var identity: ProcessIdentity { base.identity }
     var isShared: Bool { base.isShared }
@@ -218,7 +257,18 @@ final class RecordingLedger: LedgerStore, @unchecked Sendable {
     func nextAttempt() async throws -> Date? { try await base.nextAttempt() }
     func waitForWork(upTo timeout: Duration) async { await base.waitForWork(upTo: timeout) }
     func submission(_ id: Int64) async throws -> Submission? { try await base.submission(id) }
-    func submissions(states: [SubmissionState]?, limit: Int?) async throws -> [Submission] { try await base.submissions(states: states, limit: limit) }
+    /// Takes one of the listing failures, if any are left.
+    private func takeListingFailure() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        guard failingListings > 0 else { return false }
+        failingListings -= 1
+        return true
+    }
+
+    func submissions(states: [SubmissionState]?, limit: Int?) async throws -> [Submission] {
+        if takeListingFailure() { throw LedgerError(code: "ledger.unavailable", message: "the database restarts (test)") }
+        return try await base.submissions(states: states, limit: limit)
+    }
     func counts() async throws -> [SubmissionState: Int] { try await base.counts() }
     func newestID() async throws -> Int64 { try await base.newestID() }
     func unpurged(state: SubmissionState, finishedBefore date: Date) async throws -> [Submission] { try await base.unpurged(state: state, finishedBefore: date) }
