@@ -114,27 +114,24 @@ actor SlowSometimes: PostfachBackend {
 
 }
 
-/// A log handler that keeps messages.
 @Suite("Start-up recovery of a worker while the database restarts")
 struct StartupRecoveryTests {
     @Test("an unreachable ledger during the start-up recovery is waited for, not the end of the worker")
     func waitsForTheLedger() async throws {
         let harness = try Harness()
         defer { harness.remove() }
+        func pipeline(on ledger: RecordingLedger, spool: String) throws -> Pipeline {
+            Pipeline(validator: Harness.validator, router: Harness.router,
+                     backends: BackendSelection(default: InMemoryBackend()), ledger: ledger,
+                     spool: try Spool(directory: harness.directory.appendingPathComponent(spool)), deliversOnIntake: false)
+        }
         let restarting = RecordingLedger(harness.ledger, failingListings: 3)
-        let pipeline = Pipeline(validator: Harness.validator, router: Harness.router,
-                                backends: BackendSelection(default: InMemoryBackend()), ledger: restarting,
-                                spool: try Spool(directory: harness.directory.appendingPathComponent("spool-2")),
-                                deliversOnIntake: false)
-        try await pipeline.recoverWaitingForLedger(poll: .milliseconds(1), until: StopSignal())
+        try await pipeline(on: restarting, spool: "spool-2").recoverWaitingForLedger(poll: .milliseconds(1), until: StopSignal())
         #expect(restarting.listingFailuresLeft == 0, "the recovery ran once the ledger answered")
 
         // Asked to stop while the ledger is still unreachable: it returns instead of waiting on.
         let unreachable = RecordingLedger(harness.ledger, failingListings: .max)
-        let stopping = Pipeline(validator: Harness.validator, router: Harness.router,
-                                backends: BackendSelection(default: InMemoryBackend()), ledger: unreachable,
-                                spool: try Spool(directory: harness.directory.appendingPathComponent("spool-3")),
-                                deliversOnIntake: false)
+        let stopping = try pipeline(on: unreachable, spool: "spool-3")
         let stop = StopSignal()
         let waiting = Task { try await stopping.recoverWaitingForLedger(poll: .milliseconds(1), until: stop) }
         try await waitUntil("the recovery has tried") { unreachable.listingFailuresLeft < .max }
@@ -143,6 +140,7 @@ struct StartupRecoveryTests {
     }
 }
 
+/// A log handler that keeps messages.
 final class CollectedLogs: LogHandler, @unchecked Sendable {
     // Safety: every access to `messages` holds the lock.
     private let lock = NSLock()
