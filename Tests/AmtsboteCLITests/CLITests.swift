@@ -21,12 +21,14 @@ enum CLI {
         process.executableURL = binary
         process.arguments = arguments
         process.currentDirectoryURL = TestEnvironment.projectRoot
-        let input = Pipe(), output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return (process, input, output)
+        return try ProcessStart.serialized {
+            let input = Pipe(), output = Pipe()
+            process.standardInput = input
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return (process, input, output)
+        }
     }
 
     static func run(_ arguments: [String], stdin: Data? = nil, environment: [String: String] = [:],
@@ -48,11 +50,14 @@ enum CLI {
         let errFile = FileManager.default.temporaryDirectory.appendingPathComponent("amtsbote-stderr-\(UUID().uuidString)")
         _ = FileManager.default.createFile(atPath: errFile.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: errFile) }
-        let out = Pipe(), input = Pipe()
-        process.standardOutput = out
-        process.standardError = try FileHandle(forWritingTo: errFile)
-        process.standardInput = input
-        try process.run()
+        let (out, input) = try ProcessStart.serialized {
+            let out = Pipe(), input = Pipe()
+            process.standardOutput = out
+            process.standardError = try FileHandle(forWritingTo: errFile)
+            process.standardInput = input
+            try process.run()
+            return (out, input)
+        }
         if let stdin { input.fileHandleForWriting.write(stdin) }
         try input.fileHandleForWriting.close()
         let outData = out.fileHandleForReading.readDataToEndOfFile()

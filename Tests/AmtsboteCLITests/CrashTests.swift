@@ -30,6 +30,23 @@ struct CrashTests {
         return url
     }
 
+    @Test("a crash-test child inherits no pipe or socket of the test process")
+    func childInheritsNothing() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pipe = Pipe()  // open in this process while the child starts, as another test's pipes would be
+        defer { try? pipe.fileHandleForWriting.close() }
+        let listing = directory.appendingPathComponent("fds")
+        // The shell's descriptors with their targets ("3 -> pipe:[1234]"); the shell itself may hold a copy of its
+        // standard input, so what counts is what they point to.
+        let child = try Child("/bin/sh", ["-c", "ls -l /proc/$$/fd >&2"], stderr: listing.path)
+        child.wait()
+        #expect(child.status == 0)
+        let inherited = try String(contentsOf: listing, encoding: .utf8).split(separator: "\n")
+            .filter { $0.contains("pipe:") || $0.contains("socket:") }
+        #expect(inherited.isEmpty, "\(inherited)")
+    }
+
     @Test("submissions killed at random moments and restarted end delivered exactly once, with no partial file")
     func killAndRestart() async throws {
         // Synchronous, on a thread of its own: the kill timing must not wait for a turn on the shared task pool,
@@ -110,7 +127,8 @@ struct CrashTests {
     }
 }
 
-/// A child process started with posix_spawn and reaped by this test alone, so "still running" is exact.
+/// A child process started with posix_spawn and reaped by this test alone, so "still running" is exact. It inherits
+/// no descriptor beyond standard input, output and error.
 final class Child {
     let pid: pid_t
     private(set) var status: Int32?
@@ -119,14 +137,33 @@ final class Child {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        // Nothing else of this test process reaches the child. Other tests start processes at the same time, and
+        // Foundation notices that one of them ended when the last copy of a socket it hands to that child closes:
+        // a worker inheriting such a copy kept another test's finished process "running" until the worker died.
+        Self.closeInheritedDescriptors(&actions)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
         let result = posix_spawn(&pid, executable, &actions, nil, argv, environ)
         guard result == 0 else { throw POSIXError(POSIXErrorCode(rawValue: result) ?? .EIO) }
         self.pid = pid
+    }
+
+    /// Adds "close every descriptor from 3 on" to `actions`: glibc's `posix_spawn_file_actions_addclosefrom_np`
+    /// (2.34 and later, not in Swift's Glibc module, so looked up), else one close per descriptor open now.
+    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        if let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") {
+            _ = unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3)
+            return
+        }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for fd in open.compactMap({ Int32($0) }) where fd > 2 {
+            posix_spawn_file_actions_addclose(&actions, fd)
+        }
     }
 
     /// `true` until the child has exited (reaped here, without blocking).

@@ -48,7 +48,7 @@ final class ScratchMount {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: tool)
         process.arguments = arguments
-        try process.run()
+        try ProcessStart.serialized { try process.run() }
         process.waitUntilExit()
         return process.terminationStatus
     }

@@ -131,7 +131,7 @@ public enum GeneratedBadInputs {
         generator.arguments = ["python3", badInputs.appendingPathComponent("gen_bad_inputs.py").path,
                                "big", directory.path, "--skip-500mb"]
         generator.standardOutput = FileHandle.nullDevice
-        do { try generator.run() } catch { return nil }
+        do { try ProcessStart.serialized { try generator.run() } } catch { return nil }
         generator.waitUntilExit()
         removeAtExit = directory.path
         atexit { if let path = GeneratedBadInputs.removeAtExit { try? FileManager.default.removeItem(atPath: path) } }

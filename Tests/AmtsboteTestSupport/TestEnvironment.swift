@@ -71,7 +71,7 @@ public final class LoopbackCanary: @unchecked Sendable {
                              "--port", "9", "--log", log.path, "--lifetime", "900"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try ProcessStart.serialized { try process.run() }
         // Up to 30 s for python to start listening: a guard for a loaded machine, left as soon as it listens.
         for _ in 0..<600 {
             if isListening() { return LoopbackCanary(log: log, process: process) }
