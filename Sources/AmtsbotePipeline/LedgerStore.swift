@@ -23,8 +23,9 @@ public protocol LedgerStore: Sendable {
 
     // MARK: Intake
 
-    /// Records a new submission in state `received`, owned by this process, before anything else happens to it.
-    func recordReceived(source: String, at date: Date) async throws -> Submission
+    /// Records a new submission in state `received`, owned by this process, before anything else happens to it,
+    /// with where it came from (`origin`: the service client and the portal's metadata).
+    func recordReceived(source: String, at date: Date, origin: IntakeOrigin) async throws -> Submission
     /// Writes `submission` (as the caller changed it) if the row is still in state `expected` and owned by this
     /// process. `false`: another process took the row over; nothing was written.
     func update(_ submission: Submission, from expected: SubmissionState) async throws -> Bool
@@ -93,8 +94,28 @@ public protocol LedgerStore: Sendable {
     /// Forgets the payload location of a purged row once its payload is gone.
     func forgetPayloadLocation(_ row: Submission) async throws
 
+    // MARK: Idempotency keys (the service's `Idempotency-Key` header)
+
+    /// Reserves `key` of `client` for a request that starts now, for `duration`; or says what holds it: another
+    /// request still running (`.inFlight`), or the outcome of the first request (`.completed`). A reservation whose
+    /// time ran out (its process died mid-request) is taken over.
+    func reserveIdempotencyKey(client: String, key: String, for duration: Duration) async throws -> IdempotencyReservation
+    /// Records the first request's outcome under its key (the reservation ends).
+    func completeIdempotencyKey(client: String, key: String, outcome: IdempotencyOutcome) async throws
+    /// Gives a reservation up without an outcome (the request failed before a submission was recorded).
+    func releaseIdempotencyKey(client: String, key: String) async throws
+    /// Forgets completed keys recorded before `date`; returns how many.
+    func purgeIdempotencyKeys(completedBefore date: Date) async throws -> Int
+
     /// Closes connections; the ledger is not used afterwards.
     func close() async
+}
+
+extension LedgerStore {
+    /// Records a new submission from the command line (no client, no portal metadata).
+    public func recordReceived(source: String, at date: Date) async throws -> Submission {
+        try await recordReceived(source: source, at: date, origin: IntakeOrigin())
+    }
 }
 
 extension ProcessIdentity {
@@ -103,6 +124,34 @@ extension ProcessIdentity {
     public static func ownerIsAlive(_ owner: String?) -> Bool {
         owner.flatMap(ProcessIdentity.init)?.isAlive ?? false
     }
+}
+
+/// What an `Idempotency-Key` stands for once its first request has been answered.
+public struct IdempotencyOutcome: Sendable, Hashable {
+    /// SHA-256 (hex) of the first request's body: a later request with the same key and another body is refused.
+    public var requestSHA256: String
+    /// The submission the first request recorded.
+    public var submission: Int64
+    /// The first response, replayed for a repeat: its status and body.
+    public var responseStatus: Int
+    public var responseBody: String
+
+    public init(requestSHA256: String, submission: Int64, responseStatus: Int, responseBody: String) {
+        self.requestSHA256 = requestSHA256
+        self.submission = submission
+        self.responseStatus = responseStatus
+        self.responseBody = responseBody
+    }
+}
+
+/// The answer to ``LedgerStore/reserveIdempotencyKey(client:key:for:)``.
+public enum IdempotencyReservation: Sendable, Hashable {
+    /// The key is reserved for the caller's request.
+    case reserved
+    /// Another request with this key is still running.
+    case inFlight
+    /// The key was used before; this was the outcome.
+    case completed(IdempotencyOutcome)
 }
 
 /// Errors of a ledger engine that a user can act on.

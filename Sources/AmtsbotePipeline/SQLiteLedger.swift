@@ -103,6 +103,24 @@ public final class SQLiteLedger: LedgerStore {
                 CREATE INDEX submission_running ON submission (leaseUntil) WHERE state = 'running';
                 """)
         }
+        migrator.registerMigration("v5-service") { db in
+            try db.alter(table: "submission") { t in
+                t.add(column: "client", .text)
+                t.add(column: "portalMetadata", .text)
+                t.add(column: "findings", .text)
+            }
+            try db.create(table: "idempotencyKey") { t in
+                t.column("client", .text).notNull()
+                t.column("key", .text).notNull()
+                t.column("reservedUntil", .datetime)
+                t.column("requestSHA256", .text)
+                t.column("submissionId", .integer)
+                t.column("responseStatus", .integer)
+                t.column("responseBody", .text)
+                t.column("createdAt", .datetime).notNull()
+                t.primaryKey(["client", "key"])
+            }
+        }
         return migrator
     }
 
@@ -112,12 +130,14 @@ public final class SQLiteLedger: LedgerStore {
         "source", "receivedAt", "updatedAt", "state", "spoolPath", "payloadSHA256", "payloadSize", "messageId",
         "deliveryId", "schemaId", "routingKeys", "postfach", "routing", "reasonCode", "reason", "attempts",
         "nextAttemptAt", "receipt", "duplicateOf", "owner", "leaseToken", "leaseUntil", "purgedAt",
+        "client", "portalMetadata", "findings",
     ]
 
     private static func values(_ s: Submission) -> [(any DatabaseValueConvertible)?] {
         [s.source, s.receivedAt, s.updatedAt, s.state.rawValue, s.payloadLocation, s.payloadSHA256, s.payloadSize,
          s.messageId, s.deliveryId, s.schemaId, s.routingKeys, s.postfach, s.routing, s.reasonCode, s.reason,
-         s.attempts, s.nextAttemptAt, s.receipt, s.duplicateOf, s.owner, s.leaseToken, s.leaseUntil, s.purgedAt]
+         s.attempts, s.nextAttemptAt, s.receipt, s.duplicateOf, s.owner, s.leaseToken, s.leaseUntil, s.purgedAt,
+         s.client, s.portalMetadata, s.findings]
     }
 
     private static func submission(_ row: Row) -> Submission {
@@ -128,7 +148,8 @@ public final class SQLiteLedger: LedgerStore {
                    postfach: row["postfach"], routing: row["routing"], reasonCode: row["reasonCode"],
                    reason: row["reason"], attempts: row["attempts"], nextAttemptAt: row["nextAttemptAt"],
                    receipt: row["receipt"], duplicateOf: row["duplicateOf"], owner: row["owner"],
-                   leaseToken: row["leaseToken"], leaseUntil: row["leaseUntil"], purgedAt: row["purgedAt"])
+                   leaseToken: row["leaseToken"], leaseUntil: row["leaseUntil"], purgedAt: row["purgedAt"],
+                   client: row["client"], portalMetadata: row["portalMetadata"], findings: row["findings"])
     }
 
     private static func fetch(_ db: Database, sql: String, _ arguments: StatementArguments = []) throws -> [Submission] {
@@ -155,9 +176,11 @@ public final class SQLiteLedger: LedgerStore {
 
     // MARK: Intake
 
-    public func recordReceived(source: String, at date: Date) async throws -> Submission {
+    public func recordReceived(source: String, at date: Date, origin: IntakeOrigin) async throws -> Submission {
         try write { db in
             var row = Submission(source: source, receivedAt: date, owner: identity.description)
+            row.client = origin.client
+            row.portalMetadata = origin.portalMetadata
             let names = Self.columns.joined(separator: ", ")
             let marks = Self.columns.map { _ in "?" }.joined(separator: ", ")
             try db.execute(sql: "INSERT INTO submission (\(names)) VALUES (\(marks))",
@@ -405,6 +428,57 @@ public final class SQLiteLedger: LedgerStore {
         guard let id = row.id else { return }
         try write { db in
             try db.execute(sql: "UPDATE submission SET spoolPath = NULL WHERE id = ? AND purgedAt IS NOT NULL", arguments: [id])
+        }
+    }
+
+    // MARK: Idempotency keys
+
+    public func reserveIdempotencyKey(client: String, key: String,
+                                      for duration: Duration) async throws -> IdempotencyReservation {
+        try write { db in
+            let now = Date()
+            let until = now.addingTimeInterval(duration.seconds)
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM idempotencyKey WHERE client = ? AND key = ?",
+                                             arguments: [client, key]) else {
+                try db.execute(sql: "INSERT INTO idempotencyKey (client, key, reservedUntil, createdAt) VALUES (?, ?, ?, ?)",
+                               arguments: [client, key, until, now])
+                return .reserved
+            }
+            if let status: Int = row["responseStatus"] {
+                return .completed(IdempotencyOutcome(requestSHA256: row["requestSHA256"] ?? "",
+                                                     submission: row["submissionId"] ?? 0, responseStatus: status,
+                                                     responseBody: row["responseBody"] ?? ""))
+            }
+            if let reserved: Date = row["reservedUntil"], reserved > now { return .inFlight }
+            try db.execute(sql: "UPDATE idempotencyKey SET reservedUntil = ? WHERE client = ? AND key = ?",
+                           arguments: [until, client, key])
+            return .reserved
+        }
+    }
+
+    public func completeIdempotencyKey(client: String, key: String, outcome: IdempotencyOutcome) async throws {
+        try write { db in
+            try db.execute(sql: """
+                UPDATE idempotencyKey SET reservedUntil = NULL, requestSHA256 = ?, submissionId = ?, responseStatus = ?,
+                    responseBody = ?, createdAt = ?
+                WHERE client = ? AND key = ?
+                """, arguments: [outcome.requestSHA256, outcome.submission, outcome.responseStatus, outcome.responseBody,
+                                 Date(), client, key])
+        }
+    }
+
+    public func releaseIdempotencyKey(client: String, key: String) async throws {
+        try write { db in
+            try db.execute(sql: "DELETE FROM idempotencyKey WHERE client = ? AND key = ? AND responseStatus IS NULL",
+                           arguments: [client, key])
+        }
+    }
+
+    public func purgeIdempotencyKeys(completedBefore date: Date) async throws -> Int {
+        try write { db in
+            try db.execute(sql: "DELETE FROM idempotencyKey WHERE responseStatus IS NOT NULL AND createdAt < ?",
+                           arguments: [date])
+            return db.changesCount
         }
     }
 

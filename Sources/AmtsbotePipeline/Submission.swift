@@ -71,6 +71,15 @@ public struct Submission: Codable, Sendable, Hashable {
     public var leaseUntil: Date?
     /// When the payload was deleted under the retention policy (the row stays as the audit record).
     public var purgedAt: Date?
+    /// The service client that submitted it (`amtsbote serve`); nil for the command line. Only that client may
+    /// read the row through the service.
+    public var client: String?
+    /// The portal's metadata (a JSON object, as the portal sent it: Servicekonto level, payment reference, its own
+    /// reference), handed to the delivery untouched. Never logged.
+    public var portalMetadata: String?
+    /// What validation found (JSON array of ``StoredFinding``: code, severity, line, column, path; no messages,
+    /// which may quote the payload).
+    public var findings: String?
 
     /// A new row in state `received`, owned by `owner`.
     public init(source: String, receivedAt: Date, owner: String?) {
@@ -84,7 +93,8 @@ public struct Submission: Codable, Sendable, Hashable {
                 messageId: String? = nil, deliveryId: String? = nil, schemaId: String? = nil, routingKeys: String? = nil,
                 postfach: String? = nil, routing: String? = nil, reasonCode: String? = nil, reason: String? = nil,
                 attempts: Int = 0, nextAttemptAt: Date? = nil, receipt: String? = nil, duplicateOf: Int64? = nil,
-                owner: String? = nil, leaseToken: String? = nil, leaseUntil: Date? = nil, purgedAt: Date? = nil) {
+                owner: String? = nil, leaseToken: String? = nil, leaseUntil: Date? = nil, purgedAt: Date? = nil,
+                client: String? = nil, portalMetadata: String? = nil, findings: String? = nil) {
         self.id = id
         self.source = source
         self.receivedAt = receivedAt
@@ -109,5 +119,43 @@ public struct Submission: Codable, Sendable, Hashable {
         self.leaseToken = leaseToken
         self.leaseUntil = leaseUntil
         self.purgedAt = purgedAt
+        self.client = client
+        self.portalMetadata = portalMetadata
+        self.findings = findings
+    }
+
+    /// The recorded findings, decoded (empty when none were recorded).
+    public var storedFindings: [StoredFinding] {
+        findings.flatMap { try? JSONDecoder().decode([StoredFinding].self, from: Data($0.utf8)) } ?? []
+    }
+}
+
+/// Where a submission came from, recorded with it before its payload is read.
+public struct IntakeOrigin: Sendable, Hashable {
+    /// The service client that sent it.
+    public var client: String?
+    /// The portal's metadata (a JSON object), kept and delivered untouched.
+    public var portalMetadata: String?
+
+    public init(client: String? = nil, portalMetadata: String? = nil) {
+        self.client = client
+        self.portalMetadata = portalMetadata
+    }
+}
+
+/// One finding as the ledger keeps it: where and what, without the message (messages may quote payload values).
+public struct StoredFinding: Codable, Sendable, Hashable {
+    public var code: String
+    public var severity: String
+    public var line: Int
+    public var column: Int
+    public var path: String
+
+    public init(code: String, severity: String, line: Int, column: Int, path: String) {
+        self.code = code
+        self.severity = severity
+        self.line = line
+        self.column = column
+        self.path = path
     }
 }

@@ -66,6 +66,66 @@ public final class PostgresLedger: LedgerStore {
         return ledger
     }
 
+    // MARK: Idempotency keys
+
+    public func reserveIdempotencyKey(client: String, key: String,
+                                      for duration: Duration) async throws -> IdempotencyReservation {
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        return try await run { [self] in
+            // Inserted, or taken over from a reservation whose time ran out: ours. Otherwise the row says what holds it.
+            let taken = try await self.client.query("""
+                INSERT INTO idempotency_key (client, key, reserved_until, created_at)
+                VALUES (\(client), \(key), clock_timestamp() + \(milliseconds) * interval '1 millisecond', clock_timestamp())
+                ON CONFLICT (client, key) DO UPDATE SET reserved_until = EXCLUDED.reserved_until
+                    WHERE idempotency_key.response_status IS NULL AND idempotency_key.reserved_until < clock_timestamp()
+                RETURNING client
+                """, logger: logger)
+            for try await _ in taken { return .reserved }
+            let rows = try await self.client.query("""
+                SELECT request_sha256, submission_id, response_status, response_body FROM idempotency_key
+                WHERE client = \(client) AND key = \(key)
+                """, logger: logger)
+            for try await row in rows {
+                let r = row.makeRandomAccess()
+                guard let status = try r[2].decode(Int32?.self) else { return .inFlight }
+                return .completed(IdempotencyOutcome(requestSHA256: try r[0].decode(String?.self) ?? "",
+                                                     submission: try r[1].decode(Int64?.self) ?? 0,
+                                                     responseStatus: Int(status),
+                                                     responseBody: try r[3].decode(String?.self) ?? ""))
+            }
+            return .inFlight  // released between the two statements: the caller may try again
+        }
+    }
+
+    public func completeIdempotencyKey(client: String, key: String, outcome: IdempotencyOutcome) async throws {
+        try await run { [self] in
+            _ = try await self.client.query("""
+                UPDATE idempotency_key SET reserved_until = NULL, request_sha256 = \(outcome.requestSHA256),
+                    submission_id = \(outcome.submission), response_status = \(Int32(outcome.responseStatus)),
+                    response_body = \(outcome.responseBody), created_at = clock_timestamp()
+                WHERE client = \(client) AND key = \(key)
+                """, logger: logger)
+        }
+    }
+
+    public func releaseIdempotencyKey(client: String, key: String) async throws {
+        try await run { [self] in
+            _ = try await self.client.query("""
+                DELETE FROM idempotency_key WHERE client = \(client) AND key = \(key) AND response_status IS NULL
+                """, logger: logger)
+        }
+    }
+
+    public func purgeIdempotencyKeys(completedBefore date: Date) async throws -> Int {
+        try await run { [self] in
+            var count = 0
+            for try await _ in try await self.client.query("""
+                DELETE FROM idempotency_key WHERE response_status IS NOT NULL AND created_at < \(date) RETURNING key
+                """, logger: logger) { count += 1 }
+            return count
+        }
+    }
+
     public func close() async {
         listener.stop()
         running.cancel()
@@ -110,7 +170,7 @@ public final class PostgresLedger: LedgerStore {
     static let columns = """
         id, source, received_at, updated_at, state, payload_location, payload_sha256, payload_size, message_id,
         delivery_id, schema_id, routing_keys, postfach, routing, reason_code, reason, attempts, next_attempt_at,
-        receipt, duplicate_of, owner, lease_token, lease_until, purged_at
+        receipt, duplicate_of, owner, lease_token, lease_until, purged_at, client, portal_metadata, findings
         """
 
     /// ``columns`` with each name prefixed (`s.id, s.source, …`), on one line.
@@ -135,7 +195,8 @@ public final class PostgresLedger: LedgerStore {
             nextAttemptAt: try r[17].decode(Date?.self), receipt: try r[18].decode(String?.self),
             duplicateOf: try r[19].decode(Int64?.self), owner: try r[20].decode(String?.self),
             leaseToken: try r[21].decode(String?.self), leaseUntil: try r[22].decode(Date?.self),
-            purgedAt: try r[23].decode(Date?.self))
+            purgedAt: try r[23].decode(Date?.self), client: try r[24].decode(String?.self),
+            portalMetadata: try r[25].decode(String?.self), findings: try r[26].decode(String?.self))
     }
 
     static func rows(_ sequence: PostgresRowSequence) async throws -> [Submission] {
@@ -161,7 +222,8 @@ public final class PostgresLedger: LedgerStore {
                 routing = \(s.routing), reason_code = \(s.reasonCode), reason = \(s.reason),
                 attempts = \(Int32(s.attempts)), next_attempt_at = \(s.nextAttemptAt), receipt = \(s.receipt),
                 duplicate_of = \(s.duplicateOf), owner = \(s.owner), lease_token = \(s.leaseToken),
-                lease_until = \(s.leaseUntil), purged_at = \(s.purgedAt)
+                lease_until = \(s.leaseUntil), purged_at = \(s.purgedAt), client = \(s.client),
+                portal_metadata = \(s.portalMetadata), findings = \(s.findings)
             WHERE id = \(id)
             """
         switch condition {
@@ -186,11 +248,12 @@ public final class PostgresLedger: LedgerStore {
 
     // MARK: Intake
 
-    public func recordReceived(source: String, at date: Date) async throws -> Submission {
+    public func recordReceived(source: String, at date: Date, origin: IntakeOrigin) async throws -> Submission {
         let owner = identity.description
         let rows = try await fetch("""
-            INSERT INTO submission (source, received_at, updated_at, state, owner)
-            VALUES (\(source), \(date), clock_timestamp(), 'received', \(owner))
+            INSERT INTO submission (source, received_at, updated_at, state, owner, client, portal_metadata)
+            VALUES (\(source), \(date), clock_timestamp(), 'received', \(owner), \(origin.client),
+                    \(origin.portalMetadata))
             RETURNING \(unescaped: Self.columns)
             """)
         guard let row = rows.first else { throw LedgerError(code: "ledger.unavailable", message: "no row recorded") }

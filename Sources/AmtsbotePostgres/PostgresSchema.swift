@@ -61,6 +61,24 @@ enum PostgresSchema {
             """,
             "ALTER TABLE payload_chunk ALTER COLUMN data SET STORAGE EXTERNAL",
         ]),
+        ("v2-service", [
+            // Who sent a submission through the service, the portal's metadata, what validation found.
+            "ALTER TABLE submission ADD COLUMN client text, ADD COLUMN portal_metadata text, ADD COLUMN findings text",
+            // Idempotency-Key of the service: one row per client and key, reserved while the first request runs.
+            """
+            CREATE TABLE idempotency_key (
+                client text NOT NULL,
+                key text NOT NULL,
+                reserved_until timestamptz,
+                request_sha256 text,
+                submission_id bigint,
+                response_status integer,
+                response_body text,
+                created_at timestamptz NOT NULL,
+                PRIMARY KEY (client, key)
+            )
+            """,
+        ]),
     ]
 
     static func migrate(_ client: PostgresClient, logger: Logger) async throws {

@@ -36,6 +36,8 @@ public enum LedgerConformance {
         try await concurrentClaims(try await factory())
         try await leases(try await factory())
         try await requeueAndRetention(try await factory())
+        try await serviceFields(try await factory())
+        try await idempotencyKeys(try await factory())
     }
 
     /// A row through intake to `validated`, ready to queue, with `deliveryId` and a payload hash.
@@ -277,6 +279,65 @@ public enum LedgerConformance {
     }
 
     /// The payload store: a payload of several chunks survives keep → local file → remove byte for byte.
+    /// The client, the portal's metadata and the findings survive the round trip, and every write keeps them.
+    static func serviceFields(_ open: Opener) async throws {
+        let ledger = try await open(me)
+        defer { Task { await ledger.close() } }
+        let portal = #"{"servicekonto":{"level":"substantial"},"reference":"P-1"}"#
+        var row = try await ledger.recordReceived(source: "service", at: Date(),
+                                                  origin: IntakeOrigin(client: "portal-a", portalMetadata: portal))
+        #expect(row.client == "portal-a")
+        #expect(row.portalMetadata == portal)
+        row.state = .rejected
+        row.owner = nil
+        row.findings = #"[{"code":"schema.element.unexpected","severity":"error","line":3,"column":7,"path":"/a"}]"#
+        #expect(try await ledger.update(row, from: .received))
+        let id = try #require(row.id)
+        let read = try #require(try await ledger.submission(id))
+        #expect(read.client == "portal-a")
+        #expect(read.portalMetadata == portal)
+        #expect(read.storedFindings == [StoredFinding(code: "schema.element.unexpected", severity: "error", line: 3,
+                                                      column: 7, path: "/a")])
+    }
+
+    /// One reservation per key at a time, across processes; a completed key replays its outcome; a reservation
+    /// whose time ran out is taken over; released keys are free again; completed keys are purged by age.
+    static func idempotencyKeys(_ open: Opener) async throws {
+        let ledger = try await open(me)
+        let otherLedger = try await open(other)
+        defer { Task { await ledger.close(); await otherLedger.close() } }
+        // Two processes race for one key: exactly one gets it.
+        let answers = try await withThrowingTaskGroup(of: IdempotencyReservation.self) { group in
+            for store in [ledger, otherLedger, ledger, otherLedger] {
+                group.addTask { try await store.reserveIdempotencyKey(client: "a", key: "k1", for: .seconds(60)) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(answers.filter { $0 == .reserved }.count == 1)
+        #expect(answers.filter { $0 == .inFlight }.count == 3)
+        // Keys are per client.
+        #expect(try await otherLedger.reserveIdempotencyKey(client: "b", key: "k1", for: .seconds(60)) == .reserved)
+        let outcome = IdempotencyOutcome(requestSHA256: "abc", submission: 7, responseStatus: 202, responseBody: "{}")
+        try await ledger.completeIdempotencyKey(client: "a", key: "k1", outcome: outcome)
+        #expect(try await otherLedger.reserveIdempotencyKey(client: "a", key: "k1", for: .seconds(60)) == .completed(outcome))
+        // A released reservation frees the key; a completed one is not released.
+        try await ledger.releaseIdempotencyKey(client: "b", key: "k1")
+        #expect(try await ledger.reserveIdempotencyKey(client: "b", key: "k1", for: .seconds(60)) == .reserved)
+        try await ledger.releaseIdempotencyKey(client: "a", key: "k1")
+        #expect(try await ledger.reserveIdempotencyKey(client: "a", key: "k1", for: .seconds(60)) == .completed(outcome))
+        // A reservation whose time ran out (its process died mid-request) is taken over.
+        #expect(try await ledger.reserveIdempotencyKey(client: "a", key: "k2", for: .zero) == .reserved)
+        try await waitUntil("the zero-length reservation has run out") {
+            try await otherLedger.reserveIdempotencyKey(client: "a", key: "k2", for: .seconds(60)) == .reserved
+        }
+        #expect(try await ledger.reserveIdempotencyKey(client: "a", key: "k2", for: .seconds(60)) == .inFlight)
+        // Purging by age: only completed keys recorded before the date.
+        #expect(try await ledger.purgeIdempotencyKeys(completedBefore: Date().addingTimeInterval(-3600)) == 0)
+        #expect(try await ledger.purgeIdempotencyKeys(completedBefore: Date().addingTimeInterval(3600)) == 1)
+        #expect(try await ledger.reserveIdempotencyKey(client: "a", key: "k1", for: .seconds(60)) == .reserved)
+        #expect(try await ledger.reserveIdempotencyKey(client: "a", key: "k2", for: .seconds(60)) == .inFlight)
+    }
+
     public static func checkPayloads(_ store: any PayloadStore, workspace: URL, submission: Int64) async throws {
         var bytes = Data()
         var generator = SystemRandomNumberGenerator()

@@ -219,7 +219,21 @@ final class RecordingLedger: LedgerStore, @unchecked Sendable {
         for row in rows { if let id = row.id, let token = row.leaseToken { lastToken[id] = token } }
     }
 
-    func recordReceived(source: String, at date: Date) async throws -> Submission { try await base.recordReceived(source: source, at: date) }
+    func recordReceived(source: String, at date: Date, origin: IntakeOrigin) async throws -> Submission {
+        try await base.recordReceived(source: source, at: date, origin: origin)
+    }
+    func reserveIdempotencyKey(client: String, key: String, for duration: Duration) async throws -> IdempotencyReservation {
+        try await base.reserveIdempotencyKey(client: client, key: key, for: duration)
+    }
+    func completeIdempotencyKey(client: String, key: String, outcome: IdempotencyOutcome) async throws {
+        try await base.completeIdempotencyKey(client: client, key: key, outcome: outcome)
+    }
+    func releaseIdempotencyKey(client: String, key: String) async throws {
+        try await base.releaseIdempotencyKey(client: client, key: key)
+    }
+    func purgeIdempotencyKeys(completedBefore date: Date) async throws -> Int {
+        try await base.purgeIdempotencyKeys(completedBefore: date)
+    }
     func update(_ submission: Submission, from expected: SubmissionState) async throws -> Bool { try await base.update(submission, from: expected) }
     func adopt(_ observed: Submission, evenIfOwnerRuns: Bool) async throws -> Submission? { try await base.adopt(observed, evenIfOwnerRuns: evenIfOwnerRuns) }
     func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission {
