@@ -133,26 +133,65 @@ public struct Pipeline: Sendable {
     }
 
     private func submit(fileDescriptor fd: Int32, named name: String, recorded: Submission) async throws -> Submission {
-        var submission = recorded
-        let id = submission.id ?? 0
         let intake: Intake
         do {
-            intake = try spool.take(fileDescriptor: fd, named: name, submission: id, validator: validator)
+            intake = try spool.take(fileDescriptor: fd, named: name, submission: recorded.id ?? 0, validator: validator)
+        } catch {
+            return try await abandon(recorded, after: error)
+        }
+        return try await accept(intake, recorded: recorded)
+    }
+
+    /// Starts taking one submission that arrives in pieces (an HTTP body): records it as `received` with its
+    /// origin, then keeps and validates each piece as it comes (see ``IncomingSubmission``).
+    public func receive(named name: String, origin: IntakeOrigin) async throws -> IncomingSubmission {
+        let submission = try await ledger.recordReceived(source: name, at: Date(), origin: origin)
+        inFlight.insert(submission.id)
+        do {
+            let writer = try spool.begin(named: name, submission: submission.id ?? 0, validator: validator)
+            return IncomingSubmission(recorded: submission, writer: writer, pipeline: self)
+        } catch {
+            defer { inFlight.remove(submission.id) }
+            _ = try await abandon(submission, after: error)
+            throw error
+        }
+    }
+
+    /// Ends an intake that could not be read whole: `abandoned` with the error's code; the sender must resend.
+    func abandon(_ recorded: Submission, after error: any Error) async throws -> Submission {
+        let code = (error as? XoevValidation.ValidationError)?.code.rawValue ?? (error as? LedgerError)?.code ?? "spool.failed"
+        return try await abandon(recorded, code: code, reason: "\(error)")
+    }
+
+    func abandon(_ recorded: Submission, code: String, reason: String) async throws -> Submission {
+        var submission = recorded
+        let id = submission.id ?? 0
+        try? await payloads.removeIncomplete(submission: id)
+        spool.removeIncompleteFile(of: id)
+        submission.state = .abandoned
+        submission.owner = nil
+        submission.reasonCode = code
+        submission.reason = reason
+        logger.error("intake failed", metadata: ["submission": "\(id)", "code": "\(code)"])
+        return try await save(submission, from: .received)
+    }
+
+    /// The payload is kept in the spool: records the verdict, then routes and queues a valid submission.
+    func accept(_ intake: Intake, recorded: Submission) async throws -> Submission {
+        var submission = recorded
+        let id = submission.id ?? 0
+        do {
             submission.payloadLocation = try await payloads.keep(spooled: intake.path, submission: id)
         } catch {
-            try? await payloads.removeIncomplete(submission: id)
-            submission.state = .abandoned
-            submission.owner = nil
-            submission.reasonCode = (error as? XoevValidation.ValidationError)?.code.rawValue
-                ?? (error as? LedgerError)?.code ?? "spool.failed"
-            submission.reason = "\(error)"
-            logger.error("intake failed", metadata: ["submission": "\(id)", "code": "\(submission.reasonCode ?? "")"])
-            return try await save(submission, from: .received)
+            return try await abandon(recorded, after: error)
         }
         submission.payloadSHA256 = intake.sha256
         submission.payloadSize = intake.size
         submission.schemaId = intake.report.schema
         let report = intake.report
+        submission.findings = String(decoding: try JSONEncoder().encode(report.diagnostics.map {
+            StoredFinding(code: $0.code, severity: $0.severity.rawValue, line: $0.line, column: $0.column, path: $0.path)
+        }), as: UTF8.self)
         guard report.isValid else {
             let first = report.errors.first
             submission.state = .rejected
@@ -564,5 +603,66 @@ final class InFlight: @unchecked Sendable {
         guard let id else { return false }
         lock.lock(); defer { lock.unlock() }
         return ids.contains(id)
+    }
+}
+
+/// One submission arriving in pieces (``Pipeline/receive(named:origin:)``): ``write(_:)`` keeps and validates each
+/// piece as it comes; ``complete()`` records the verdict and routes and queues a valid submission; ``abandon(code:reason:)``
+/// ends one that was cut off (the sender must resend; nothing of it is delivered). Exactly one of the two ends it.
+/// Not thread-safe: one task feeds it.
+public final class IncomingSubmission: @unchecked Sendable {
+    /// The ledger row as recorded when the submission started (`received`).
+    public let recorded: Submission
+    private let writer: SpoolWriter
+    private let pipeline: Pipeline
+    private var ended = false
+    /// The validation report, once ``complete()`` ran.
+    public private(set) var report: ValidationReport?
+
+    init(recorded: Submission, writer: SpoolWriter, pipeline: Pipeline) {
+        self.recorded = recorded
+        self.writer = writer
+        self.pipeline = pipeline
+    }
+
+    deinit {
+        if !ended { writer.cancel() }
+    }
+
+    /// Bytes kept so far.
+    public var size: Int64 { writer.size }
+
+    /// Keeps and validates one piece. `false` once the input crossed the validator's size limit: the rest is not
+    /// wanted, and ``complete()`` records `input.too-large`.
+    /// - Throws: ``SpoolError`` when the piece cannot be kept (disk full); then ``abandon(code:reason:)``.
+    @discardableResult
+    public func write(_ piece: UnsafeRawBufferPointer) throws -> Bool {
+        try writer.write(piece)
+    }
+
+    /// The body ended: the payload is flushed and kept, the verdict recorded, a valid submission routed and queued.
+    /// Returns the row as it stands.
+    public func complete() async throws -> Submission {
+        precondition(!ended, "an incoming submission ends once")
+        ended = true
+        defer { pipeline.inFlight.remove(recorded.id) }
+        let intake: Intake
+        do {
+            intake = try writer.finish()
+        } catch {
+            return try await pipeline.abandon(recorded, after: error)
+        }
+        report = intake.report
+        return try await pipeline.accept(intake, recorded: recorded)
+    }
+
+    /// The body was cut off (the client went away, a limit or a timeout): the row becomes `abandoned` with `code`;
+    /// nothing of it is delivered.
+    public func abandon(code: String, reason: String) async throws -> Submission {
+        precondition(!ended, "an incoming submission ends once")
+        ended = true
+        writer.cancel()
+        defer { pipeline.inFlight.remove(recorded.id) }
+        return try await pipeline.abandon(recorded, code: code, reason: reason)
     }
 }

@@ -26,56 +26,26 @@ public struct Spool: Sendable {
     /// The file is fsync'ed and renamed into place before this returns.
     public func take(fileDescriptor fd: Int32, named name: String, submission: Int64,
                      validator: Validator) throws -> Intake {
-        let final = directory.appendingPathComponent("\(submission).xml")
-        let temporary = directory.appendingPathComponent(".\(submission).xml.tmp")
-        let output = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard output >= 0 else { throw SpoolError("cannot create \(temporary.path): \(String(cString: strerror(errno)))") }
-        var closed = false
-        defer { if !closed { close(output) }; unlink(temporary.path) }
-
-        let document = validator.startDocument(named: name)
-        var decided = false
-        var hasher = SHA256()
-        var size: Int64 = 0
-        var truncated = false
-        let cap = validator.limits.maxBytes
+        let writer = try SpoolWriter(spool: self, named: name, submission: submission, validator: validator)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Validator.readChunkSize, alignment: 16)
         defer { buffer.deallocate() }
         while true {
-            var count = read(fd, buffer.baseAddress, buffer.count)
+            let count = read(fd, buffer.baseAddress, buffer.count)
             if count < 0 {
                 if errno == EINTR { continue }
-                _ = document.finish()
+                writer.cancel()
                 throw XoevValidation.ValidationError(code: .inputUnreadable, file: name,
                                                      message: "read failed: \(String(cString: strerror(errno)))")
             }
             if count == 0 { break }
-            if cap > 0 && size + Int64(count) > cap {
-                count = Int(cap - size)
-                truncated = true
-            }
-            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
-            try Self.writeAll(output, chunk)
-            hasher.update(bufferPointer: chunk)
-            size += Int64(count)
-            if !decided { decided = document.feed(chunk) }
-            if truncated {
-                // The input goes on past the size limit: one more byte makes the validator report
-                // input.too-large (the spool keeps the first `cap` bytes, and the rest is not read).
-                if !decided { _ = document.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<1])) }
-                break
-            }
+            if try !writer.write(UnsafeRawBufferPointer(rebasing: buffer[0..<count])) { break }
         }
-        guard fsync(output) == 0 else { throw SpoolError("cannot flush the spool file: \(String(cString: strerror(errno)))") }
-        close(output)
-        closed = true
-        guard rename(temporary.path, final.path) == 0 else {
-            throw SpoolError("cannot move the spool file into place: \(String(cString: strerror(errno)))")
-        }
-        let dir = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 { fsync(dir); close(dir) }
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        return Intake(report: document.finish(), path: final, sha256: digest, size: size, truncated: truncated)
+        return try writer.finish()
+    }
+
+    /// Starts keeping one payload that arrives in pieces (an HTTP body): see ``SpoolWriter``.
+    public func begin(named name: String, submission: Int64, validator: Validator) throws -> SpoolWriter {
+        try SpoolWriter(spool: self, named: name, submission: submission, validator: validator)
     }
 
     /// Removes the temporary file of one intake a crash interrupted.
@@ -104,6 +74,90 @@ public struct Spool: Sendable {
             }
             offset += written
         }
+    }
+}
+
+/// One payload being kept: each piece is written to `.<submission>.xml.tmp`, hashed and fed to the validator in
+/// one pass; ``finish()`` flushes the file and moves it into place as `<submission>.xml`. Nothing is held beyond
+/// the piece being written. Not thread-safe: one task writes at a time.
+public final class SpoolWriter: @unchecked Sendable {
+    private let final: URL
+    private let temporary: URL
+    private let directory: URL
+    private let name: String
+    private var output: Int32
+    private let document: DocumentValidation
+    private var decided = false
+    private var hasher = SHA256()
+    /// Bytes kept so far.
+    public private(set) var size: Int64 = 0
+    /// The input went on past the validator's size limit; only the first `size` bytes are kept.
+    public private(set) var truncated = false
+    private let cap: Int64
+
+    init(spool: Spool, named name: String, submission: Int64, validator: Validator) throws {
+        directory = spool.directory
+        final = directory.appendingPathComponent("\(submission).xml")
+        temporary = directory.appendingPathComponent(".\(submission).xml.tmp")
+        self.name = name
+        output = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard output >= 0 else {
+            throw SpoolError("cannot create \(temporary.path): \(String(cString: strerror(errno)))")
+        }
+        document = validator.startDocument(named: name)
+        cap = validator.limits.maxBytes
+    }
+
+    deinit { cancel() }
+
+    /// Keeps one piece. `false` once the input crossed the size limit: the rest is not wanted (the validator then
+    /// reports `input.too-large`; the spool keeps the first bytes up to the limit).
+    @discardableResult
+    public func write(_ piece: UnsafeRawBufferPointer) throws -> Bool {
+        guard !truncated else { return false }
+        var count = piece.count
+        if cap > 0 && size + Int64(count) > cap {
+            count = Int(cap - size)
+            truncated = true
+        }
+        let chunk = UnsafeRawBufferPointer(rebasing: piece[0..<count])
+        try Spool.writeAll(output, chunk)
+        hasher.update(bufferPointer: chunk)
+        size += Int64(count)
+        if !decided { decided = document.feed(chunk) }
+        if truncated {
+            // One more byte past the limit makes the validator report input.too-large.
+            if !decided { _ = document.feed(UnsafeRawBufferPointer(rebasing: piece[count..<count + 1])) }
+            return false
+        }
+        return true
+    }
+
+    /// Flushes the payload to disk, moves it into place and returns the verdict.
+    public func finish() throws -> Intake {
+        guard output >= 0 else { throw SpoolError("the spool file was already given up") }
+        defer { cancel() }
+        guard fsync(output) == 0 else { throw SpoolError("cannot flush the spool file: \(String(cString: strerror(errno)))") }
+        close(output)
+        output = -1
+        guard rename(temporary.path, final.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary.path)
+            throw SpoolError("cannot move the spool file into place: \(reason)")
+        }
+        let dir = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 { fsync(dir); close(dir) }
+        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return Intake(report: document.finish(), path: final, sha256: digest, size: size, truncated: truncated)
+    }
+
+    /// Gives the payload up: the temporary file is removed (nothing was moved into place).
+    public func cancel() {
+        guard output >= 0 else { return }
+        close(output)
+        output = -1
+        unlink(temporary.path)
+        _ = document.finish()
     }
 }
 
