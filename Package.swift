@@ -20,6 +20,7 @@ var package = Package(
         .library(name: "AmtsbotePostgres", targets: ["AmtsbotePostgres"]),
         .library(name: "LedgerTesting", targets: ["LedgerTesting"]),
         .library(name: "XoevReports", targets: ["XoevReports"]),
+        .library(name: "AmtsboteService", targets: ["AmtsboteService"]),
         .executable(name: "amtsbote", targets: ["amtsbote"]),
     ],
     dependencies: [
@@ -28,6 +29,13 @@ var package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.20.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.30.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
     ],
     targets: [
         // libxml2 as found by pkg-config; Debian: libxml2-dev.
@@ -66,6 +74,7 @@ var package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // The ledger and the payload store on PostgreSQL (postgres-nio), shared by processes on many machines.
@@ -82,6 +91,22 @@ var package = Package(
             name: "LedgerTesting",
             dependencies: ["AmtsbotePipeline", "Postfach", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // `amtsbote serve`: the HTTP intake service (Hummingbird 2) in front of the pipeline, its authentication,
+        // limits, idempotency keys, problem details and metrics (swift-metrics, Prometheus text).
+        .target(
+            name: "AmtsboteService",
+            dependencies: [
+                "AmtsbotePipeline", "XoevReports", "XoevValidation",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The command-line tool: flags -> configuration -> validation -> output and exit code.
         .executableTarget(
             name: "amtsbote",
@@ -92,8 +117,12 @@ var package = Package(
                 "AmtsbotePipeline",
                 "AmtsbotePostgres",
                 "XoevReports",
+                "AmtsboteService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The delivery queue under load (scripts/bench-queue); not a product.
@@ -137,6 +166,18 @@ var package = Package(
             dependencies: ["AmtsbotePipeline", "AmtsbotePostgres", "LedgerTesting", "Postfach", "XoevValidation",
                            "XoevRouting", "AmtsboteTestSupport", "PostgresTestSupport",
                            .product(name: "PostgresNIO", package: "postgres-nio")]
+        ),
+        .testTarget(
+            name: "AmtsboteServiceTests",
+            dependencies: ["AmtsboteService", "AmtsbotePipeline", "AmtsboteTestSupport", "Postfach", "XoevRouting",
+                           "XoevValidation",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "Prometheus", package: "swift-prometheus"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         .testTarget(
             name: "AmtsboteCLITests",

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import Postfach
 import XoevRouting
 import XoevValidation
@@ -177,7 +178,7 @@ public struct Pipeline: Sendable {
     }
 
     /// The payload is kept in the spool: records the verdict, then routes and queues a valid submission.
-    func accept(_ intake: Intake, recorded: Submission) async throws -> Submission {
+    func accept(_ intake: Intake, recorded: Submission, policy: IntakePolicy = IntakePolicy()) async throws -> Submission {
         var submission = recorded
         let id = submission.id ?? 0
         do {
@@ -202,13 +203,21 @@ public struct Pipeline: Sendable {
                                                "line": "\(first?.line ?? 0)", "path": "\(first?.path ?? "")"])
             return try await save(submission, from: .received)
         }
+        if let schemas = policy.schemas, !schemas.contains(submission.schemaId ?? "") {
+            submission.state = .rejected
+            submission.owner = nil
+            submission.reasonCode = "service.schema-forbidden"
+            submission.reason = "the client may not submit documents of schema \(submission.schemaId ?? "(none)")"
+            logger.info("refused", metadata: ["submission": "\(id)", "code": "service.schema-forbidden"])
+            return try await save(submission, from: .received)
+        }
         let captured = report.captured
         submission.messageId = captured["messageId"].flatMap { Delivery.isValidID($0) ? $0 : nil }
         submission.deliveryId = submission.messageId ?? "sha256-\(intake.sha256)"
         let keys = RoutingKeys(captured: captured)
         submission.routingKeys = String(decoding: try JSONEncoder().encode(StoredKeys(keys)), as: UTF8.self)
         submission.state = .validated
-        return try await routeAndQueue(try await save(submission, from: .received))
+        return try await routeAndQueue(try await save(submission, from: .received), policy: policy)
     }
 
     /// "line 3, column 7 (/p:a/p:b)": where a finding is, without its message (which may quote personal data).
@@ -218,7 +227,7 @@ public struct Pipeline: Sendable {
 
     /// Routes a validated submission and queues it under its delivery id; makes the first delivery attempt when
     /// ``deliversOnIntake``.
-    func routeAndQueue(_ validated: Submission) async throws -> Submission {
+    func routeAndQueue(_ validated: Submission, policy: IntakePolicy = IntakePolicy()) async throws -> Submission {
         var submission = validated
         let keys = submission.routingKeys.flatMap { try? JSONDecoder().decode(StoredKeys.self, from: Data($0.utf8)) }?.keys
             ?? RoutingKeys()
@@ -229,6 +238,13 @@ public struct Pipeline: Sendable {
             submission.reasonCode = unroutable.code
             submission.reason = unroutable.message
             logger.info("unroutable", metadata: ["submission": "\(submission.id ?? 0)", "code": "\(unroutable.code)"])
+            return try await save(submission, from: .validated)
+        case .success(let decision) where !(policy.postfaecher?.contains(decision.postfach.value) ?? true):
+            submission.state = .rejected
+            submission.owner = nil
+            submission.reasonCode = "service.postfach-forbidden"
+            submission.reason = "the client may not submit to Postfach \(decision.postfach.value)"
+            logger.info("refused", metadata: ["submission": "\(submission.id ?? 0)", "code": "service.postfach-forbidden"])
             return try await save(submission, from: .validated)
         case .success(let decision):
             submission.postfach = decision.postfach.value
@@ -255,7 +271,19 @@ public struct Pipeline: Sendable {
         }
         var metadata = ["submission": "\(id)", "schema": submission.schemaId ?? ""]
         if let routing = submission.routing { metadata["routing"] = routing }
+        // The portal's metadata, as the portal sent it (a JSON object), for the receiving side.
+        if let portal = submission.portalMetadata { metadata["portal"] = portal }
         let lease = LeaseWatch(claimedFor: retry.lease)
+        let started = ContinuousClock.now
+        defer {
+            // Metrics of the attempt (swift-metrics; a no-op unless the process bootstrapped a backend).
+            let outcome = submission.state == .delivered ? "delivered" : submission.state == .dead ? "dead" : "retry"
+            Counter(label: "amtsbote_delivery_attempts_total", dimensions: [("outcome", outcome)]).increment()
+            let elapsed = (ContinuousClock.now - started).components
+            Metrics.Timer(label: "amtsbote_delivery_duration_seconds", preferredDisplayUnit: .seconds)
+                .recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+            if submission.state == .dead { Counter(label: "amtsbote_dead_letters_total").increment() }
+        }
         let heartbeat = startHeartbeat(for: submission, watch: lease)
         defer { heartbeat?.cancel() }
         do {
@@ -414,7 +442,10 @@ public struct Pipeline: Sendable {
         where observed.owner != ledger.identity.description && !ProcessIdentity.ownerIsAlive(observed.owner) {
             if let row = try await ledger.rescue(observed) { rescued.append(row) }
         }
-        if !rescued.isEmpty { logger.info("leases recovered", metadata: ["count": "\(rescued.count)"]) }
+        if !rescued.isEmpty {
+            logger.info("leases recovered", metadata: ["count": "\(rescued.count)"])
+            Counter(label: "amtsbote_lease_recoveries_total").increment(by: rescued.count)
+        }
         return rescued
     }
 
@@ -606,6 +637,18 @@ final class InFlight: @unchecked Sendable {
     }
 }
 
+/// What one sender may submit: schema ids and Postfächer (nil: any). A valid submission outside them is kept as
+/// `rejected` with `service.schema-forbidden` or `service.postfach-forbidden`, never delivered.
+public struct IntakePolicy: Sendable, Hashable {
+    public var schemas: Set<String>?
+    public var postfaecher: Set<String>?
+
+    public init(schemas: Set<String>? = nil, postfaecher: Set<String>? = nil) {
+        self.schemas = schemas
+        self.postfaecher = postfaecher
+    }
+}
+
 /// One submission arriving in pieces (``Pipeline/receive(named:origin:)``): ``write(_:)`` keeps and validates each
 /// piece as it comes; ``complete()`` records the verdict and routes and queues a valid submission; ``abandon(code:reason:)``
 /// ends one that was cut off (the sender must resend; nothing of it is delivered). Exactly one of the two ends it.
@@ -640,9 +683,9 @@ public final class IncomingSubmission: @unchecked Sendable {
         try writer.write(piece)
     }
 
-    /// The body ended: the payload is flushed and kept, the verdict recorded, a valid submission routed and queued.
-    /// Returns the row as it stands.
-    public func complete() async throws -> Submission {
+    /// The body ended: the payload is flushed and kept, the verdict recorded, a valid submission within `policy`
+    /// routed and queued. Returns the row as it stands.
+    public func complete(policy: IntakePolicy = IntakePolicy()) async throws -> Submission {
         precondition(!ended, "an incoming submission ends once")
         ended = true
         defer { pipeline.inFlight.remove(recorded.id) }
@@ -653,7 +696,7 @@ public final class IncomingSubmission: @unchecked Sendable {
             return try await pipeline.abandon(recorded, after: error)
         }
         report = intake.report
-        return try await pipeline.accept(intake, recorded: recorded)
+        return try await pipeline.accept(intake, recorded: recorded, policy: policy)
     }
 
     /// The body was cut off (the client went away, a limit or a timeout): the row becomes `abandoned` with `code`;

@@ -36,7 +36,7 @@ struct Amtsbote: AsyncParsableCommand {
           When several apply, the highest wins, except that 2 stops before any document is read.
         """,
         subcommands: [ValidateCommand.self, SubmitCommand.self, RouteCommand.self, DeliveriesCommand.self,
-                      RetryCommand.self, WorkerCommand.self, PurgeCommand.self, ExplainCommand.self]
+                      RetryCommand.self, WorkerCommand.self, ServeCommand.self, PurgeCommand.self, ExplainCommand.self]
     )
 
     /// Runs the command and maps every failure to a documented exit code (argument errors are 2, not 64).

@@ -74,6 +74,27 @@ struct AmtsboteConfiguration: Codable {
     var retry: Retry?
     /// How long payloads of finished submissions are kept, by final state ("7d", "30d", "12h").
     var retention: [String: String]?
+    /// `amtsbote serve`: listener, clients, limits (Docs/service.md).
+    var service: Service?
+
+    struct Service: Codable {
+        struct Client: Codable {
+            var tokenSHA256: String
+            var schemas: [String]?
+            var postfaecher: [String]?
+        }
+        var listen: String?
+        var metricsListen: String?
+        /// In-process delivery workers (deliveries in flight); 0 when `amtsbote worker` processes deliver.
+        var workers: Int?
+        var maxBodyBytes: Int64?
+        var maxQueueDepth: Int?
+        var maxConcurrentIntakes: Int?
+        var idleTimeoutSeconds: Double?
+        var retryAfterSeconds: Int?
+        var idempotencyKeyRetentionHours: Double?
+        var clients: [String: Client]?
+    }
 
     /// Works out of the box from the project folder: Samples' routing, Postfächer, ledger and spool under `data`.
     /// The embedded default: the sample routing (from the working folder, else beside the installation) and
@@ -97,7 +118,8 @@ struct AmtsboteConfiguration: Codable {
             ledger: .sqlite(path: data + "/ledger.sqlite"),
             spool: data + "/spool",
             retry: nil,
-            retention: nil)
+            retention: nil,
+            service: nil)
     }
 }
 
@@ -123,7 +145,9 @@ extension AmtsboteConfiguration {
     /// The keys each object of the file may have; any other key is an error (a typo must not fall back to a default).
     static let knownKeys: [String: Set<String>] = [
         "": ["format", "schemas", "codeLists", "missingCodeLists", "routing", "backends", "postfaecher", "ledger", "spool", "retry",
-             "retention"],
+             "retention", "service"],
+        "service": ["listen", "metricsListen", "workers", "maxBodyBytes", "maxQueueDepth", "maxConcurrentIntakes",
+                    "idleTimeoutSeconds", "retryAfterSeconds", "idempotencyKeyRetentionHours", "clients"],
         "retention": Set(SubmissionState.allCases.filter(\.isFinal).map(\.rawValue)),
         "routing": ["tables", "municipalities", "retiredKeys", "dvdvPrefixes"],
         "postfaecher": ["default", "overrides"],
@@ -165,6 +189,15 @@ extension AmtsboteConfiguration {
                let unknown = postgres.keys.filter({ !LedgerSetting.knownPostgresKeys.contains($0) }).sorted().first {
                 throw ConfigurationError("\(path): unknown key 'ledger.postgres.\(unknown)' (known here: "
                     + LedgerSetting.knownPostgresKeys.sorted().joined(separator: ", ") + ")")
+            }
+        }
+        if let service = top["service"] as? [String: Any], let clients = service["clients"] as? [String: Any] {
+            for (name, client) in clients.sorted(by: { $0.key < $1.key }) {
+                if let unknown = (client as? [String: Any])?.keys.filter({ !["tokenSHA256", "schemas", "postfaecher"].contains($0) })
+                    .sorted().first {
+                    throw ConfigurationError("\(path): unknown key 'service.clients.\(name).\(unknown)' "
+                                             + "(known here: postfaecher, schemas, tokenSHA256)")
+                }
             }
         }
         for (state, text) in (configuration.retention ?? [:]).sorted(by: { $0.key < $1.key })
@@ -225,12 +258,12 @@ struct PipelineOptions: ParsableArguments {
     @Option(name: .long, help: "Folder for Postfächer, ledger and spool of the embedded default (default: ./amtsbote-data).")
     var data: String?
 
-    @Option(name: .long, help: "Log level on standard error.")
-    var logLevel: String = "warning"
+    @Option(name: .long, help: "Log level on standard error (default: warning; serve: info, one line per request).")
+    var logLevel: String?
 
     /// Reads the configuration and builds the parts. Configuration errors exit with 2.
     func validate() throws {
-        if Logger.Level(rawValue: logLevel) == nil {
+        if let logLevel, Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("unknown log level '\(logLevel)' (trace, debug, info, notice, warning, error, critical)")
         }
         if data != nil && config != nil { throw ValidationError("--data belongs to the embedded default; a configuration file names its own folders") }
@@ -238,8 +271,9 @@ struct PipelineOptions: ParsableArguments {
 
     /// Reads the configuration and builds the parts. A ledger that cannot be reached is tried again for
     /// `waitingForLedger` (a worker outlasting a database restart); then it exits with 6.
-    func load(_ purpose: LoadedPipeline.Purpose = .delivery, waitingForLedger: Duration = .zero) async throws -> LoadedPipeline {
-        LogSetup.bootstrapOnce(level: Logger.Level(rawValue: logLevel) ?? .warning)
+    func load(_ purpose: LoadedPipeline.Purpose = .delivery, waitingForLedger: Duration = .zero,
+              requestLog: Bool = false) async throws -> LoadedPipeline {
+        LogSetup.bootstrapOnce(level: logLevel.flatMap(Logger.Level.init(rawValue:)) ?? (requestLog ? .info : .warning))
         let deadline = ContinuousClock.now + waitingForLedger
         do {
             while true {
@@ -282,10 +316,12 @@ struct LoadedPipeline {
     let payloads: (any PayloadStore)?
     /// The configured retention periods (the defaults for states the configuration leaves out).
     let retention: RetentionPolicy
+    /// The `service` section (`amtsbote serve`), if any.
+    let service: AmtsboteConfiguration.Service?
 
     /// What a command needs: deciding only (no ledger), listing (the ledger read-only; nothing is changed, no
     /// backend is touched), or delivering (everything).
-    enum Purpose { case decision, listing, delivery }
+    enum Purpose { case decision, listing, delivery, service }
 
     init(options: PipelineOptions, purpose: Purpose) async throws {
         let configuration: AmtsboteConfiguration
@@ -336,6 +372,7 @@ struct LoadedPipeline {
         router = try Router(tables: tables, directory: directory, dvdvPrefixes: prefixes)
 
         self.retention = configuration.retentionPolicy
+        self.service = configuration.service
         let environmentLedger = try LedgerSetting.fromEnvironment()
         let ledgerSetting = environmentLedger ?? configuration.ledger
         let postgres = try ledgerSetting.postgresConfiguration(fromEnvironment: environmentLedger != nil, resolve: resolve)
@@ -359,7 +396,7 @@ struct LoadedPipeline {
                 payloads = nil
             }
             return
-        case .delivery:
+        case .delivery, .service:
             break
         }
         let registry = PostfachBackendRegistry.builtIn
@@ -411,7 +448,7 @@ struct LoadedPipeline {
         pipeline = Pipeline(validator: validator, router: router,
                             backends: BackendSelection(default: defaultBackend, overrides: overrides),
                             ledger: ledger, spool: try Spool(directory: resolve(configuration.spool)), payloads: payloads,
-                            retry: policy, deliversOnIntake: !ledger.isShared)
+                            retry: policy, deliversOnIntake: purpose == .delivery && !ledger.isShared)
     }
 }
 

@@ -1,0 +1,87 @@
+import Crypto
+import Foundation
+import Hummingbird
+import HTTPTypes
+import NIOCore
+
+/// The request context of the service: who is asking (set by ``ClientAuthentication``) and the codes the request
+/// ended with (for the request's log line and metrics).
+public struct IntakeRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The authenticated client; `anonymous` when the service runs without clients (loopback only).
+    public var client: String = ClientAuthentication.anonymous
+    /// What the request may submit.
+    var allowed: (schemas: Set<String>?, postfaecher: Set<String>?) = (nil, nil)
+    /// The connection, to cut an upload short.
+    let channel: any Channel
+    /// Stable codes of the outcome (the problem's code, the verdict), for the log line; never payload values.
+    var codes = CodeBox()
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
+/// Codes noted while handling one request, read by the logging middleware after the handler returned.
+final class CodeBox: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var codes: [String] = []
+
+    func note(_ code: String) {
+        lock.lock(); defer { lock.unlock() }
+        codes.append(code)
+    }
+
+    var all: [String] {
+        lock.lock(); defer { lock.unlock() }
+        return codes
+    }
+}
+
+/// Bearer tokens, compared as SHA-256 hashes in constant time against every configured client. Without clients
+/// every request is `anonymous` (the configuration then allows loopback only). Health probes pass unauthenticated.
+struct ClientAuthentication: RouterMiddleware {
+    typealias Context = IntakeRequestContext
+    static let anonymous = "anonymous"
+    let clients: [ServiceClient]
+    /// Paths that need no token (health and readiness probes, metrics, problem descriptions).
+    let open: Set<String>
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        if clients.isEmpty || open.contains(request.uri.path) || request.uri.path.hasPrefix("/v1/problems/") {
+            return try await next(request, context)
+        }
+        guard let header = request.headers[.authorization], header.count > 7,
+              header.prefix(7).lowercased() == "bearer " else {
+            return refuse("no bearer token (Authorization: Bearer …)", context: context, request: request)
+        }
+        guard let client = Self.match(token: String(header.dropFirst(7)), among: clients) else {
+            return refuse("the bearer token belongs to no client", context: context, request: request)
+        }
+        context.client = client.name
+        context.allowed = (client.schemas, client.postfaecher)
+        return try await next(request, context)
+    }
+
+    private func refuse(_ detail: String, context: Context, request: Request) -> Response {
+        context.codes.note("service.unauthorized")
+        var problem = Problem(.unauthorized, "service.unauthorized", detail)
+        problem.headers[.wwwAuthenticate] = "Bearer realm=\"amtsbote\""
+        return problem.response(instance: request.uri.path)
+    }
+
+    /// The client whose hash equals SHA-256(`token`). Every client's hash is compared in full, whatever matched.
+    static func match(token: String, among clients: [ServiceClient]) -> ServiceClient? {
+        let digest = Array(SHA256.hash(data: Data(token.utf8)))
+        var found: ServiceClient?
+        for client in clients {
+            var difference: UInt8 = 0
+            for (a, b) in zip(digest, client.tokenSHA256) { difference |= a ^ b }
+            if difference == 0 && client.tokenSHA256.count == digest.count && found == nil { found = client }
+        }
+        return found
+    }
+}

@@ -1,0 +1,94 @@
+import AmtsbotePipeline
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+
+/// Reads the ledger's queue every ``IntakeServiceConfiguration/depthSampleInterval``: the depth that backpressure
+/// compares with ``IntakeServiceConfiguration/maxQueueDepth``, the gauges of `/metrics`, and whether the ledger
+/// answers (readiness).
+final class QueueGauge: Service, @unchecked Sendable {
+    private let ledger: any LedgerStore
+    private let interval: Duration
+    private let logger: Logger
+    // Safety: every access to the readings holds the lock.
+    private let lock = NSLock()
+    private var pendingCount = 0
+    private var lastSuccess: ContinuousClock.Instant?
+    private var gauges: [SubmissionState: Gauge] = [:]
+    private let oldestDue = Gauge(label: "amtsbote_queue_oldest_due_seconds")
+
+    /// States of work not yet finished: what backpressure counts.
+    static let pendingStates: [SubmissionState] = [.received, .validated, .queued, .running]
+
+    init(ledger: any LedgerStore, interval: Duration, logger: Logger) {
+        self.ledger = ledger
+        self.interval = interval
+        self.logger = logger
+        for state in SubmissionState.allCases {
+            gauges[state] = Gauge(label: "amtsbote_queue_depth", dimensions: [("state", state.rawValue)])
+        }
+    }
+
+    /// Submissions received, validated, queued or running at the last reading.
+    var pending: Int {
+        lock.lock(); defer { lock.unlock() }
+        return pendingCount
+    }
+
+    /// Whether the last reading succeeded within three intervals.
+    var ledgerAnswers: Bool {
+        lock.lock(); defer { lock.unlock() }
+        guard let lastSuccess else { return false }
+        return ContinuousClock.now - lastSuccess < interval * 3 + .seconds(1)
+    }
+
+    /// Reads the queue once.
+    func sample() async {
+        do {
+            let counts = try await ledger.counts()
+            let next = try await ledger.nextAttempt()
+            note(pending: Self.pendingStates.reduce(0) { $0 + (counts[$1] ?? 0) })
+            for (state, gauge) in gauges { gauge.record(counts[state] ?? 0) }
+            oldestDue.record(max(0, next.map { Date().timeIntervalSince($0) } ?? 0))
+        } catch {
+            logger.warning("queue depth unreadable", metadata: ["code": "\((error as? LedgerError)?.code ?? "ledger.unavailable")"])
+        }
+    }
+
+    private func note(pending: Int) {
+        lock.lock(); defer { lock.unlock() }
+        pendingCount = pending
+        lastSuccess = .now
+    }
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            await sample()
+            try? await Task.sleep(for: interval)
+        }
+    }
+}
+
+/// Counts request bodies being read, up to a limit.
+final class IntakeSlots: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var used = 0
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Takes a slot; false when all are taken.
+    func take() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        guard used < limit else { return false }
+        used += 1
+        return true
+    }
+
+    func give() {
+        lock.lock(); defer { lock.unlock() }
+        used -= 1
+    }
+}
