@@ -8,7 +8,8 @@ struct CrashTests {
     /// A configuration over a temporary data folder, with the project's schemas and sample routing; `retry` is
     /// the retry policy's JSON object, if any.
     static func configuration(in directory: URL, retry: String? = nil, ledger: String = "\"ledger.sqlite\"",
-                              backend: String = "{\"kind\": \"filesystem\", \"directory\": \"postfach\"}") throws -> URL {
+                              backend: String = "{\"kind\": \"filesystem\", \"directory\": \"postfach\"}",
+                              service: String? = nil) throws -> URL {
         let root = TestEnvironment.projectRoot.path
         let config = """
             {
@@ -21,7 +22,7 @@ struct CrashTests {
               },
               "backends": {"local": \(backend)},
               "postfaecher": {"default": "local"},
-              "ledger": \(ledger),\(retry.map { "\n  \"retry\": \($0)," } ?? "")
+              "ledger": \(ledger),\(retry.map { "\n  \"retry\": \($0)," } ?? "")\(service.map { "\n  \"service\": \($0)," } ?? "")
               "spool": "spool"
             }
             """
@@ -133,12 +134,12 @@ final class Child {
     let pid: pid_t
     private(set) var status: Int32?
 
-    init(_ executable: String, _ arguments: [String], stderr: String) throws {
+    init(_ executable: String, _ arguments: [String], stderr: String, stdout: String = "/dev/null") throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         // Nothing else of this test process reaches the child. Other tests start processes at the same time, and
         // Foundation notices that one of them ended when the last copy of a socket it hands to that child closes:

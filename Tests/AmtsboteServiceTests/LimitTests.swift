@@ -73,9 +73,3 @@ struct LimitTests {
     }
 }
 
-extension Data {
-    /// This data as one chunk of a chunked body.
-    func chunked() -> Data {
-        Data(String(count, radix: 16).utf8) + Data("\r\n".utf8) + self + Data("\r\n".utf8)
-    }
-}

@@ -1,4 +1,3 @@
-import AmtsboteTestSupport
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -7,10 +6,11 @@ import Glibc
 
 /// A plain TCP connection to the test server, for what an HTTP client library hides: a body that goes on past a
 /// limit, a header that never ends, a body that stalls. Blocking calls; run them with `onOwnThread`.
-final class RawConnection: @unchecked Sendable {
-    let fd: Int32
+public final class RawConnection: @unchecked Sendable {
+    public let fd: Int32
 
-    init(port: Int) throws {
+    /// Connects to 127.0.0.1:`port`.
+    public init(port: Int) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXError(.EIO) }
         var address = sockaddr_in()
@@ -27,7 +27,7 @@ final class RawConnection: @unchecked Sendable {
 
     /// Sends everything; false once the server closed or reset the connection (never SIGPIPE).
     @discardableResult
-    func send(_ data: Data) -> Bool {
+    public func send(_ data: Data) -> Bool {
         data.withUnsafeBytes { bytes in
             var offset = 0
             while offset < bytes.count {
@@ -42,16 +42,17 @@ final class RawConnection: @unchecked Sendable {
         }
     }
 
-    func send(_ text: String) -> Bool { send(Data(text.utf8)) }
+    @discardableResult
+    public func send(_ text: String) -> Bool { send(Data(text.utf8)) }
 
     /// Whether an answer (or the end of the connection) is waiting to be read.
-    var readable: Bool {
+    public var readable: Bool {
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         return poll(&entry, 1, 0) > 0
     }
 
     /// Reads until the server closes the connection (within the hang guard).
-    func readToEnd() throws -> String {
+    public func readToEnd() throws -> String {
         var out = Data()
         var buffer = [UInt8](repeating: 0, count: 65536)
         try waitUntilSync("the server closes the connection") {
@@ -62,5 +63,12 @@ final class RawConnection: @unchecked Sendable {
             return true  // 0: closed; < 0: reset
         }
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+extension Data {
+    /// This data as one chunk of a chunked HTTP body.
+    public func chunked() -> Data {
+        Data(String(count, radix: 16).utf8) + Data("\r\n".utf8) + self + Data("\r\n".utf8)
     }
 }
