@@ -59,22 +59,34 @@ public struct IntakeService: Sendable {
                                                     open: ["/healthz", "/readyz", "/metrics"]))
         let routes = SubmissionRoutes(pipeline: pipeline, configuration: configuration, queue: queue,
                                       slots: IntakeSlots(limit: configuration.maxConcurrentIntakes), logger: logger)
-        router.post("/v1/submissions") { request, context in try await routes.submit(request, context: context) }
-        router.get("/v1/submissions/:id") { request, context in try await routes.status(request, context: context) }
-        router.get("/v1/problems/:code") { request, context in Self.explain(request, context: context) }
-        router.get("/healthz") { _, _ in Self.json(.ok, ["status": .string("alive")]) }
-        let queue = queue, ledger = pipeline.ledger
-        router.get("/readyz") { _, _ in
-            // Ready once the schemas are compiled (they are before the service starts) and the ledger answers.
-            if queue.ledgerAnswers { return Self.json(.ok, ["status": .string("ready")]) }
-            await queue.sample()
-            if queue.ledgerAnswers { return Self.json(.ok, ["status": .string("ready")]) }
-            _ = ledger
-            return Problem(.serviceUnavailable, "ledger.unavailable", "the ledger does not answer").response(instance: "/readyz")
-        }
-        if configuration.metricsListen == nil {
-            let registry = metrics
-            router.get("/metrics") { _, _ in Self.metricsResponse(registry) }
+        let queue = queue
+        for route in Self.routes {
+            let path = RouterPath(route.path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: ""))
+            switch (route.method, route.path) {
+            case ("POST", "/v1/submissions"):
+                router.post(path) { request, context in try await routes.submit(request, context: context) }
+            case ("GET", "/v1/submissions/{id}"):
+                router.get(path) { request, context in try await routes.status(request, context: context) }
+            case ("GET", "/v1/problems/{code}"):
+                router.get(path) { request, context in Self.explain(request, context: context) }
+            case ("GET", "/healthz"):
+                router.get(path) { _, _ in Self.json(.ok, ["status": .string("alive")]) }
+            case ("GET", "/readyz"):
+                router.get(path) { _, _ in
+                    // Ready once the schemas are compiled (they are before the service starts) and the ledger answers.
+                    if !queue.ledgerAnswers { await queue.sample() }
+                    guard queue.ledgerAnswers else {
+                        return Problem(.serviceUnavailable, "ledger.unavailable", "the ledger does not answer")
+                            .response(instance: "/readyz")
+                    }
+                    return Self.json(.ok, ["status": .string("ready")])
+                }
+            case ("GET", "/metrics"):
+                let registry = metrics
+                router.get(path) { _, _ in Self.metricsResponse(registry) }
+            default:
+                preconditionFailure("no handler for \(route.method) \(route.path)")
+            }
         }
         let listen = configuration.listen
         return Application(
@@ -84,6 +96,13 @@ public struct IntakeService: Sendable {
             onServerRunning: { await onListening("api", $0.localAddress) },
             logger: logger)
     }
+
+    /// Every route of the API, as Docs/openapi.yaml describes them (a test keeps the two in step). `/metrics` is
+    /// also served on ``IntakeServiceConfiguration/metricsListen`` when that is set.
+    public static let routes: [(method: String, path: String)] = [
+        ("POST", "/v1/submissions"), ("GET", "/v1/submissions/{id}"), ("GET", "/v1/problems/{code}"),
+        ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+    ]
 
     static func json(_ status: HTTPResponse.Status, _ members: [String: JSONValue]) -> Response {
         Response(status: status, headers: [.contentType: "application/json"],

@@ -239,7 +239,7 @@ enum Fixtures {
 
     /// Every string literal in the sources that looks like a diagnostic code (`family.name`).
     static func quotedCodes(in directory: URL) throws -> Set<String> {
-        let families = ["input", "xml", "schema", "codelist", "config", "route", "postfach", "intake", "spool", "ledger",
+        let families = ["input", "xml", "schema", "codelist", "config", "route", "postfach", "intake", "spool", "ledger", "service",
                         "report", "validation"]
         var codes: Set<String> = []
         let files = FileManager.default.enumerator(atPath: directory.path)?.compactMap { $0 as? String } ?? []
