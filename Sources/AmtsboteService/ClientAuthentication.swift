@@ -14,8 +14,9 @@ public struct IntakeRequestContext: RequestContext {
     var allowed: (schemas: Set<String>?, postfaecher: Set<String>?) = (nil, nil)
     /// The connection, to cut an upload short.
     let channel: any Channel
-    /// Stable codes of the outcome (the problem's code, the verdict), for the log line; never payload values.
-    var codes = CodeBox()
+    /// The client and the stable codes of the outcome (the problem's code, the verdict), for the log line written
+    /// after the handler returned; never payload values.
+    var codes = RequestNotes()
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -23,11 +24,18 @@ public struct IntakeRequestContext: RequestContext {
     }
 }
 
-/// Codes noted while handling one request, read by the logging middleware after the handler returned.
-final class CodeBox: @unchecked Sendable {
+/// What the logging middleware reports about a request once its handler returned: the client authentication found
+/// (the context it holds is a copy made before) and the codes noted on the way.
+final class RequestNotes: @unchecked Sendable {
     // Safety: every access holds the lock.
     private let lock = NSLock()
     private var codes: [String] = []
+    private var clientName = ClientAuthentication.anonymous
+
+    var client: String {
+        get { lock.lock(); defer { lock.unlock() }; return clientName }
+        set { lock.lock(); defer { lock.unlock() }; clientName = newValue }
+    }
 
     func note(_ code: String) {
         lock.lock(); defer { lock.unlock() }
@@ -62,6 +70,7 @@ struct ClientAuthentication: RouterMiddleware {
             return refuse("the bearer token belongs to no client", context: context, request: request)
         }
         context.client = client.name
+        context.codes.client = client.name
         context.allowed = (client.schemas, client.postfaecher)
         return try await next(request, context)
     }

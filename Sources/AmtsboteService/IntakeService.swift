@@ -146,7 +146,7 @@ struct RequestLog: RouterMiddleware {
             let route = context.endpointPath ?? "unmatched"
             let codes = context.codes.all
             logger.info("request", metadata: [
-                "request": "\(context.id)", "client": "\(context.client)", "method": "\(request.method.rawValue)",
+                "request": "\(context.id)", "client": "\(context.codes.client)", "method": "\(request.method.rawValue)",
                 "route": "\(route)", "status": "\(status.code)",
                 "codes": "\(codes.joined(separator: ","))",
                 "ms": "\(Double(elapsed.nanoseconds / 1000) / 1000)",

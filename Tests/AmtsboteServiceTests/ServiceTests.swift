@@ -171,6 +171,31 @@ struct ServiceTests {
         try await server.stop()
     }
 
+    @Test("one log line per request: request id, client, route, status, codes; never a token, header value or payload value")
+    func requestLog() async throws {
+        let log = CapturedLog()
+        let server = try await TestServer(logger: log.logger) { configuration in
+            configuration.clients = [try ServiceClient(name: "portal-a", tokenSHA256: tokenHash("secret-token-a"))]
+        }
+        let portal = #"{"reference":"Aktenzeichen-4711"}"#
+        let answer = try await server.post(try TestServer.sample("invalid/gewerbe-ohne-betrieb.xml"), query: "?wait=validation",
+                                           token: "secret-token-a", headers: [("Amtsbote-Portal-Metadata", portal)])
+        #expect(answer.status == 422)
+        _ = try await server.get("/v1/submissions/1", token: "secret-token-a")
+        try await server.stop()
+        let requests = log.lines.filter { $0.hasPrefix("info request ") }
+        #expect(requests.count == 2, "\(log.lines)")
+        let post = try #require(requests.first)
+        for field in ["client=portal-a", "codes=schema.element.unexpected", "method=POST", "route=/v1/submissions",
+                      "status=422", "request="] {
+            #expect(post.contains(field), "\(post)")
+        }
+        let everything = log.lines.joined(separator: "\n")
+        for secret in ["secret-token-a", "Aktenzeichen-4711", "Mustermann"] {
+            #expect(!everything.contains(secret), "the log carries \(secret)")
+        }
+    }
+
     @Test("429 with Retry-After once the queue is deeper than configured")
     func backpressure() async throws {
         let server = try await TestServer(workers: 0) { $0.maxQueueDepth = 2; $0.retryAfterSeconds = 7 }

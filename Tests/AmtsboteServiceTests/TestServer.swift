@@ -4,6 +4,7 @@ import AmtsboteTestSupport
 import AsyncHTTPClient
 import Crypto
 import Foundation
+import Logging
 import Metrics
 import NIOCore
 import NIOHTTP1
@@ -48,7 +49,8 @@ final class TestServer: Sendable {
     }()
 
     /// Starts a server; `workers` 0: nothing is delivered (the queue only grows).
-    init(workers: Int = 2, configure: (inout IntakeServiceConfiguration) throws -> Void = { _ in }) async throws {
+    init(workers: Int = 2, logger: Logger = Logger(label: "amtsbote.http"),
+         configure: (inout IntakeServiceConfiguration) throws -> Void = { _ in }) async throws {
         directory = try TestEnvironment.temporaryDirectory()
         ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
         backend = InMemoryBackend()
@@ -58,7 +60,8 @@ final class TestServer: Sendable {
         var configuration = IntakeServiceConfiguration(listen: ListenAddress(host: "127.0.0.1", port: 0),
                                                        depthSampleInterval: .milliseconds(20))
         try configure(&configuration)
-        let service = try IntakeService(pipeline: pipeline, configuration: configuration, metrics: Self.registry)
+        let service = try IntakeService(pipeline: pipeline, configuration: configuration, metrics: Self.registry,
+                                        logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         var services = service.services { role, address in
             if role == "api" { continuation.yield(address?.port ?? 0) }
@@ -143,4 +146,43 @@ func tokenHash(_ token: String) -> String {
     var hasher = Crypto.SHA256()
     hasher.update(data: Data(token.utf8))
     return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+}
+
+/// Log lines written through a logger made with ``logger``, kept for a test to read.
+final class CapturedLog: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var entries: [String] = []
+
+    var lines: [String] {
+        lock.lock(); defer { lock.unlock() }
+        return entries
+    }
+
+    func append(_ line: String) {
+        lock.lock(); defer { lock.unlock() }
+        entries.append(line)
+    }
+
+    var logger: Logger {
+        var logger = Logger(label: "amtsbote.http") { _ in Handler(log: self) }
+        logger.logLevel = .info
+        return logger
+    }
+
+    struct Handler: LogHandler {
+        let log: CapturedLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .info
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
+                 file: String, function: String, line: UInt) {
+            let fields = self.metadata.merging(metadata ?? [:]) { $1 }.sorted { $0.key < $1.key }
+                .map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            log.append("\(level) \(message) \(fields)")
+        }
+    }
 }
