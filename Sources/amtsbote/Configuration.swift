@@ -271,21 +271,24 @@ struct PipelineOptions: ParsableArguments {
 
     /// Reads the configuration and builds the parts. A ledger that cannot be reached is tried again for
     /// `waitingForLedger` (a worker outlasting a database restart); then it exits with 6.
+    /// A `stop` signalled while it waits for the ledger ends the command with exit 0 (nothing was begun).
     func load(_ purpose: LoadedPipeline.Purpose = .delivery, waitingForLedger: Duration = .zero,
-              requestLog: Bool = false) async throws -> LoadedPipeline {
+              requestLog: Bool = false, until stop: StopSignal? = nil) async throws -> LoadedPipeline {
         LogSetup.bootstrapOnce(level: logLevel.flatMap(Logger.Level.init(rawValue:)) ?? (requestLog ? .info : .warning))
         let deadline = ContinuousClock.now + waitingForLedger
         do {
             while true {
                 do {
                     return try await LoadedPipeline(options: self, purpose: purpose)
-                } catch let error as LedgerError where error.code == "ledger.unavailable" && ContinuousClock.now < deadline {
+                } catch let error as LedgerError where error.code == "ledger.unavailable" && ContinuousClock.now < deadline
+                                                         && !(stop?.isStopped ?? false) {
                     Logger(label: "amtsbote.config").warning("ledger unreachable; trying again",
                                                              metadata: ["code": "\(error.code)"])
                     try await Task.sleep(for: .seconds(1))
                 }
             }
         } catch let error as LedgerError {
+            if stop?.isStopped ?? false { throw ExitCode(0) }
             FileHandle.standardError.write(Data("amtsbote: \(error)\n".utf8))
             throw ExitCode(ExitStatus.ledgerUnavailable.rawValue)
         } catch {

@@ -37,7 +37,9 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try await options.load(.service, requestLog: true)
+        // Signals count from the very start (ServiceGroup's own handling would begin only once it runs).
+        let shutdown = ShutdownControl()
+        let loaded = try await options.load(.service, requestLog: true, until: shutdown.stop)
         guard let pipeline = loaded.pipeline else { throw ExitCode(ExitStatus.usage.rawValue) }
         let settings = loaded.service
         let service: IntakeService
@@ -53,7 +55,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ExitCode(ExitStatus.usage.rawValue)
         }
         let logger = Logger(label: "amtsbote.serve")
-        let stop = StopSignal()
+        let stop = shutdown.stop
         // Intakes a previous run left unfinished, and rows of workers that are gone, before the first request.
         try await pipeline.recoverWaitingForLedger(poll: .seconds(1), until: stop)
         let concurrency = workers ?? settings?.workers ?? 4
@@ -64,13 +66,20 @@ struct ServeCommand: AsyncParsableCommand {
             out.flush()
         }
         if concurrency > 0 {
+            // Stopped by the group's graceful shutdown, after the listener has drained (services stop in reverse).
             services.insert(WorkerService(worker: DeliveryWorker(pipeline: pipeline, concurrency: concurrency),
-                                          stop: stop), at: 0)
+                                          stop: StopSignal()), at: 0)
         }
-        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
-                                                      logger: logger))
+        if stop.isStopped {  // signalled during start-up: nothing was accepted yet
+            await pipeline.ledger.close()
+            return
+        }
+        let group = ServiceGroup(configuration: .init(services: services, logger: logger))
+        shutdown.onFirstSignal { Task { await group.triggerGracefulShutdown() } }
+        let running = Task { try await group.run() }
+        shutdown.onSecondSignal { running.cancel() }
         do {
-            try await group.run()
+            try await running.value
         } catch {
             FileHandle.standardError.write(Data("amtsbote: serve: \(error)\n".utf8))
             await pipeline.ledger.close()

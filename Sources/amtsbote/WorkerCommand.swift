@@ -44,9 +44,12 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loaded = try await options.load(.delivery, waitingForLedger: .milliseconds(Int64(waitForLedger * 1000)))
+        // Signals count from the very start: one during start-up ends the worker before it claims anything.
+        let shutdown = ShutdownControl()
+        let loaded = try await options.load(.delivery, waitingForLedger: .milliseconds(Int64(waitForLedger * 1000)),
+                                            until: shutdown.stop)
         guard let pipeline = loaded.pipeline else { throw ExitCode(ExitStatus.usage.rawValue) }
-        let stop = StopSignal()
+        let stop = shutdown.stop
         let worker = DeliveryWorker(pipeline: pipeline, concurrency: concurrency, batchSize: batch,
                                     poll: .milliseconds(Int64(poll * 1000)), drain: drain)
         let run = Task { () -> DeliveryWorker.Summary in
@@ -54,10 +57,7 @@ struct WorkerCommand: AsyncParsableCommand {
             try await pipeline.recoverWaitingForLedger(poll: worker.poll, until: stop)
             return try await worker.run(until: stop)
         }
-        let signals = SignalWatch(signals: [SIGTERM, SIGINT]) { count in
-            if count == 1 { stop.stop() } else { run.cancel() }
-        }
-        defer { signals.cancel() }
+        shutdown.onSecondSignal { run.cancel() }
         let summary: DeliveryWorker.Summary
         do {
             summary = try await run.value
@@ -74,6 +74,52 @@ struct WorkerCommand: AsyncParsableCommand {
         out.append("worker: \(summary.attempts) attempt(s), \(summary.delivered) delivered, "
                    + "\(summary.failed) failed or re-queued\n")
         out.flush()
+    }
+}
+
+/// SIGTERM and SIGINT for a long-running command, watched from its start: the first signal sets ``stop`` (and runs
+/// what ``onFirstSignal(_:)`` registered: a graceful shutdown); the second runs what ``onSecondSignal(_:)``
+/// registered (cancel what is in flight). A handler registered after its signal came runs at once.
+final class ShutdownControl: @unchecked Sendable {
+    let stop = StopSignal()
+    // Safety: every access to the counters and handlers holds the lock.
+    private let lock = NSLock()
+    private var signals = 0
+    private var first: [@Sendable () -> Void] = []
+    private var second: [@Sendable () -> Void] = []
+    private var watch: SignalWatch?
+
+    init() {
+        watch = SignalWatch(signals: [SIGTERM, SIGINT]) { [weak self] count in self?.signalled(count) }
+    }
+
+    deinit { watch?.cancel() }
+
+    private func signalled(_ count: Int) {
+        lock.lock()
+        signals = count
+        let run = count == 1 ? first : count == 2 ? second : []
+        lock.unlock()
+        if count == 1 { stop.stop() }
+        run.forEach { $0() }
+    }
+
+    /// Runs `handler` on the first signal (at once if it came already).
+    func onFirstSignal(_ handler: @escaping @Sendable () -> Void) {
+        lock.lock()
+        let now = signals >= 1
+        if !now { first.append(handler) }
+        lock.unlock()
+        if now { handler() }
+    }
+
+    /// Runs `handler` on the second signal (at once if it came already).
+    func onSecondSignal(_ handler: @escaping @Sendable () -> Void) {
+        lock.lock()
+        let now = signals >= 2
+        if !now { second.append(handler) }
+        lock.unlock()
+        if now { handler() }
     }
 }
 

@@ -134,7 +134,8 @@ final class Child {
     let pid: pid_t
     private(set) var status: Int32?
 
-    init(_ executable: String, _ arguments: [String], stderr: String, stdout: String = "/dev/null") throws {
+    init(_ executable: String, _ arguments: [String], stderr: String, stdout: String = "/dev/null",
+         environment: [String: String]? = nil) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -148,7 +149,11 @@ final class Child {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        let envp: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
+        defer { envp?.forEach { free($0) } }
+        let result = envp.map { envp in
+            envp.withUnsafeBufferPointer { posix_spawn(&pid, executable, &actions, nil, argv, $0.baseAddress) }
+        } ?? posix_spawn(&pid, executable, &actions, nil, argv, environ)
         guard result == 0 else { throw POSIXError(POSIXErrorCode(rawValue: result) ?? .EIO) }
         self.pid = pid
     }

@@ -40,6 +40,25 @@ struct SharedLedgerCLITests {
         await database.drop()
     }
 
+    @Test("a worker signalled while it still waits for the ledger at start exits 0 (the signal is not lost or fatal)")
+    func signalDuringStartUp() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let errors = directory.appendingPathComponent("worker.err")
+        // Port 1 on loopback: nothing listens; the worker keeps trying for up to 10 minutes.
+        var environment = ProcessInfo.processInfo.environment
+        environment["AMTSBOTE_LEDGER_URL"] = "postgres://amtsbote@127.0.0.1:1/amtsbote"
+        let child = try Child(CLI.binary.path, ["worker", "--data", directory.path, "--wait-for-ledger", "600",
+                                                "--log-level", "warning"],
+                              stderr: errors.path, environment: environment)
+        try waitUntilSync("the worker waits for the ledger") {
+            ((try? String(contentsOf: errors, encoding: .utf8)) ?? "").contains("ledger unreachable; trying again")
+        }
+        kill(child.pid, SIGTERM)
+        child.wait()
+        #expect(child.status == 0, "\((try? String(contentsOf: errors, encoding: .utf8)) ?? "")")
+    }
+
     @Test("a password inside the configured URL is refused; an unreachable server is exit 6 naming it, not the password")
     func refusals() throws {
         let directory = try TestEnvironment.temporaryDirectory()
