@@ -169,8 +169,8 @@ var package = Package(
         ),
         .testTarget(
             name: "AmtsboteServiceTests",
-            dependencies: ["AmtsboteService", "AmtsbotePipeline", "AmtsboteTestSupport", "Postfach", "XoevRouting",
-                           "XoevValidation",
+            dependencies: ["AmtsboteService", "AmtsbotePipeline", "AmtsbotePostgres", "AmtsboteTestSupport",
+                           "PostgresTestSupport", "Postfach", "XoevRouting", "XoevValidation",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "Metrics", package: "swift-metrics"),

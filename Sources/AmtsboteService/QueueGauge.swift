@@ -43,11 +43,15 @@ final class QueueGauge: Service, @unchecked Sendable {
         return ContinuousClock.now - lastSuccess < interval * 3 + .seconds(1)
     }
 
-    /// Reads the queue once.
+    /// Reads the queue once, waiting at most two seconds for the ledger (a readiness probe must not hang).
     func sample() async {
         do {
-            let counts = try await ledger.counts()
-            let next = try await ledger.nextAttempt()
+            let ledger = ledger
+            let (counts, next) = try await withDeadline(.seconds(2), onTimeout: {
+                LedgerError(code: "ledger.unavailable", message: "no answer within 2 s")
+            }) {
+                (try await ledger.counts(), try await ledger.nextAttempt())
+            }
             note(pending: Self.pendingStates.reduce(0) { $0 + (counts[$1] ?? 0) })
             for (state, gauge) in gauges { gauge.record(counts[state] ?? 0) }
             oldestDue.record(max(0, next.map { Date().timeIntervalSince($0) } ?? 0))

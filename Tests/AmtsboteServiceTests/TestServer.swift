@@ -1,4 +1,5 @@
 import AmtsbotePipeline
+import AmtsbotePostgres
 @testable import AmtsboteService
 import AmtsboteTestSupport
 import AsyncHTTPClient
@@ -15,11 +16,12 @@ import Testing
 import XoevRouting
 import XoevValidation
 
-/// A live `IntakeService` on 127.0.0.1 (a free port), over an SQLite ledger in a temporary folder, delivering into
+/// A live `IntakeService` on 127.0.0.1 (a free port), over an SQLite ledger in a temporary folder (or a given
+/// PostgreSQL ledger), delivering into
 /// an in-memory Postfach with in-process workers, and an HTTP client for it.
 final class TestServer: Sendable {
     let directory: URL
-    let ledger: SQLiteLedger
+    let ledger: any LedgerStore
     let backend: InMemoryBackend
     let pipeline: Pipeline
     let port: Int
@@ -49,13 +51,22 @@ final class TestServer: Sendable {
     }()
 
     /// Starts a server; `workers` 0: nothing is delivered (the queue only grows).
-    init(workers: Int = 2, logger: Logger = Logger(label: "amtsbote.http"),
+    init(workers: Int = 2, logger: Logger = Logger(label: "amtsbote.http"), postgres: PostgresLedger? = nil,
+         backend: InMemoryBackend = InMemoryBackend(),
          configure: (inout IntakeServiceConfiguration) throws -> Void = { _ in }) async throws {
         directory = try TestEnvironment.temporaryDirectory()
-        ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
-        backend = InMemoryBackend()
+        let payloads: any PayloadStore
+        if let postgres {
+            ledger = postgres
+            payloads = try PostgresPayloadStore(ledger: postgres, scratch: directory.appendingPathComponent("scratch"))
+        } else {
+            ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
+            payloads = FilesystemPayloadStore()
+        }
+        self.backend = backend
         pipeline = Pipeline(validator: Self.validator, router: Self.router, backends: BackendSelection(default: backend),
                             ledger: ledger, spool: try Spool(directory: directory.appendingPathComponent("spool")),
+                            payloads: payloads,
                             retry: RetryPolicy(maxAttempts: 3, initialDelay: .milliseconds(10)), deliversOnIntake: false)
         var configuration = IntakeServiceConfiguration(listen: ListenAddress(host: "127.0.0.1", port: 0),
                                                        depthSampleInterval: .milliseconds(20))
