@@ -14,6 +14,9 @@ public final class SQLiteLedger: LedgerStore {
     private let wakeUps: WakeUps
     /// Outcomes of concurrent attempts, written together.
     private let finishes: CommitBatcher<Submission, Bool>
+    /// The intake's writes (record, verdict, queueing) of concurrent callers, committed together: each in its own
+    /// savepoint (one failing rolls back only itself), one flush to disk for the batch.
+    private let intakeWrites: CommitBatcher<SQLiteWriteJob, SQLiteWriteOutcome>
 
     /// Opens (and migrates) the ledger at `path`; `:memory:` for a throwaway ledger. `readOnly` opens an existing
     /// ledger for listing without changing anything (no migration; a missing file lists as empty).
@@ -24,6 +27,10 @@ public final class SQLiteLedger: LedgerStore {
         finishes = CommitBatcher { outcomes in
             guard let ledger = box.ledger else { throw LedgerError(code: "ledger.unavailable", message: "the ledger is closed") }
             return try ledger.finishAll(outcomes)
+        }
+        intakeWrites = CommitBatcher(maximum: 64) { jobs in
+            guard let ledger = box.ledger else { throw LedgerError(code: "ledger.unavailable", message: "the ledger is closed") }
+            return try ledger.run(jobs)
         }
 
         var configuration = Configuration()
@@ -178,13 +185,43 @@ public final class SQLiteLedger: LedgerStore {
 
     /// GRDB's blocking write and read (its async variants would hop threads for statements of microseconds).
     private func write<T>(_ body: (Database) throws -> T) throws -> T { try database.write(body) }
+
+    /// `body` in the next group commit of intake writes (see ``intakeWrites``).
+    private func groupWrite<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        switch try await intakeWrites.submit(SQLiteWriteJob { db in try body(db) }) {
+        case .value(let value):
+            guard let typed = value as? T else { throw LedgerError(code: "ledger.unavailable", message: "a write's result was lost") }
+            return typed
+        case .failure(let error):
+            throw error
+        }
+    }
+
+    /// One transaction for a batch of jobs, each in a savepoint of its own.
+    private func run(_ jobs: [SQLiteWriteJob]) throws -> [SQLiteWriteOutcome] {
+        try database.write { db in
+            jobs.map { job in
+                var outcome = SQLiteWriteOutcome.failure(LedgerError(code: "ledger.unavailable", message: "not written"))
+                do {
+                    try db.inSavepoint {
+                        outcome = .value(try job.body(db))
+                        return .commit
+                    }
+                } catch {
+                    outcome = .failure(error)
+                }
+                return outcome
+            }
+        }
+    }
     private func read<T>(_ body: (Database) throws -> T) throws -> T { try database.read(body) }
 
     // MARK: Intake
 
     public func recordReceived(source: String, at date: Date, origin: IntakeOrigin) async throws -> Submission {
-        try write { db in
-            var row = Submission(source: source, receivedAt: date, owner: identity.description)
+        let owner = identity.description
+        return try await groupWrite { db in
+            var row = Submission(source: source, receivedAt: date, owner: owner)
             row.client = origin.client
             row.portalMetadata = origin.portalMetadata
             let names = Self.columns.joined(separator: ", ")
@@ -199,9 +236,9 @@ public final class SQLiteLedger: LedgerStore {
     public func update(_ submission: Submission, from expected: SubmissionState) async throws -> Bool {
         var row = submission
         row.updatedAt = Date()
-        let saved = row
-        return try write { db in
-            try Self.write(db, saved, where: "state = ? AND owner IS ?", [expected.rawValue, identity.description])
+        let saved = row, owner = identity.description
+        return try await groupWrite { db in
+            try Self.write(db, saved, where: "state = ? AND owner IS ?", [expected.rawValue, owner])
         }
     }
 
@@ -216,7 +253,8 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission {
-        let saved: Submission = try write { db in
+        let identity = identity
+        let saved: Submission = try await groupWrite { db in
             let now = Date()
             var row = submission
             row.updatedAt = now
@@ -597,4 +635,15 @@ public final class WakeUps: @unchecked Sendable {
         lock.unlock()
         continuation?.resume()
     }
+}
+
+/// A write handed to the intake's group commit.
+struct SQLiteWriteJob: Sendable {
+    let body: @Sendable (Database) throws -> any Sendable
+}
+
+/// What one job of a group commit gave.
+enum SQLiteWriteOutcome: Sendable {
+    case value(any Sendable)
+    case failure(any Error)
 }
