@@ -79,6 +79,8 @@ public protocol LedgerStore: Sendable {
     func submissions(states: [SubmissionState]?, limit: Int?) async throws -> [Submission]
     /// Number of submissions per state.
     func counts() async throws -> [SubmissionState: Int]
+    /// The delivery queue per Postfach: rows `queued` and `running`, and the oldest due time of the queued ones.
+    func queueByPostfach() async throws -> [PostfachQueue]
     /// The highest row id so far (0 for an empty ledger).
     func newestID() async throws -> Int64
 
@@ -123,6 +125,22 @@ extension ProcessIdentity {
     /// other machines count as running: only their leases tell.
     public static func ownerIsAlive(_ owner: String?) -> Bool {
         owner.flatMap(ProcessIdentity.init)?.isAlive ?? false
+    }
+}
+
+/// One Postfach's share of the delivery queue (``LedgerStore/queueByPostfach()``).
+public struct PostfachQueue: Sendable, Hashable {
+    public var postfach: String
+    public var queued: Int
+    public var running: Int
+    /// The earliest `nextAttemptAt` of its queued rows.
+    public var oldestDue: Date?
+
+    public init(postfach: String, queued: Int, running: Int, oldestDue: Date?) {
+        self.postfach = postfach
+        self.queued = queued
+        self.running = running
+        self.oldestDue = oldestDue
     }
 }
 

@@ -438,6 +438,27 @@ public final class SQLiteLedger: LedgerStore {
         }
     }
 
+    public func queueByPostfach() async throws -> [PostfachQueue] {
+        try read { db in
+            var queues: [String: PostfachQueue] = [:]
+            for row in try Row.fetchAll(db, sql: """
+                SELECT postfach, state, COUNT(*) AS n, MIN(nextAttemptAt) AS due FROM submission
+                WHERE state IN ('queued', 'running') AND postfach IS NOT NULL GROUP BY postfach, state
+                """) {
+                let postfach: String = row["postfach"]
+                var queue = queues[postfach] ?? PostfachQueue(postfach: postfach, queued: 0, running: 0, oldestDue: nil)
+                if row["state"] == "queued" {
+                    queue.queued = row["n"]
+                    queue.oldestDue = row["due"]
+                } else {
+                    queue.running = row["n"]
+                }
+                queues[postfach] = queue
+            }
+            return queues.values.sorted { $0.postfach < $1.postfach }
+        }
+    }
+
     public func newestID() async throws -> Int64 {
         try read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM submission") ?? 0 }
     }

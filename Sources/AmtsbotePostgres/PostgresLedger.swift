@@ -503,6 +503,27 @@ public final class PostgresLedger: LedgerStore {
         }
     }
 
+    public func queueByPostfach() async throws -> [PostfachQueue] {
+        try await run { [self] in
+            let result = try await client.query("""
+                SELECT postfach, state, COUNT(*), MIN(next_attempt_at) FROM submission
+                WHERE state IN ('queued', 'running') AND postfach IS NOT NULL GROUP BY postfach, state
+                """, logger: logger)
+            var queues: [String: PostfachQueue] = [:]
+            for try await (postfach, state, n, due) in result.decode((String, String, Int64, Date?).self) {
+                var queue = queues[postfach] ?? PostfachQueue(postfach: postfach, queued: 0, running: 0, oldestDue: nil)
+                if state == "queued" {
+                    queue.queued = Int(n)
+                    queue.oldestDue = due
+                } else {
+                    queue.running = Int(n)
+                }
+                queues[postfach] = queue
+            }
+            return queues.values.sorted { $0.postfach < $1.postfach }
+        }
+    }
+
     public func newestID() async throws -> Int64 {
         try await run { [self] in
             let result = try await client.query("SELECT COALESCE(MAX(id), 0) FROM submission", logger: logger)

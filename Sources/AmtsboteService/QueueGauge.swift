@@ -16,6 +16,7 @@ final class QueueGauge: Service, @unchecked Sendable {
     private var pendingCount = 0
     private var lastSuccess: ContinuousClock.Instant?
     private var gauges: [SubmissionState: Gauge] = [:]
+    private var postfachGauges: [String: (queued: Gauge, running: Gauge, oldestDue: Gauge)] = [:]
     private let oldestDue = Gauge(label: "amtsbote_queue_oldest_due_seconds")
 
     /// States of work not yet finished: what backpressure counts.
@@ -47,16 +48,46 @@ final class QueueGauge: Service, @unchecked Sendable {
     func sample() async {
         do {
             let ledger = ledger
-            let (counts, next) = try await withDeadline(.seconds(2), onTimeout: {
+            let (counts, next, postfaecher) = try await withDeadline(.seconds(2), onTimeout: {
                 LedgerError(code: "ledger.unavailable", message: "no answer within 2 s")
             }) {
-                (try await ledger.counts(), try await ledger.nextAttempt())
+                (try await ledger.counts(), try await ledger.nextAttempt(), try await ledger.queueByPostfach())
             }
+            record(postfaecher)
             note(pending: Self.pendingStates.reduce(0) { $0 + (counts[$1] ?? 0) })
             for (state, gauge) in gauges { gauge.record(counts[state] ?? 0) }
             oldestDue.record(max(0, next.map { Date().timeIntervalSince($0) } ?? 0))
         } catch {
             logger.warning("queue depth unreadable", metadata: ["code": "\((error as? LedgerError)?.code ?? "ledger.unavailable")"])
+        }
+    }
+
+    /// `amtsbote_postfach_queue{postfach,state}` and `amtsbote_postfach_oldest_due_seconds{postfach}`; a Postfach
+    /// whose queue emptied is set to 0 (it stays listed until the process ends).
+    private func record(_ queues: [PostfachQueue]) {
+        let now = Date()
+        let seen = Set(queues.map(\.postfach))
+        let gone = lock.withLock { Set(postfachGauges.keys).subtracting(seen) }
+        for postfach in gone {
+            let (queued, running, oldest) = gauges(for: postfach)
+            [queued, running, oldest].forEach { $0.record(0) }
+        }
+        for queue in queues {
+            let (queued, running, oldest) = gauges(for: queue.postfach)
+            queued.record(queue.queued)
+            running.record(queue.running)
+            oldest.record(max(0, queue.oldestDue.map { now.timeIntervalSince($0) } ?? 0))
+        }
+    }
+
+    private func gauges(for postfach: String) -> (queued: Gauge, running: Gauge, oldestDue: Gauge) {
+        lock.withLock {
+            if let known = postfachGauges[postfach] { return known }
+            let made = (Gauge(label: "amtsbote_postfach_queue", dimensions: [("postfach", postfach), ("state", "queued")]),
+                        Gauge(label: "amtsbote_postfach_queue", dimensions: [("postfach", postfach), ("state", "running")]),
+                        Gauge(label: "amtsbote_postfach_oldest_due_seconds", dimensions: [("postfach", postfach)]))
+            postfachGauges[postfach] = made
+            return made
         }
     }
 

@@ -139,8 +139,14 @@ public enum LedgerConformance {
         }
         #expect(try await ledger.claimDue(limit: 3, dueBy: Date().addingTimeInterval(-3600), leaseFor: .seconds(60)).isEmpty,
                 "nothing was due an hour ago")
+        let queued = try await ledger.queueByPostfach()
+        #expect(queued.map(\.postfach) == ["conformance"])
+        #expect(queued.first?.queued == 5 && queued.first?.running == 0)
+        #expect(queued.first?.oldestDue.map { $0 <= Date().addingTimeInterval(1) } == true)
         let batch = try await ledger.claimDue(limit: 3, dueBy: nil, leaseFor: .seconds(60))
         #expect(batch.count == 3, "the limit is kept")
+        let afterClaim = try await ledger.queueByPostfach()
+        #expect(afterClaim.map { [$0.queued, $0.running] } == [[2, 3]], "\(afterClaim)")
         #expect(Set(batch.compactMap(\.leaseToken)).count == 3, "each claim has its own token")
         #expect(batch.allSatisfy { $0.state == .running && $0.attempts == 1 && $0.owner == me.description })
         let rest = try await ledger.claimDue(limit: 10, dueBy: nil, leaseFor: .seconds(60))

@@ -231,6 +231,7 @@ final class RecordingLedger: LedgerStore, @unchecked Sendable {
     func releaseIdempotencyKey(client: String, key: String) async throws {
         try await base.releaseIdempotencyKey(client: client, key: key)
     }
+    func queueByPostfach() async throws -> [PostfachQueue] { try await base.queueByPostfach() }
     func purgeIdempotencyKeys(completedBefore date: Date) async throws -> Int {
         try await base.purgeIdempotencyKeys(completedBefore: date)
     }

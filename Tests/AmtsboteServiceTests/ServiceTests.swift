@@ -210,6 +210,11 @@ struct ServiceTests {
         }
         #expect(refused?.headers.first(name: "Retry-After") == "7")
         #expect(refused?.json["code"] as? String == "service.busy")
+        // The queue per Postfach in the metrics (its values come from queueByPostfach, checked by the ledger
+        // conformance suite; the registry is shared by every test server of this process, so only the series here).
+        let metrics = try await server.get("/metrics").body
+        #expect(metrics.contains(#"amtsbote_postfach_queue{postfach="gemeinde-05315000-koeln",state="queued"}"#), "\(metrics)")
+        #expect(metrics.contains(#"amtsbote_postfach_oldest_due_seconds{postfach="gemeinde-05315000-koeln"}"#))
         try await server.stop()
     }
 
