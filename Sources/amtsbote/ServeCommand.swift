@@ -67,8 +67,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if concurrency > 0 {
             // Stopped by the group's graceful shutdown, after the listener has drained (services stop in reverse).
-            services.insert(WorkerService(worker: DeliveryWorker(pipeline: pipeline, concurrency: concurrency),
-                                          stop: StopSignal()), at: 0)
+            services.insert(DeliveryWorkerService(worker: DeliveryWorker(pipeline: pipeline, concurrency: concurrency)),
+                            at: 0)
         }
         if stop.isStopped {  // signalled during start-up: nothing was accepted yet
             await pipeline.ledger.close()
@@ -107,20 +107,5 @@ struct ServeCommand: AsyncParsableCommand {
                               postfaecher: client.postfaecher.map(Set.init))
         }
         return configuration
-    }
-}
-
-/// In-process delivery workers as a service: on graceful shutdown they stop claiming, and the deliveries in flight
-/// finish and are recorded.
-struct WorkerService: Service {
-    let worker: DeliveryWorker
-    let stop: StopSignal
-
-    func run() async throws {
-        try await withGracefulShutdownHandler {
-            _ = try await worker.run(until: stop)
-        } onGracefulShutdown: {
-            stop.stop()
-        }
     }
 }

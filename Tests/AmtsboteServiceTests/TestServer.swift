@@ -77,10 +77,9 @@ final class TestServer: Sendable {
         var services = service.services { role, address in
             if role == "api" { continuation.yield(address?.port ?? 0) }
         }
-        let stop = StopSignal()
         if workers > 0 {
-            services.insert(Worker(worker: DeliveryWorker(pipeline: pipeline, concurrency: workers,
-                                                          poll: .milliseconds(50)), stop: stop), at: 0)
+            services.insert(DeliveryWorkerService(worker: DeliveryWorker(pipeline: pipeline, concurrency: workers,
+                                                                         poll: .milliseconds(50))), at: 0)
         }
         let group = ServiceGroup(configuration: .init(services: services, logger: .init(label: "test.server")))
         self.group = group
@@ -135,20 +134,6 @@ final class TestServer: Sendable {
 
     static func sample(_ name: String) throws -> Data {
         try Data(contentsOf: TestEnvironment.projectRoot.appendingPathComponent("Samples").appendingPathComponent(name))
-    }
-}
-
-/// In-process delivery workers, stopped by the group's graceful shutdown.
-struct Worker: Service {
-    let worker: DeliveryWorker
-    let stop: StopSignal
-
-    func run() async throws {
-        try await withGracefulShutdownHandler {
-            _ = try await worker.run(until: stop)
-        } onGracefulShutdown: {
-            stop.stop()
-        }
     }
 }
 
