@@ -186,6 +186,19 @@ final class Child {
 
     func kill() { _ = Glibc.kill(pid, SIGKILL) }
 
+    /// Whether the child has taken over `signal` (caught or ignored, per /proc/PID/status): before that, during its
+    /// start-up, the signal's default action would end it. A test that stops a child by a signal waits for this.
+    func handles(_ signal: Int32) -> Bool {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
+        let bit = UInt64(1) << UInt64(signal - 1)
+        return status.split(separator: "\n").contains { line in
+            guard line.hasPrefix("SigCgt:") || line.hasPrefix("SigIgn:"),
+                  let mask = UInt64(line.split(separator: "\t").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "",
+                                    radix: 16) else { return false }
+            return mask & bit != 0
+        }
+    }
+
     /// Blocks until the child has exited.
     func wait() {
         guard status == nil else { return }

@@ -118,7 +118,11 @@ struct WorkerCrashTests {
             guard ContinuousClock.now < guardTime else { Issue.record("not everything was delivered within 15 minutes"); break }
             try await Task.sleep(for: .milliseconds(200))
         }
-        // SIGTERM: each worker finishes what it holds and exits 0.
+        // SIGTERM: each worker finishes what it holds and exits 0. A worker started in the last round may still be
+        // starting up (its signal handling not yet installed, as in any process): wait until it handles SIGTERM.
+        for worker in workers {
+            try await waitUntil("the worker handles SIGTERM") { !worker.isRunning() || worker.handles(SIGTERM) }
+        }
         for worker in workers { _ = Glibc.kill(worker.pid, SIGTERM) }
         for worker in workers {
             worker.wait()
