@@ -99,17 +99,14 @@ public struct Pipeline: Sendable {
     /// Takes one file: records it, spools and validates it, routes it, and queues it (making the first delivery
     /// attempt when ``deliversOnIntake``). Returns the ledger row as it stands afterwards.
     public func submit(file path: String) async throws -> Submission {
-        var submission = try await ledger.recordReceived(source: path, at: Date())
+        let submission = try await ledger.recordReceived(source: path, at: Date())
         inFlight.insert(submission.id)
         defer { inFlight.remove(submission.id) }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno))
-            submission.state = .abandoned
-            submission.owner = nil
-            submission.reasonCode = "input.unreadable"
-            submission.reason = "cannot open: \(reason)"
-            return try await save(submission, from: .received)
+            return try await keep(submission, as: .abandoned, code: "input.unreadable", reason: "cannot open: \(reason)",
+                                  from: .received)
         }
         defer { close(fd) }
         return try await submit(fileDescriptor: fd, named: path, recorded: submission)
@@ -165,16 +162,11 @@ public struct Pipeline: Sendable {
     }
 
     func abandon(_ recorded: Submission, code: String, reason: String) async throws -> Submission {
-        var submission = recorded
-        let id = submission.id ?? 0
+        let id = recorded.id ?? 0
         try? await payloads.removeIncomplete(submission: id)
         spool.removeIncompleteFile(of: id)
-        submission.state = .abandoned
-        submission.owner = nil
-        submission.reasonCode = code
-        submission.reason = reason
         logger.error("intake failed", metadata: ["submission": "\(id)", "code": "\(code)"])
-        return try await save(submission, from: .received)
+        return try await keep(recorded, as: .abandoned, code: code, reason: reason, from: .received)
     }
 
     /// The payload is kept in the spool: records the verdict, then routes and queues a valid submission.
@@ -195,21 +187,17 @@ public struct Pipeline: Sendable {
         }), as: UTF8.self)
         guard report.isValid else {
             let first = report.errors.first
-            submission.state = .rejected
-            submission.owner = nil
-            submission.reasonCode = first?.code ?? "validation.incomplete"
-            submission.reason = first.map { Self.place(of: $0) } ?? "invalid"
-            logger.info("rejected", metadata: ["submission": "\(id)", "code": "\(submission.reasonCode ?? "")",
+            let code = first?.code ?? "validation.incomplete"
+            logger.info("rejected", metadata: ["submission": "\(id)", "code": "\(code)",
                                                "line": "\(first?.line ?? 0)", "path": "\(first?.path ?? "")"])
-            return try await save(submission, from: .received)
+            return try await keep(submission, as: .rejected, code: code,
+                                  reason: first.map { Self.place(of: $0) } ?? "invalid", from: .received)
         }
         if let schemas = policy.schemas, !schemas.contains(submission.schemaId ?? "") {
-            submission.state = .rejected
-            submission.owner = nil
-            submission.reasonCode = "service.schema-forbidden"
-            submission.reason = "the client may not submit documents of schema \(submission.schemaId ?? "(none)")"
             logger.info("refused", metadata: ["submission": "\(id)", "code": "service.schema-forbidden"])
-            return try await save(submission, from: .received)
+            return try await keep(submission, as: .rejected, code: "service.schema-forbidden",
+                                  reason: "the client may not submit documents of schema \(submission.schemaId ?? "(none)")",
+                                  from: .received)
         }
         let captured = report.captured
         submission.messageId = captured["messageId"].flatMap { Delivery.isValidID($0) ? $0 : nil }
@@ -218,6 +206,17 @@ public struct Pipeline: Sendable {
         submission.routingKeys = String(decoding: try JSONEncoder().encode(StoredKeys(keys)), as: UTF8.self)
         submission.state = .validated
         return try await routeAndQueue(try await save(submission, from: .received), policy: policy)
+    }
+
+    /// Ends a row of this process in a kept state (`rejected`, `unroutable`, `abandoned`) with its reason.
+    private func keep(_ row: Submission, as state: SubmissionState, code: String, reason: String,
+                      from expected: SubmissionState) async throws -> Submission {
+        var submission = row
+        submission.state = state
+        submission.owner = nil
+        submission.reasonCode = code
+        submission.reason = reason
+        return try await save(submission, from: expected)
     }
 
     /// "line 3, column 7 (/p:a/p:b)": where a finding is, without its message (which may quote personal data).
@@ -233,19 +232,13 @@ public struct Pipeline: Sendable {
             ?? RoutingKeys()
         switch router.route(keys, at: submission.receivedAt) {
         case .failure(let unroutable):
-            submission.state = .unroutable
-            submission.owner = nil
-            submission.reasonCode = unroutable.code
-            submission.reason = unroutable.message
             logger.info("unroutable", metadata: ["submission": "\(submission.id ?? 0)", "code": "\(unroutable.code)"])
-            return try await save(submission, from: .validated)
+            return try await keep(submission, as: .unroutable, code: unroutable.code, reason: unroutable.message,
+                                  from: .validated)
         case .success(let decision) where !(policy.postfaecher?.contains(decision.postfach.value) ?? true):
-            submission.state = .rejected
-            submission.owner = nil
-            submission.reasonCode = "service.postfach-forbidden"
-            submission.reason = "the client may not submit to Postfach \(decision.postfach.value)"
             logger.info("refused", metadata: ["submission": "\(submission.id ?? 0)", "code": "service.postfach-forbidden"])
-            return try await save(submission, from: .validated)
+            return try await keep(submission, as: .rejected, code: "service.postfach-forbidden",
+                                  reason: "the client may not submit to Postfach \(decision.postfach.value)", from: .validated)
         case .success(let decision):
             submission.postfach = decision.postfach.value
             submission.routing = String(decoding: try JSONEncoder().encode(RoutingSummary(decision)), as: UTF8.self)
@@ -279,9 +272,8 @@ public struct Pipeline: Sendable {
             // Metrics of the attempt (swift-metrics; a no-op unless the process bootstrapped a backend).
             let outcome = submission.state == .delivered ? "delivered" : submission.state == .dead ? "dead" : "retry"
             Counter(label: "amtsbote_delivery_attempts_total", dimensions: [("outcome", outcome)]).increment()
-            let elapsed = (ContinuousClock.now - started).components
             Metrics.Timer(label: "amtsbote_delivery_duration_seconds", preferredDisplayUnit: .seconds)
-                .recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+                .recordNanoseconds((ContinuousClock.now - started).nanoseconds)
             if submission.state == .dead { Counter(label: "amtsbote_dead_letters_total").increment() }
         }
         let heartbeat = startHeartbeat(for: submission, watch: lease)

@@ -35,8 +35,8 @@ public final class SQLiteLedger: LedgerStore {
 
         var configuration = Configuration()
         configuration.prepareDatabase { db in
-            // Write-ahead log: a commit appends to one file instead of creating and deleting a journal (4× the
-            // intake rate of `serve`), and readers (`deliveries`) never block the writer. FULL: every commit is
+            // Write-ahead log: a commit appends to one file instead of creating and deleting a journal (over 3×
+            // the intake rate of `serve`), and readers (`deliveries`) never block the writer. FULL: every commit is
             // on disk before the call returns.
             if !readOnly {
                 try db.execute(sql: "PRAGMA journal_mode = WAL")
@@ -185,6 +185,7 @@ public final class SQLiteLedger: LedgerStore {
 
     /// GRDB's blocking write and read (its async variants would hop threads for statements of microseconds).
     private func write<T>(_ body: (Database) throws -> T) throws -> T { try database.write(body) }
+    private func read<T>(_ body: (Database) throws -> T) throws -> T { try database.read(body) }
 
     /// `body` in the next group commit of intake writes (see ``intakeWrites``).
     private func groupWrite<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -214,7 +215,6 @@ public final class SQLiteLedger: LedgerStore {
             }
         }
     }
-    private func read<T>(_ body: (Database) throws -> T) throws -> T { try database.read(body) }
 
     // MARK: Intake
 

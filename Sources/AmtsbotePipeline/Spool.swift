@@ -84,7 +84,6 @@ public final class SpoolWriter: @unchecked Sendable {
     private let final: URL
     private let temporary: URL
     private let directory: URL
-    private let name: String
     private var output: Int32
     private let document: DocumentValidation
     private var decided = false
@@ -99,7 +98,6 @@ public final class SpoolWriter: @unchecked Sendable {
         directory = spool.directory
         final = directory.appendingPathComponent("\(submission).xml")
         temporary = directory.appendingPathComponent(".\(submission).xml.tmp")
-        self.name = name
         output = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
         guard output >= 0 else {
             throw SpoolError("cannot create \(temporary.path): \(String(cString: strerror(errno)))")

@@ -70,7 +70,7 @@ public final class PostgresLedger: LedgerStore {
 
     public func reserveIdempotencyKey(client: String, key: String,
                                       for duration: Duration) async throws -> IdempotencyReservation {
-        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = duration.milliseconds
         return try await run { [self] in
             // Inserted, or taken over from a reservation whose time ran out: ours. Otherwise the row says what holds it.
             let taken = try await self.client.query("""

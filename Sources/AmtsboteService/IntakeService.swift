@@ -126,12 +126,6 @@ public struct IntakeService: Sendable {
     }
 }
 
-extension Duration {
-    var nanoseconds: Int64 {
-        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
-    }
-}
-
 /// One log line per request (request id, client, method, route, status, codes, duration), and the request
 /// metrics. Never a header value, a query value or a byte of the body.
 struct RequestLog: RouterMiddleware {

@@ -48,15 +48,16 @@ final class QueueGauge: Service, @unchecked Sendable {
     func sample() async {
         do {
             let ledger = ledger
-            let (counts, next, postfaecher) = try await withDeadline(.seconds(2), onTimeout: {
+            let (counts, postfaecher) = try await withDeadline(.seconds(2), onTimeout: {
                 LedgerError(code: "ledger.unavailable", message: "no answer within 2 s")
             }) {
-                (try await ledger.counts(), try await ledger.nextAttempt(), try await ledger.queueByPostfach())
+                (try await ledger.counts(), try await ledger.queueByPostfach())
             }
             record(postfaecher)
             note(pending: Self.pendingStates.reduce(0) { $0 + (counts[$1] ?? 0) })
             for (state, gauge) in gauges { gauge.record(counts[state] ?? 0) }
-            oldestDue.record(max(0, next.map { Date().timeIntervalSince($0) } ?? 0))
+            let oldest = postfaecher.compactMap(\.oldestDue).min()
+            oldestDue.record(max(0, oldest.map { Date().timeIntervalSince($0) } ?? 0))
         } catch {
             logger.warning("queue depth unreadable", metadata: ["code": "\((error as? LedgerError)?.code ?? "ledger.unavailable")"])
         }

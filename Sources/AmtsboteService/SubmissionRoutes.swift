@@ -108,17 +108,9 @@ struct SubmissionRoutes: Sendable {
                                        origin: IntakeOrigin(client: context.client, portalMetadata: portal))
         }
         let id = incoming.recorded.id ?? 0
-        var received: Int64 = 0
-        var overLimit = false
+        let withinLimit: Bool
         do {
-            for try await buffer in request.body {
-                received += Int64(buffer.readableBytes)
-                if received > configuration.maxBodyBytes {
-                    overLimit = true
-                    break
-                }
-                try buffer.withUnsafeReadableBytes { _ = try incoming.write($0) }
-            }
+            withinLimit = try await readBody(request) { piece in _ = try incoming.write(piece) }
         } catch let error as SpoolError {
             _ = try? await incoming.abandon(code: "spool.failed", reason: error.message)
             throw ProblemError(Problem(.serviceUnavailable, "spool.failed", "the payload could not be kept"))
@@ -128,14 +120,14 @@ struct SubmissionRoutes: Sendable {
             context.codes.note("service.body-incomplete")
             throw error
         }
-        if overLimit {
+        if !withinLimit {
             _ = try? await incoming.abandon(code: "service.too-large",
                                             reason: "the body crossed \(configuration.maxBodyBytes) bytes")
             cut(context)
             throw ProblemError(tooLarge(extras: ["id": .string(String(id))]))
         }
         let policy = IntakePolicy(schemas: context.allowed.schemas, postfaecher: context.allowed.postfaecher)
-        let submission = try await unavailableIfThrows { try await incoming.complete(policy: policy) }
+        let submission = try await unavailableIfThrows(bodyRead: true) { try await incoming.complete(policy: policy) }
         Counter(label: "amtsbote_verdicts_total",
                 dimensions: [("code", submission.state == .rejected ? submission.reasonCode ?? "rejected" : "valid")])
             .increment()
@@ -185,14 +177,9 @@ struct SubmissionRoutes: Sendable {
     /// A repeat of a completed key: the body is hashed (not kept); the same body gets the first answer again.
     private func replay(_ outcome: IdempotencyOutcome, request: Request, context: IntakeRequestContext) async throws -> Response {
         var hasher = SHA256()
-        var received: Int64 = 0
-        for try await buffer in request.body {
-            received += Int64(buffer.readableBytes)
-            if received > configuration.maxBodyBytes {
-                cut(context)
-                throw ProblemError(tooLarge())
-            }
-            buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+        guard try await readBody(request, { hasher.update(bufferPointer: $0) }) else {
+            cut(context)
+            throw ProblemError(tooLarge())
         }
         let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         guard digest == outcome.requestSHA256 else {
@@ -326,13 +313,25 @@ struct SubmissionRoutes: Sendable {
         return problem
     }
 
+    /// Hands the body to `take` piece by piece, up to ``IntakeServiceConfiguration/maxBodyBytes``; false when it
+    /// went past the limit (the rest is left unread).
+    private func readBody(_ request: Request, _ take: (UnsafeRawBufferPointer) throws -> Void) async throws -> Bool {
+        var received: Int64 = 0
+        for try await buffer in request.body {
+            received += Int64(buffer.readableBytes)
+            guard received <= configuration.maxBodyBytes else { return false }
+            try buffer.withUnsafeReadableBytes(take)
+        }
+        return true
+    }
+
     /// Runs a ledger call; an unreachable ledger becomes a 503 problem.
-    private func unavailableIfThrows<T>(_ body: () async throws -> T) async throws -> T {
+    private func unavailableIfThrows<T>(bodyRead: Bool = false, _ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch let error as LedgerError {
             logger.warning("ledger call failed", metadata: ["code": "\(error.code)"])
-            throw ProblemError(unavailable(), bodyUnread: true)
+            throw ProblemError(unavailable(), bodyUnread: !bodyRead)
         }
     }
 

@@ -76,7 +76,8 @@ struct ServeProcessTests {
     func drainOnSigterm() async throws {
         let directory = try TestEnvironment.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let server = try Server.start(in: directory)
+        // Half-sent uploads wait while the test checks and signals: no idle timeout may end them meanwhile.
+        let server = try Server.start(in: directory, service: #"{"listen": "127.0.0.1:0", "workers": 2, "idleTimeoutSeconds": 600}"#)
         let bodies = try (0..<3).map { _ in try Self.uniqueSubmission() }
         let connections = try bodies.map { body -> RawConnection in
             let connection = try RawConnection(port: server.port)
