@@ -10,16 +10,20 @@ public struct DeliveryWorker: Sendable {
     public let concurrency: Int
     /// Rows claimed per transaction at most (1: single-row claims).
     public let batchSize: Int
+    /// Claims sent at once when free slots outnumber ``batchSize`` (each its own transaction, on its own connection
+    /// where the ledger has a pool): small claims then wait for their round trips and commits side by side.
+    public let parallelClaims: Int
     /// How long an idle worker waits for a notification before it looks again (drawn between half and the whole).
     public let poll: Duration
     /// Stop as soon as nothing is due (and nothing runs) instead of waiting for more work.
     public let drain: Bool
 
-    public init(pipeline: Pipeline, concurrency: Int = 4, batchSize: Int? = nil, poll: Duration = .seconds(2),
-                drain: Bool = false) {
+    public init(pipeline: Pipeline, concurrency: Int = 4, batchSize: Int? = nil, parallelClaims: Int = 4,
+                poll: Duration = .seconds(2), drain: Bool = false) {
         self.pipeline = pipeline
         self.concurrency = max(1, concurrency)
         self.batchSize = max(1, batchSize ?? concurrency)
+        self.parallelClaims = max(1, parallelClaims)
         self.poll = poll
         self.drain = drain
     }
@@ -46,16 +50,14 @@ public struct DeliveryWorker: Sendable {
             while !stop.isStopped {
                 try Task.checkCancellation()
                 let free = concurrency - state.running
+                let wanted = min(free, batchSize * parallelClaims)
                 var claimed: [Submission] = []
                 do {
                     if ContinuousClock.now - lastRescue >= poll {
                         try await pipeline.rescueRunning()
                         lastRescue = .now
                     }
-                    if free > 0 {
-                        claimed = try await ledger.claimDue(limit: min(free, batchSize), dueBy: nil,
-                                                            leaseFor: pipeline.retry.lease)
-                    }
+                    if wanted > 0 { claimed = try await claim(wanted) }
                 } catch let error as LedgerError where error.code == "ledger.unavailable" {
                     // The database restarts or fails over: wait and try again; leases cover what is in flight.
                     pipeline.logger.warning("ledger unreachable; the worker waits", metadata: ["code": "\(error.code)"])
@@ -84,7 +86,7 @@ public struct DeliveryWorker: Sendable {
                         wake.signal()
                     }
                 }
-                if claimed.count == min(free, batchSize) && free > 0 { continue }  // Maybe more is due.
+                if claimed.count == wanted && wanted > 0 { continue }  // Maybe more is due.
                 if drain && claimed.isEmpty && state.running == 0 {
                     // Nothing claimed: done only if nothing is due (a claim can come back empty while other
                     // workers hold the due rows' locks for a moment).
@@ -107,6 +109,34 @@ public struct DeliveryWorker: Sendable {
             // The group waits for the attempts in flight before it returns.
         }
         return state.summary
+    }
+
+    /// Claims up to `wanted` rows in claims of at most ``batchSize`` rows, sent at once. Rows claimed by one claim are
+    /// kept when another fails (they are leased to this worker); only when every claim fails is the error thrown.
+    func claim(_ wanted: Int) async throws -> [Submission] {
+        let ledger = pipeline.ledger
+        let lease = pipeline.retry.lease
+        if wanted <= batchSize { return try await ledger.claimDue(limit: wanted, dueBy: nil, leaseFor: lease) }
+        let limits = stride(from: 0, to: wanted, by: batchSize).map { min(batchSize, wanted - $0) }
+        let results = await withTaskGroup(of: Result<[Submission], any Error>.self) { group in
+            for limit in limits {
+                group.addTask {
+                    do { return .success(try await ledger.claimDue(limit: limit, dueBy: nil, leaseFor: lease)) }
+                    catch { return .failure(error) }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        var claimed: [Submission] = []
+        var failure: (any Error)?
+        for result in results {
+            switch result {
+            case .success(let rows): claimed += rows
+            case .failure(let error): failure = failure ?? error
+            }
+        }
+        if let failure, claimed.isEmpty { throw failure }
+        return claimed
     }
 
     /// Waits until the first of two waits returns, and cancels the other.

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import HTTPTypes
 import NIOCore
+import NIOSSL
 
 /// The request context of the service: who is asking (set by ``ClientAuthentication``) and the codes the request
 /// ended with (for the request's log line and metrics).
@@ -48,7 +49,9 @@ final class RequestNotes: @unchecked Sendable {
     }
 }
 
-/// Bearer tokens, compared as SHA-256 hashes in constant time against every configured client. Without clients
+/// Who is asking: the client whose certificate the TLS handshake verified (mutual TLS, matched by the certificate's
+/// SHA-256 fingerprint), else the client whose bearer token this is (compared as SHA-256 hashes in constant time
+/// against every configured client). A token of another client than the certificate's is refused. Without clients
 /// every request is `anonymous` (the configuration then allows loopback only). Health probes pass unauthenticated.
 struct ClientAuthentication: RouterMiddleware {
     typealias Context = IntakeRequestContext
@@ -62,12 +65,25 @@ struct ClientAuthentication: RouterMiddleware {
         if clients.isEmpty || open.contains(request.uri.path) || request.uri.path.hasPrefix("/v1/problems/") {
             return try await next(request, context)
         }
-        guard let header = request.headers[.authorization], header.count > 7,
-              header.prefix(7).lowercased() == "bearer " else {
-            return refuse("no bearer token (Authorization: Bearer …)", context: context, request: request)
+        let token = request.headers[.authorization].flatMap { header in
+            header.count > 7 && header.prefix(7).lowercased() == "bearer " ? String(header.dropFirst(7)) : nil
         }
-        guard let client = Self.match(token: String(header.dropFirst(7)), among: clients) else {
-            return refuse("the bearer token belongs to no client", context: context, request: request)
+        let client: ServiceClient
+        if let certified = await Self.certifiedClient(on: context.channel, among: clients) {
+            if let token, Self.match(token: token, among: clients)?.name != certified.name {
+                return refuse("the bearer token does not belong to the client of the certificate", context: context,
+                              request: request)
+            }
+            client = certified
+        } else {
+            guard let token else {
+                return refuse("no bearer token (Authorization: Bearer …) and no client certificate of a client",
+                              context: context, request: request)
+            }
+            guard let match = Self.match(token: token, among: clients) else {
+                return refuse("the bearer token belongs to no client", context: context, request: request)
+            }
+            client = match
         }
         context.client = client.name
         context.codes.client = client.name
@@ -87,10 +103,21 @@ struct ClientAuthentication: RouterMiddleware {
         let digest = Array(SHA256.hash(data: Data(token.utf8)))
         var found: ServiceClient?
         for client in clients {
+            guard let expected = client.tokenSHA256 else { continue }
             var difference: UInt8 = 0
-            for (a, b) in zip(digest, client.tokenSHA256) { difference |= a ^ b }
-            if difference == 0 && client.tokenSHA256.count == digest.count && found == nil { found = client }
+            for (a, b) in zip(digest, expected) { difference |= a ^ b }
+            if difference == 0 && expected.count == digest.count && found == nil { found = client }
         }
         return found
+    }
+
+    /// The client of the certificate the connection's TLS handshake verified; nil without TLS, without a client
+    /// certificate, or for a certificate no client names.
+    static func certifiedClient(on channel: any Channel, among clients: [ServiceClient]) async -> ServiceClient? {
+        guard clients.contains(where: { !$0.certificateSHA256.isEmpty }),
+              let certificate = try? await channel.nioSSL_peerCertificate().get(),
+              let der = try? certificate.toDERBytes() else { return nil }
+        let fingerprint = Array(SHA256.hash(data: der))
+        return clients.first { $0.certificateSHA256.contains(fingerprint) }
     }
 }

@@ -5,6 +5,9 @@ import HTTPTypes
 import Logging
 import Metrics
 import NIOCore
+import NIOSSL
+import HummingbirdCore
+import HummingbirdTLS
 import Prometheus
 import ServiceLifecycle
 import XoevReports
@@ -34,11 +37,12 @@ public struct IntakeService: Sendable {
 
     /// The services to run: the queue reader, the API listener and, when configured apart, the metrics listener.
     /// `onListening` is told each listener's bound address (port 0 picks one).
+    /// Throws ``ServiceConfigurationError`` when the TLS certificate, key or authorities cannot be read.
     public func services(onListening: @escaping @Sendable (_ role: String, _ address: SocketAddress?) async -> Void = { _, _ in })
-        -> [any Service] {
+        throws -> [any Service] {
         var services: [any Service] = [queue, KeyJanitor(ledger: pipeline.ledger, keep: configuration.idempotencyKeyRetention,
                                                          logger: logger),
-                                       application(onListening: onListening)]
+                                       try application(onListening: onListening)]
         if let metricsListen = configuration.metricsListen {
             let router = Router(context: BasicRequestContext.self)
             let registry = metrics
@@ -52,7 +56,7 @@ public struct IntakeService: Sendable {
         return services
     }
 
-    func application(onListening: @escaping @Sendable (String, SocketAddress?) async -> Void) -> some Service {
+    func application(onListening: @escaping @Sendable (String, SocketAddress?) async -> Void) throws -> some Service {
         let router = Router(context: IntakeRequestContext.self)
         router.add(middleware: RequestLog(logger: logger))
         router.add(middleware: ClientAuthentication(clients: configuration.clients,
@@ -89,12 +93,40 @@ public struct IntakeService: Sendable {
             }
         }
         let listen = configuration.listen
+        var server = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.nanoseconds))))
+        if let tls = configuration.tls { server = try .tls(server, tlsConfiguration: Self.tlsConfiguration(tls)) }
         return Application(
             router: router,
-            server: .http1(configuration: .init(idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.nanoseconds)))),
+            server: server,
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: nil),
             onServerRunning: { await onListening("api", $0.localAddress) },
             logger: logger)
+    }
+
+    /// The server side of TLS: TLS 1.2 at least; client certificates asked for (and verified against the configured
+    /// authorities) when authorities are configured, required when so configured.
+    static func tlsConfiguration(_ tls: ServiceTLS) throws -> TLSConfiguration {
+        func read<T>(_ file: String, _ what: String, _ load: (String) throws -> T) throws -> T {
+            guard FileManager.default.isReadableFile(atPath: file) else {
+                throw ServiceConfigurationError("\(file): cannot read the \(what)")
+            }
+            do { return try load(file) } catch {
+                throw ServiceConfigurationError("\(file): not a PEM \(what) (\(error))")
+            }
+        }
+        let chain = try read(tls.certificateChainFile, "certificate chain") { try NIOSSLCertificate.fromPEMFile($0) }
+        guard !chain.isEmpty else { throw ServiceConfigurationError("\(tls.certificateChainFile): no certificate in it") }
+        let key = try read(tls.privateKeyFile, "private key") { try NIOSSLPrivateKey(file: $0, format: .pem) }
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) },
+                                                                     privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv12
+        if let authorities = tls.clientCertificateAuthorities {
+            let roots = try read(authorities, "client certificate authorities") { try NIOSSLCertificate.fromPEMFile($0) }
+            guard !roots.isEmpty else { throw ServiceConfigurationError("\(authorities): no certificate in it") }
+            configuration.trustRoots = .certificates(roots)
+            configuration.certificateVerification = tls.requireClientCertificate ? .noHostnameVerification : .optionalVerification
+        }
+        return configuration
     }
 
     /// Every route of the API, as Docs/openapi.yaml describes them (a test keeps the two in step). `/metrics` is

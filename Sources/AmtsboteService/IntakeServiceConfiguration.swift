@@ -6,8 +6,11 @@ public struct IntakeServiceConfiguration: Sendable {
     public var listen: ListenAddress
     /// Where `/metrics` is served besides the API address; nil: on the API address only.
     public var metricsListen: ListenAddress?
-    /// The clients and their tokens. Empty: no authentication, and the service listens on loopback only.
+    /// The clients, their tokens and client certificates. Empty: no authentication, and the service listens on
+    /// loopback only.
     public var clients: [ServiceClient]
+    /// HTTPS for the API listener, optionally with client certificates (mTLS); nil: plain HTTP.
+    public var tls: ServiceTLS?
     /// The largest body accepted, in bytes: a larger `Content-Length` is refused before the body is read, and a
     /// chunked body is cut as soon as it crosses the limit.
     public var maxBodyBytes: Int64
@@ -31,13 +34,14 @@ public struct IntakeServiceConfiguration: Sendable {
     public var retryAfterSeconds: Int
 
     public init(listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 8080), metricsListen: ListenAddress? = nil,
-                clients: [ServiceClient] = [], maxBodyBytes: Int64 = 50 * 1024 * 1024, maxQueueDepth: Int = 10_000,
+                clients: [ServiceClient] = [], tls: ServiceTLS? = nil, maxBodyBytes: Int64 = 50 * 1024 * 1024, maxQueueDepth: Int = 10_000,
                 maxConcurrentIntakes: Int = 64, idleTimeout: Duration = .seconds(30), maxPortalMetadataBytes: Int = 4096,
                 idempotencyKeyRetention: Duration = .seconds(48 * 3600), idempotencyReservation: Duration = .seconds(600),
                 depthSampleInterval: Duration = .milliseconds(250), retryAfterSeconds: Int = 2) {
         self.listen = listen
         self.metricsListen = metricsListen
         self.clients = clients
+        self.tls = tls
         self.maxBodyBytes = maxBodyBytes
         self.maxQueueDepth = maxQueueDepth
         self.maxConcurrentIntakes = maxConcurrentIntakes
@@ -66,6 +70,42 @@ public struct IntakeServiceConfiguration: Sendable {
         for client in clients where !names.insert(client.name).inserted {
             throw ServiceConfigurationError("service.clients: '\(client.name)' appears twice")
         }
+        if let client = clients.first(where: { !$0.certificateSHA256.isEmpty }), tls?.clientCertificateAuthorities == nil {
+            throw ServiceConfigurationError("client '\(client.name)' is known by its certificate, but "
+                + "service.tls.clientCertificateAuthorities names no authority to verify client certificates with")
+        }
+        var fingerprints = Set<[UInt8]>()
+        for client in clients {
+            for fingerprint in client.certificateSHA256 where !fingerprints.insert(fingerprint).inserted {
+                throw ServiceConfigurationError(
+                    "service.clients: a certificate fingerprint of '\(client.name)' belongs to another client too")
+            }
+        }
+        if let tls, tls.requireClientCertificate, tls.clientCertificateAuthorities == nil {
+            throw ServiceConfigurationError("service.tls.requireClientCertificate needs service.tls.clientCertificateAuthorities")
+        }
+    }
+}
+
+/// HTTPS on the API listener: the server's certificate chain and key, and, for client certificates (mutual TLS),
+/// the authorities that issue them. A client certificate is verified against those authorities during the
+/// handshake; which client it stands for is decided by its SHA-256 fingerprint (``ServiceClient/certificateSHA256``).
+public struct ServiceTLS: Sendable, Hashable {
+    /// PEM file: the server's certificate, then any intermediates.
+    public var certificateChainFile: String
+    /// PEM file: the server's private key.
+    public var privateKeyFile: String
+    /// PEM file with the certificates of the authorities that issue client certificates; nil: none asked for.
+    public var clientCertificateAuthorities: String?
+    /// Refuse the handshake of a connection without a valid client certificate (otherwise a bearer token will do).
+    public var requireClientCertificate: Bool
+
+    public init(certificateChainFile: String, privateKeyFile: String, clientCertificateAuthorities: String? = nil,
+                requireClientCertificate: Bool = false) {
+        self.certificateChainFile = certificateChainFile
+        self.privateKeyFile = privateKeyFile
+        self.clientCertificateAuthorities = clientCertificateAuthorities
+        self.requireClientCertificate = requireClientCertificate
     }
 }
 
@@ -98,30 +138,48 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
-/// One client of the service: its name (recorded with its submissions), the SHA-256 of its bearer token, and
-/// what it may submit.
+/// One client of the service: its name (recorded with its submissions), how it proves who it is (the SHA-256 of its
+/// bearer token, the SHA-256 fingerprints of its client certificates, or both), and what it may submit.
 public struct ServiceClient: Sendable, Hashable {
     public var name: String
-    /// SHA-256 of the token, 32 bytes. The token itself is never configured.
-    public var tokenSHA256: [UInt8]
+    /// SHA-256 of the token, 32 bytes; nil: this client has no token. The token itself is never configured.
+    public var tokenSHA256: [UInt8]?
+    /// SHA-256 of each client certificate (DER) that stands for this client, 32 bytes each; several while a
+    /// certificate is being replaced.
+    public var certificateSHA256: [[UInt8]]
     /// Schema ids it may submit; nil: any.
     public var schemas: Set<String>?
     /// Postfächer it may submit to; nil: any.
     public var postfaecher: Set<String>?
 
-    /// - Parameter tokenSHA256: 64 hex digits, optionally prefixed `sha256:`.
-    public init(name: String, tokenSHA256 hex: String, schemas: Set<String>? = nil, postfaecher: Set<String>? = nil) throws {
-        let digits = hex.hasPrefix("sha256:") ? String(hex.dropFirst(7)) : hex
-        guard digits.count == 64, let bytes = Self.bytes(fromHex: digits) else {
-            throw ServiceConfigurationError("client '\(name)': tokenSHA256 must be 64 hex digits (sha256 of the token)")
-        }
+    /// - Parameters:
+    ///   - tokenSHA256: 64 hex digits, optionally prefixed `sha256:`.
+    ///   - certificateSHA256: the same form (colons between the bytes allowed, as `openssl x509 -fingerprint`
+    ///     prints them), one per certificate.
+    public init(name: String, tokenSHA256 hex: String?, certificateSHA256: [String] = [], schemas: Set<String>? = nil,
+                postfaecher: Set<String>? = nil) throws {
         guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
             throw ServiceConfigurationError("client name '\(name)' must be letters, digits, '-', '_' or '.'")
         }
+        guard hex != nil || !certificateSHA256.isEmpty else {
+            throw ServiceConfigurationError("client '\(name)' needs tokenSHA256, certificateSHA256 or both")
+        }
         self.name = name
-        self.tokenSHA256 = bytes
+        self.tokenSHA256 = try hex.map { try Self.digest($0, of: name, key: "tokenSHA256", what: "the token") }
+        self.certificateSHA256 = try certificateSHA256.map {
+            try Self.digest($0.replacingOccurrences(of: ":", with: ""), of: name, key: "certificateSHA256",
+                            what: "the certificate in DER")
+        }
         self.schemas = schemas
         self.postfaecher = postfaecher
+    }
+
+    private static func digest(_ text: String, of name: String, key: String, what: String) throws -> [UInt8] {
+        let digits = text.lowercased().hasPrefix("sha256:") ? String(text.dropFirst(7)) : text
+        guard digits.count == 64, let bytes = bytes(fromHex: digits) else {
+            throw ServiceConfigurationError("client '\(name)': \(key) must be 64 hex digits (sha256 of \(what))")
+        }
+        return bytes
     }
 
     static func bytes(fromHex hex: String) -> [UInt8]? {

@@ -79,9 +79,18 @@ struct AmtsboteConfiguration: Codable {
 
     struct Service: Codable {
         struct Client: Codable {
-            var tokenSHA256: String
+            var tokenSHA256: String?
+            /// SHA-256 fingerprints of the client certificates that stand for this client (mTLS).
+            var certificateSHA256: [String]?
             var schemas: [String]?
             var postfaecher: [String]?
+        }
+        /// HTTPS, and client certificates (mTLS); paths relative to the configuration file.
+        struct TLS: Codable {
+            var certificate: String
+            var privateKey: String
+            var clientCertificateAuthorities: String?
+            var requireClientCertificate: Bool?
         }
         var listen: String?
         var metricsListen: String?
@@ -94,6 +103,7 @@ struct AmtsboteConfiguration: Codable {
         var retryAfterSeconds: Int?
         var idempotencyKeyRetentionHours: Double?
         var clients: [String: Client]?
+        var tls: TLS?
     }
 
     /// Works out of the box from the project folder: Samples' routing, Postfächer, ledger and spool under `data`.
@@ -147,7 +157,7 @@ extension AmtsboteConfiguration {
         "": ["format", "schemas", "codeLists", "missingCodeLists", "routing", "backends", "postfaecher", "ledger", "spool", "retry",
              "retention", "service"],
         "service": ["listen", "metricsListen", "workers", "maxBodyBytes", "maxQueueDepth", "maxConcurrentIntakes",
-                    "idleTimeoutSeconds", "retryAfterSeconds", "idempotencyKeyRetentionHours", "clients"],
+                    "idleTimeoutSeconds", "retryAfterSeconds", "idempotencyKeyRetentionHours", "clients", "tls"],
         "retention": Set(SubmissionState.allCases.filter(\.isFinal).map(\.rawValue)),
         "routing": ["tables", "municipalities", "retiredKeys", "dvdvPrefixes"],
         "postfaecher": ["default", "overrides"],
@@ -191,13 +201,18 @@ extension AmtsboteConfiguration {
                     + LedgerSetting.knownPostgresKeys.sorted().joined(separator: ", ") + ")")
             }
         }
-        if let service = top["service"] as? [String: Any], let clients = service["clients"] as? [String: Any] {
-            for (name, client) in clients.sorted(by: { $0.key < $1.key }) {
-                if let unknown = (client as? [String: Any])?.keys.filter({ !["tokenSHA256", "schemas", "postfaecher"].contains($0) })
-                    .sorted().first {
+        if let service = top["service"] as? [String: Any] {
+            let clientKeys = ["certificateSHA256", "postfaecher", "schemas", "tokenSHA256"]
+            for (name, client) in (service["clients"] as? [String: Any] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                if let unknown = (client as? [String: Any])?.keys.filter({ !clientKeys.contains($0) }).sorted().first {
                     throw ConfigurationError("\(path): unknown key 'service.clients.\(name).\(unknown)' "
-                                             + "(known here: postfaecher, schemas, tokenSHA256)")
+                                             + "(known here: \(clientKeys.joined(separator: ", ")))")
                 }
+            }
+            let tlsKeys = ["certificate", "clientCertificateAuthorities", "privateKey", "requireClientCertificate"]
+            if let unknown = (service["tls"] as? [String: Any])?.keys.filter({ !tlsKeys.contains($0) }).sorted().first {
+                throw ConfigurationError("\(path): unknown key 'service.tls.\(unknown)' "
+                                         + "(known here: \(tlsKeys.joined(separator: ", ")))")
             }
         }
         for (state, text) in (configuration.retention ?? [:]).sorted(by: { $0.key < $1.key })
@@ -375,7 +390,13 @@ struct LoadedPipeline {
         router = try Router(tables: tables, directory: directory, dvdvPrefixes: prefixes)
 
         self.retention = configuration.retentionPolicy
-        self.service = configuration.service
+        var service = configuration.service
+        if let tls = service?.tls {
+            service?.tls = .init(certificate: resolve(tls.certificate).path, privateKey: resolve(tls.privateKey).path,
+                                 clientCertificateAuthorities: tls.clientCertificateAuthorities.map { resolve($0).path },
+                                 requireClientCertificate: tls.requireClientCertificate)
+        }
+        self.service = service
         let environmentLedger = try LedgerSetting.fromEnvironment()
         let ledgerSetting = environmentLedger ?? configuration.ledger
         let postgres = try ledgerSetting.postgresConfiguration(fromEnvironment: environmentLedger != nil, resolve: resolve)

@@ -42,13 +42,19 @@ struct ServeCommand: AsyncParsableCommand {
         let loaded = try await options.load(.service, requestLog: true, until: shutdown.stop)
         guard let pipeline = loaded.pipeline else { throw ExitCode(ExitStatus.usage.rawValue) }
         let settings = loaded.service
-        let service: IntakeService
+        var services: [any Service]
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         do {
             let configuration = try Self.configuration(settings, listen: listen,
                                                        defaultMaxBody: pipeline.validator.limits.maxBytes)
-            service = try IntakeService(pipeline: pipeline, configuration: configuration, metrics: registry)
+            let service = try IntakeService(pipeline: pipeline, configuration: configuration, metrics: registry)
+            services = try service.services { role, address in
+                // The bound address on standard output: with port 0 a caller learns which port was picked.
+                var out = StandardOutput()
+                out.append("serve: \(role) listening on \(address.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?")\n")
+                out.flush()
+            }
         } catch {
             FileHandle.standardError.write(Data("amtsbote: configuration error: \(error)\n".utf8))
             await pipeline.ledger.close()
@@ -59,12 +65,6 @@ struct ServeCommand: AsyncParsableCommand {
         // Intakes a previous run left unfinished, and rows of workers that are gone, before the first request.
         try await pipeline.recoverWaitingForLedger(poll: .seconds(1), until: stop)
         let concurrency = workers ?? settings?.workers ?? 4
-        var services = service.services { role, address in
-            // The bound address on standard output: with port 0 a caller learns which port was picked.
-            var out = StandardOutput()
-            out.append("serve: \(role) listening on \(address.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?")\n")
-            out.flush()
-        }
         if concurrency > 0 {
             // Stopped by the group's graceful shutdown, after the listener has drained (services stop in reverse).
             services.insert(DeliveryWorkerService(worker: DeliveryWorker(pipeline: pipeline, concurrency: concurrency)),
@@ -103,8 +103,14 @@ struct ServeCommand: AsyncParsableCommand {
             configuration.idempotencyKeyRetention = .seconds(Int64(hours * 3600))
         }
         configuration.clients = try (settings?.clients ?? [:]).sorted { $0.key < $1.key }.map { name, client in
-            try ServiceClient(name: name, tokenSHA256: client.tokenSHA256, schemas: client.schemas.map(Set.init),
+            try ServiceClient(name: name, tokenSHA256: client.tokenSHA256, certificateSHA256: client.certificateSHA256 ?? [],
+                              schemas: client.schemas.map(Set.init),
                               postfaecher: client.postfaecher.map(Set.init))
+        }
+        configuration.tls = settings?.tls.map {
+            ServiceTLS(certificateChainFile: $0.certificate, privateKeyFile: $0.privateKey,
+                       clientCertificateAuthorities: $0.clientCertificateAuthorities,
+                       requireClientCertificate: $0.requireClientCertificate ?? false)
         }
         return configuration
     }

@@ -178,6 +178,33 @@ struct ServeProcessTests {
         #expect(server.child.status == 0)
     }
 
+    @Test("TLS files that cannot be read, unknown tls keys, certificate clients without authorities: exit 2, naming the file or key")
+    func tlsConfigurationErrors() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let routing = TestEnvironment.projectRoot.appendingPathComponent("Samples/routing").path
+        let fingerprint = String(repeating: "ab", count: 32)
+        let cases = [
+            (#"{"tls": {"certificate": "tls/server.pem", "privateKey": "tls/key.pem"}}"#,
+             directory.appendingPathComponent("tls/server.pem").path + ": cannot read the certificate chain"),
+            (#"{"tls": {"certificate": "a.pem", "privateKey": "b.pem", "clientCA": "c.pem"}}"#,
+             "unknown key 'service.tls.clientCA'"),
+            (#"{"clients": {"portal-a": {"certificateSHA256": [""# + fingerprint + #""]}}}"#,
+             "service.tls.clientCertificateAuthorities names no authority"),
+            (#"{"clients": {"portal-a": {"schemas": ["x"]}}}"#, "client 'portal-a' needs tokenSHA256, certificateSHA256 or both"),
+        ]
+        for (service, fragment) in cases {
+            let config = directory.appendingPathComponent("amtsbote.json")
+            try (#"{"routing": {"tables": [""# + routing + #""]}, "backends": {"local": {"kind": "filesystem", "directory": "p"}}, "#
+                 + #""postfaecher": {"default": "local"}, "ledger": "l.sqlite", "spool": "s", "service": "# + service + "}")
+                .write(to: config, atomically: true, encoding: .utf8)
+            // A configuration that wrongly passed would serve until the timeout: 124 instead of a hang.
+            let result = try CLI.run(["serve", "--config", config.path, "--listen", "127.0.0.1:0"], wrapper: ["timeout", "120"])
+            #expect(result.status == 2, "\(service): \(result.status) \(result.stderr)")
+            #expect(result.stderr.contains(fragment), "\(result.stderr)")
+        }
+    }
+
     /// VmHWM of a process, in KiB.
     static func peakResidentKiB(_ pid: pid_t) throws -> Int {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)

@@ -74,7 +74,7 @@ final class TestServer: Sendable {
         let service = try IntakeService(pipeline: pipeline, configuration: configuration, metrics: Self.registry,
                                         logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        var services = service.services { role, address in
+        var services = try service.services { role, address in
             if role == "api" { continuation.yield(address?.port ?? 0) }
         }
         if workers > 0 {
