@@ -16,12 +16,14 @@ var package = Package(
         .library(name: "XoevRouting", targets: ["XoevRouting"]),
         .library(name: "Postfach", targets: ["Postfach"]),
         .library(name: "PostfachTesting", targets: ["PostfachTesting"]),
+        .library(name: "PostfachHTTP", targets: ["PostfachHTTP"]),
         .library(name: "AmtsbotePipeline", targets: ["AmtsbotePipeline"]),
         .library(name: "AmtsbotePostgres", targets: ["AmtsbotePostgres"]),
         .library(name: "LedgerTesting", targets: ["LedgerTesting"]),
         .library(name: "XoevReports", targets: ["XoevReports"]),
         .library(name: "AmtsboteService", targets: ["AmtsboteService"]),
         .executable(name: "amtsbote", targets: ["amtsbote"]),
+        .executable(name: "amtsbote-testserver", targets: ["amtsbote-testserver"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -66,6 +68,40 @@ var package = Package(
         .target(
             name: "PostfachTesting",
             dependencies: ["Postfach", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // The http backend: deliveries over HTTP (AsyncHTTPClient), streamed, with idempotency key and digest.
+        .target(
+            name: "PostfachHTTP",
+            dependencies: [
+                "Postfach",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        // The local stand-in for network Postfächer (an HTTP receiver with fault injection), for users and tests.
+        .target(
+            name: "PostfachStandIn",
+            dependencies: [
+                "Postfach",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "amtsbote-testserver",
+            dependencies: [
+                "PostfachStandIn",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         // Reports of validation outcomes: text, JSON Lines, JUnit XML, SARIF 2.1.0, the HTML page.
         .target(name: "XoevReports", dependencies: ["XoevValidation"]),
@@ -124,6 +160,7 @@ var package = Package(
                 "AmtsbotePostgres",
                 "XoevReports",
                 "AmtsboteService",
+                "PostfachHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -168,9 +205,17 @@ var package = Package(
             dependencies: ["Postfach", "PostfachTesting", "AmtsboteTestSupport"]
         ),
         .testTarget(
+            name: "PostfachHTTPTests",
+            dependencies: ["PostfachHTTP", "PostfachStandIn", "PostfachTesting", "Postfach", "AmtsbotePipeline",
+                           "XoevRouting", "XoevValidation", "AmtsboteTestSupport",
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
             name: "AmtsbotePipelineTests",
             dependencies: ["AmtsbotePipeline", "AmtsbotePostgres", "LedgerTesting", "Postfach", "XoevValidation",
-                           "XoevRouting", "AmtsboteTestSupport", "PostgresTestSupport",
+                           "XoevRouting", "AmtsboteTestSupport", "PostgresTestSupport", "PostfachHTTP", "PostfachStandIn",
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "PostgresNIO", package: "postgres-nio")]
         ),
         .testTarget(

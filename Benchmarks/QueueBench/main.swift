@@ -13,7 +13,7 @@ import XoevValidation
 struct NoOpBackend: PostfachBackend {
     let kind = "noop"
     let claimed: Stamps?
-    func deliver(_ delivery: Delivery) async throws -> Receipt {
+    func deliver(_ delivery: Delivery, context: DeliveryContext) async throws -> Receipt {
         claimed?.stamp(delivery.id)
         return Receipt(deliveryID: delivery.id, postfach: delivery.postfach, backend: kind, location: "noop",
                        deliveredAt: Date(), payloadSHA256: delivery.payloadSHA256, alreadyPresent: false)
@@ -43,6 +43,7 @@ let workerCounts = (option("--workers") ?? "1,2,4,8").split(separator: ",").comp
 let samples = Int(option("--latency-samples") ?? "") ?? 300
 let engine = option("--engine") ?? "postgres"
 let concurrency = Int(option("--concurrency") ?? "") ?? 64
+let parallelClaims = Int(option("--parallel-claims") ?? "") ?? 8
 let claimModes: [Bool] = { switch option("--claims") { case "batched": [true]; case "single": [false]; default: [true, false] } }()
 
 let logger: Logger = {
@@ -129,7 +130,8 @@ func pipeline(_ ledger: any LedgerStore, stamps: Stamps? = nil) -> Pipeline {
              payloads: NoPayloads(file: payload), retry: RetryPolicy(heartbeat: nil), deliversOnIntake: false, logger: logger)
 }
 
-print("engine: \(engine), \(total) deliveries per run, \(concurrency) in flight per worker")
+print("engine: \(engine), \(total) deliveries per run, \(concurrency) in flight per worker, "
+      + "\(parallelClaims) single-row claims side by side")
 print("| workers | claims | deliveries/s |")
 print("|---|---|---|")
 for batched in claimModes {
@@ -142,7 +144,8 @@ for batched in claimModes {
             for ledger in ledgers {
                 group.addTask {
                     let summary = try await DeliveryWorker(pipeline: pipeline(ledger), concurrency: concurrency,
-                                                 batchSize: batched ? concurrency : 1, poll: .milliseconds(500),
+                                                 batchSize: batched ? concurrency : 1, parallelClaims: parallelClaims,
+                                                 poll: .milliseconds(500),
                                                  drain: true).run()
                     if arguments.contains("--verbose") {
                         print("  worker: \(summary.attempts) attempts, done after \(ContinuousClock.now - started)")

@@ -18,7 +18,7 @@ public struct DeliveryWorker: Sendable {
     /// Stop as soon as nothing is due (and nothing runs) instead of waiting for more work.
     public let drain: Bool
 
-    public init(pipeline: Pipeline, concurrency: Int = 4, batchSize: Int? = nil, parallelClaims: Int = 4,
+    public init(pipeline: Pipeline, concurrency: Int = 4, batchSize: Int? = nil, parallelClaims: Int = 8,
                 poll: Duration = .seconds(2), drain: Bool = false) {
         self.pipeline = pipeline
         self.concurrency = max(1, concurrency)

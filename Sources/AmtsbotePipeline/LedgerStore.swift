@@ -57,6 +57,10 @@ public protocol LedgerStore: Sendable {
     /// Gives a claimed row back without an attempt (a worker stopping before it called the backend): `queued`, due
     /// now, the attempt not counted. Fenced by the lease like ``finishAttempt(_:)``.
     func release(_ leased: Submission) async throws -> Bool
+    /// Records what a backend needs to resume an attempt (``Submission/externalReference``), fenced by the lease
+    /// like ``finishAttempt(_:)``: only while the row is `running` under `leased.leaseToken`. `false`: the lease was
+    /// lost; nothing was written, and the backend must not take its next step.
+    func recordReference(_ leased: Submission, reference: String) async throws -> Bool
     /// Puts every `running` row whose lease expired back in the queue, due now; returns those rows.
     func requeueExpiredLeases() async throws -> [Submission]
     /// Puts a `running` row back in the queue at once (compare-and-set on its lease token): for a row whose

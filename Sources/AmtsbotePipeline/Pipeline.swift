@@ -61,6 +61,16 @@ public struct BackendSelection: Sendable {
     }
 
     public func backend(for postfach: String) -> any PostfachBackend { overrides[postfach] ?? defaultBackend }
+
+    /// Lets every backend release what it holds (connection pools); once, when the process is done with them.
+    public func shutdown() async {
+        var seen = Set<ObjectIdentifier>()
+        for backend in [defaultBackend] + overrides.values.map({ $0 }) {
+            // The same backend object may serve several Postfächer: shut down once.
+            if type(of: backend) is AnyObject.Type, !seen.insert(ObjectIdentifier(backend as AnyObject)).inserted { continue }
+            await backend.shutdown()
+        }
+    }
 }
 
 /// validate → route → queue → deliver, with every step recorded in the ledger first.
@@ -108,7 +118,7 @@ public struct Pipeline: Sendable {
             return try await keep(submission, as: .abandoned, code: "input.unreadable", reason: "cannot open: \(reason)",
                                   from: .received)
         }
-        defer { close(fd) }
+        defer { Glibc.close(fd) }
         return try await submit(fileDescriptor: fd, named: path, recorded: submission)
     }
 
@@ -262,10 +272,10 @@ public struct Pipeline: Sendable {
             submission.reason = "the ledger row lacks what a delivery needs"
             return try await finish(submission)
         }
-        var metadata = ["submission": "\(id)", "schema": submission.schemaId ?? ""]
-        if let routing = submission.routing { metadata["routing"] = routing }
-        // The portal's metadata, as the portal sent it (a JSON object), for the receiving side.
-        if let portal = submission.portalMetadata { metadata["portal"] = portal }
+        // The portal's metadata goes as the portal sent it (a JSON object), for the receiving side.
+        let leika = submission.routingKeys.flatMap { try? JSONDecoder().decode(StoredKeys.self, from: Data($0.utf8)) }?.leistung
+        let metadata = DeliveryMetadata(submission: id, schemaId: submission.schemaId, leikaKey: leika,
+                                        routing: submission.routing, portal: submission.portalMetadata)
         let lease = LeaseWatch(claimedFor: retry.lease)
         let started = ContinuousClock.now
         defer {
@@ -280,7 +290,17 @@ public struct Pipeline: Sendable {
         defer { heartbeat?.cancel() }
         do {
             let backend = backends.backend(for: postfach)
-            let payloads = payloads, receivedAt = submission.receivedAt, metadata = metadata
+            let payloads = payloads, receivedAt = submission.receivedAt, ledger = ledger, leased = submission
+            // A backend's reference (a server-assigned id) is recorded under this attempt's lease before the
+            // backend's next step; an attempt that lost its lease records nothing and goes no further.
+            let recorded = RecordedReference()
+            let context = DeliveryContext(attempt: submission.attempts, reference: submission.externalReference) { reference in
+                guard try await ledger.recordReference(leased, reference: reference) else {
+                    throw PostfachError(code: .cancelled, message: "the lease was lost before the reference was recorded")
+                }
+                recorded.value = reference
+            }
+            defer { if let reference = recorded.value { submission.externalReference = reference } }
             // The whole attempt, reading the payload included, is abandoned after the attempt's limit: a backend
             // that hangs (a server that never answers, a stuck mount) or a payload read that hangs must not hold the
             // row. The abandoned call is cancelled and left to end on its own; should it still complete, the next
@@ -292,7 +312,7 @@ public struct Pipeline: Sendable {
                 try await payloads.withLocalFile(location) { file in
                     let delivery = Delivery(id: deliveryId, postfach: postfach, payload: file, payloadSHA256: sha,
                                             payloadSize: size, receivedAt: receivedAt, metadata: metadata)
-                    return try await backend.deliver(delivery)
+                    return try await backend.deliver(delivery, context: context)
                 }
             }
             submission.state = .delivered
@@ -479,6 +499,12 @@ public struct Pipeline: Sendable {
         }
     }
 
+    /// Releases what the pipeline holds: the backends' connections, then the ledger's.
+    public func close() async {
+        await backends.shutdown()
+        await ledger.close()
+    }
+
     /// Puts dead (or still queued) submissions back in the queue with a fresh attempt count. A row that is
     /// running right now (another process delivers it) is left to it and returned as it stands.
     public func requeue(_ ids: [Int64]?) async throws -> [Submission] {
@@ -490,6 +516,18 @@ public struct Pipeline: Sendable {
             if let submission = try await ledger.requeue(observed) { requeued.append(submission) }
         }
         return requeued
+    }
+}
+
+/// The reference a backend recorded during an attempt, for the attempt's own copy of the row.
+final class RecordedReference: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var reference: String?
+
+    var value: String? {
+        get { lock.lock(); defer { lock.unlock() }; return reference }
+        set { lock.lock(); defer { lock.unlock() }; reference = newValue }
     }
 }
 

@@ -134,6 +134,9 @@ public final class SQLiteLedger: LedgerStore {
                 t.primaryKey(["client", "key"])
             }
         }
+        migrator.registerMigration("v6-external-reference") { db in
+            try db.alter(table: "submission") { t in t.add(column: "externalReference", .text) }
+        }
         return migrator
     }
 
@@ -143,14 +146,14 @@ public final class SQLiteLedger: LedgerStore {
         "source", "receivedAt", "updatedAt", "state", "spoolPath", "payloadSHA256", "payloadSize", "messageId",
         "deliveryId", "schemaId", "routingKeys", "postfach", "routing", "reasonCode", "reason", "attempts",
         "nextAttemptAt", "receipt", "duplicateOf", "owner", "leaseToken", "leaseUntil", "purgedAt",
-        "client", "portalMetadata", "findings",
+        "client", "portalMetadata", "findings", "externalReference",
     ]
 
     private static func values(_ s: Submission) -> [(any DatabaseValueConvertible)?] {
         [s.source, s.receivedAt, s.updatedAt, s.state.rawValue, s.payloadLocation, s.payloadSHA256, s.payloadSize,
          s.messageId, s.deliveryId, s.schemaId, s.routingKeys, s.postfach, s.routing, s.reasonCode, s.reason,
          s.attempts, s.nextAttemptAt, s.receipt, s.duplicateOf, s.owner, s.leaseToken, s.leaseUntil, s.purgedAt,
-         s.client, s.portalMetadata, s.findings]
+         s.client, s.portalMetadata, s.findings, s.externalReference]
     }
 
     private static func submission(_ row: Row) -> Submission {
@@ -162,7 +165,8 @@ public final class SQLiteLedger: LedgerStore {
                    reason: row["reason"], attempts: row["attempts"], nextAttemptAt: row["nextAttemptAt"],
                    receipt: row["receipt"], duplicateOf: row["duplicateOf"], owner: row["owner"],
                    leaseToken: row["leaseToken"], leaseUntil: row["leaseUntil"], purgedAt: row["purgedAt"],
-                   client: row["client"], portalMetadata: row["portalMetadata"], findings: row["findings"])
+                   client: row["client"], portalMetadata: row["portalMetadata"], findings: row["findings"],
+                   externalReference: row["externalReference"])
     }
 
     private static func fetch(_ db: Database, sql: String, _ arguments: StatementArguments = []) throws -> [Submission] {
@@ -353,6 +357,17 @@ public final class SQLiteLedger: LedgerStore {
         }
         if released { wakeUps.signal() }
         return released
+    }
+
+    public func recordReference(_ leased: Submission, reference: String) async throws -> Bool {
+        guard let id = leased.id, let token = leased.leaseToken else { return false }
+        return try write { db in
+            try db.execute(sql: """
+                UPDATE submission SET externalReference = ?, updatedAt = ?
+                WHERE id = ? AND state = 'running' AND leaseToken = ?
+                """, arguments: [reference, Date(), id, token])
+            return db.changesCount == 1
+        }
     }
 
     public func requeueExpiredLeases() async throws -> [Submission] {

@@ -80,6 +80,9 @@ public struct Submission: Codable, Sendable, Hashable {
     /// What validation found (JSON array of ``StoredFinding``: code, severity, line, column, path; no messages,
     /// which may quote the payload).
     public var findings: String?
+    /// What the backend recorded before an irreversible step of an attempt (a server-assigned id such as
+    /// FIT-Connect's submission id), so that a later attempt resumes the same transfer. Kept as the audit record.
+    public var externalReference: String?
 
     /// A new row in state `received`, owned by `owner`.
     public init(source: String, receivedAt: Date, owner: String?) {
@@ -94,7 +97,8 @@ public struct Submission: Codable, Sendable, Hashable {
                 postfach: String? = nil, routing: String? = nil, reasonCode: String? = nil, reason: String? = nil,
                 attempts: Int = 0, nextAttemptAt: Date? = nil, receipt: String? = nil, duplicateOf: Int64? = nil,
                 owner: String? = nil, leaseToken: String? = nil, leaseUntil: Date? = nil, purgedAt: Date? = nil,
-                client: String? = nil, portalMetadata: String? = nil, findings: String? = nil) {
+                client: String? = nil, portalMetadata: String? = nil, findings: String? = nil,
+                externalReference: String? = nil) {
         self.id = id
         self.source = source
         self.receivedAt = receivedAt
@@ -122,6 +126,7 @@ public struct Submission: Codable, Sendable, Hashable {
         self.client = client
         self.portalMetadata = portalMetadata
         self.findings = findings
+        self.externalReference = externalReference
     }
 
     /// The recorded findings, decoded (empty when none were recorded).

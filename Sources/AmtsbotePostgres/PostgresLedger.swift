@@ -170,7 +170,8 @@ public final class PostgresLedger: LedgerStore {
     static let columns = """
         id, source, received_at, updated_at, state, payload_location, payload_sha256, payload_size, message_id,
         delivery_id, schema_id, routing_keys, postfach, routing, reason_code, reason, attempts, next_attempt_at,
-        receipt, duplicate_of, owner, lease_token, lease_until, purged_at, client, portal_metadata, findings
+        receipt, duplicate_of, owner, lease_token, lease_until, purged_at, client, portal_metadata, findings,
+        external_reference
         """
 
     /// ``columns`` with each name prefixed (`s.id, s.source, …`), on one line.
@@ -196,7 +197,8 @@ public final class PostgresLedger: LedgerStore {
             duplicateOf: try r[19].decode(Int64?.self), owner: try r[20].decode(String?.self),
             leaseToken: try r[21].decode(String?.self), leaseUntil: try r[22].decode(Date?.self),
             purgedAt: try r[23].decode(Date?.self), client: try r[24].decode(String?.self),
-            portalMetadata: try r[25].decode(String?.self), findings: try r[26].decode(String?.self))
+            portalMetadata: try r[25].decode(String?.self), findings: try r[26].decode(String?.self),
+            externalReference: try r[27].decode(String?.self))
     }
 
     static func rows(_ sequence: PostgresRowSequence) async throws -> [Submission] {
@@ -223,7 +225,8 @@ public final class PostgresLedger: LedgerStore {
                 attempts = \(Int32(s.attempts)), next_attempt_at = \(s.nextAttemptAt), receipt = \(s.receipt),
                 duplicate_of = \(s.duplicateOf), owner = \(s.owner), lease_token = \(s.leaseToken),
                 lease_until = \(s.leaseUntil), purged_at = \(s.purgedAt), client = \(s.client),
-                portal_metadata = \(s.portalMetadata), findings = \(s.findings)
+                portal_metadata = \(s.portalMetadata), findings = \(s.findings),
+                external_reference = \(s.externalReference)
             WHERE id = \(id)
             """
         switch condition {
@@ -388,6 +391,15 @@ public final class PostgresLedger: LedgerStore {
                 RETURNING \(unescaped: Self.columns)
             ), woken AS (SELECT pg_notify('\(unescaped: Self.channel)', '') FROM released)
             SELECT released.* FROM released, woken
+            """).isEmpty
+    }
+
+    public func recordReference(_ leased: Submission, reference: String) async throws -> Bool {
+        guard let id = leased.id, let token = leased.leaseToken else { return false }
+        return try await !fetch("""
+            UPDATE submission SET external_reference = \(reference), updated_at = clock_timestamp()
+            WHERE id = \(id) AND state = 'running' AND lease_token = \(token)
+            RETURNING \(unescaped: Self.columns)
             """).isEmpty
     }
 

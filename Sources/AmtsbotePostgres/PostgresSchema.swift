@@ -79,6 +79,10 @@ enum PostgresSchema {
             )
             """,
         ]),
+        ("v3-external-reference", [
+            // What a backend recorded before an irreversible step (a server-assigned id), to resume from.
+            "ALTER TABLE submission ADD COLUMN external_reference text",
+        ]),
     ]
 
     static func migrate(_ client: PostgresClient, logger: Logger) async throws {

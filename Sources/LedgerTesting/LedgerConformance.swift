@@ -225,6 +225,10 @@ public enum LedgerConformance {
         late.state = .dead
         late.reasonCode = "postfach.rejected"
         #expect(try await !ledger.finishAttempt(late), "a stale token never finishes")
+        // References (a backend's server-assigned id) are recorded under the lease only, and kept by the outcome.
+        #expect(try await !ledger.recordReference(expiring, reference: "stale"), "a stale token records nothing")
+        #expect(try await otherLedger.recordReference(theirs, reference: "transfer-1"))
+        #expect(try await ledger.submission(expiring.id!)?.externalReference == "transfer-1")
         var outcome = theirs
         outcome.state = .delivered
         outcome.receipt = "{}"
@@ -232,6 +236,7 @@ public enum LedgerConformance {
         #expect(try await !otherLedger.finishAttempt(outcome), "finished once")
         let delivered = try #require(try await ledger.submission(expiring.id!))
         #expect(delivered.state == .delivered && delivered.leaseToken == nil && delivered.owner == nil && delivered.attempts == 2)
+        #expect(delivered.externalReference == "transfer-1", "the outcome keeps the recorded reference")
 
         // A retry outcome: queued again at the given time.
         var retry = kept

@@ -45,7 +45,7 @@ public struct FilesystemBackend: PostfachBackend {
         }
     }
 
-    public func deliver(_ delivery: Delivery) async throws -> Receipt {
+    public func deliver(_ delivery: Delivery, context: DeliveryContext) async throws -> Receipt {
         try checkNames(delivery)
         let directory = root.appendingPathComponent(delivery.postfach, isDirectory: true)
         let final = directory.appendingPathComponent(delivery.id + ".xml")
@@ -127,7 +127,7 @@ public struct FilesystemBackend: PostfachBackend {
     }
 
     private func metadataJSON(_ delivery: Delivery) throws -> Data {
-        var object: [String: Any] = delivery.metadata
+        var object: [String: Any] = delivery.metadata.fields
         object["id"] = delivery.id
         object["postfach"] = delivery.postfach
         object["payloadSHA256"] = delivery.payloadSHA256

@@ -31,7 +31,7 @@ public actor InMemoryBackend: PostfachBackend {
     /// All deliveries held, across Postfächer.
     public var count: Int { stored.values.reduce(0) { $0 + $1.count } }
 
-    public func deliver(_ delivery: Delivery) async throws -> Receipt {
+    public func deliver(_ delivery: Delivery, context: DeliveryContext) async throws -> Receipt {
         try checkNames(delivery)
         if !failures.isEmpty { throw failures.removeFirst() }
         if Task.isCancelled { throw PostfachError(code: .cancelled, message: "cancelled before the payload was stored") }

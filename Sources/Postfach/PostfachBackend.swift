@@ -14,11 +14,12 @@ public struct Delivery: Sendable, Hashable {
     public var payloadSize: Int64
     /// When Amtsbote received the submission.
     public var receivedAt: Date
-    /// Routing and validation facts to deliver alongside: schema, rule, area key … (no payload values).
-    public var metadata: [String: String]
+    /// Routing and validation facts to deliver alongside: schema, routing decision, the portal's metadata
+    /// (no payload values).
+    public var metadata: DeliveryMetadata
 
     public init(id: String, postfach: String, payload: URL, payloadSHA256: String, payloadSize: Int64,
-                receivedAt: Date, metadata: [String: String] = [:]) {
+                receivedAt: Date, metadata: DeliveryMetadata = DeliveryMetadata()) {
         self.id = id
         self.postfach = postfach
         self.payload = payload
@@ -47,6 +48,73 @@ public struct Delivery: Sendable, Hashable {
                 || (index > 0 && (b == UInt8(ascii: ".") || b == UInt8(ascii: "_") || b == UInt8(ascii: "-")))
         }
     }
+}
+
+/// What travels with a delivery besides its bytes, typed: the facts validation and routing established and the
+/// portal's metadata from the intake. Never a value from the payload.
+public struct DeliveryMetadata: Sendable, Hashable, Codable {
+    /// The ledger's id of the submission.
+    public var submission: Int64?
+    /// The schema the payload was validated against (`wohnsitz.anmeldung-1.0`).
+    public var schemaId: String?
+    /// The LeiKa key (Leistungsschlüssel) of the service applied for, when routing found one.
+    public var leikaKey: String?
+    /// The routing decision as the ledger records it (JSON: table, rule, keys).
+    public var routing: String?
+    /// The portal's metadata as the portal sent it (a JSON object: authentication level, payment, reference).
+    public var portal: String?
+    /// Anything else a caller adds, by name.
+    public var extra: [String: String]
+
+    public init(submission: Int64? = nil, schemaId: String? = nil, leikaKey: String? = nil, routing: String? = nil,
+                portal: String? = nil, extra: [String: String] = [:]) {
+        self.submission = submission
+        self.schemaId = schemaId
+        self.leikaKey = leikaKey
+        self.routing = routing
+        self.portal = portal
+        self.extra = extra
+    }
+
+    /// Every field present, by its stable name (`submission`, `schema`, `leika`, `routing`, `portal`, then the
+    /// extra ones): for a metadata file or a JSON header.
+    public var fields: [String: String] {
+        var fields = extra
+        if let submission { fields["submission"] = "\(submission)" }
+        if let schemaId { fields["schema"] = schemaId }
+        if let leikaKey { fields["leika"] = leikaKey }
+        if let routing { fields["routing"] = routing }
+        if let portal { fields["portal"] = portal }
+        return fields
+    }
+}
+
+/// What an attempt knows and may record beyond the delivery itself. A transport whose server assigns the ids
+/// (FIT-Connect's submission id) records that reference before its irreversible step, and an attempt after a
+/// crash or a failure finds it in ``reference`` and resumes the same transfer instead of starting a second one.
+public struct DeliveryContext: Sendable {
+    /// This attempt's number, from 1.
+    public var attempt: Int
+    /// The reference an earlier attempt recorded for this delivery; nil when none did.
+    public var reference: String?
+    private let recorder: @Sendable (String) async throws -> Void
+
+    /// - Parameter record: stores a reference durably (the ledger, fenced by the attempt's lease); throws when it
+    ///   cannot, and the backend must then not take its next step.
+    public init(attempt: Int, reference: String?, record: @escaping @Sendable (String) async throws -> Void) {
+        self.attempt = attempt
+        self.reference = reference
+        recorder = record
+    }
+
+    /// Records `reference` durably before the backend's next step; afterwards ``reference`` holds it.
+    public mutating func record(_ reference: String) async throws {
+        try await recorder(reference)
+        self.reference = reference
+    }
+
+    /// A context that keeps references for this call only: one-off deliveries and tests.
+    public static var detached: DeliveryContext { DeliveryContext(attempt: 1, reference: nil) { _ in } }
 }
 
 /// Proof of delivery.
@@ -96,6 +164,19 @@ public struct PostfachError: Error, Sendable, Hashable, CustomStringConvertible 
         public static let cancelled = Code(rawValue: "postfach.cancelled")
         /// The backend gave no answer in time (set by the caller that gave up waiting): retry later.
         public static let timeout = Code(rawValue: "postfach.timeout")
+        /// The receiving side asks us to slow down (HTTP 429): retry after its `Retry-After`.
+        public static let rateLimited = Code(rawValue: "postfach.rate-limited")
+        /// The receiving side refuses our credentials (HTTP 401/403, an OAuth2 token refused): retrying with the same
+        /// configuration cannot help; fix the credentials, then `amtsbote retry`.
+        public static let authenticationFailed = Code(rawValue: "postfach.authentication-failed")
+
+        /// Whether trying again later can help: explicit per code, so a new code is never retried by accident.
+        public var isRetryable: Bool {
+            switch self {
+            case .unavailable, .cancelled, .timeout, .rateLimited: true
+            default: false
+            }
+        }
     }
 
     public var code: Code
@@ -110,8 +191,8 @@ public struct PostfachError: Error, Sendable, Hashable, CustomStringConvertible 
         self.retryAfter = retryAfter
     }
 
-    /// `true` for ``Code/unavailable``, ``Code/cancelled`` and ``Code/timeout``.
-    public var isRetryable: Bool { code == .unavailable || code == .cancelled || code == .timeout }
+    /// `true` for ``Code/unavailable``, ``Code/cancelled``, ``Code/timeout`` and ``Code/rateLimited``.
+    public var isRetryable: Bool { code.isRetryable }
     public var description: String { "\(code): \(message)" }
 }
 
@@ -122,14 +203,25 @@ public struct PostfachError: Error, Sendable, Hashable, CustomStringConvertible 
 ///   `alreadyPresent == true` and leaves one copy; the same id with another payload throws ``PostfachError/Code/conflict``.
 /// - A payload becomes visible whole or not at all; a failed or cancelled delivery leaves nothing visible.
 /// - Failures throw ``PostfachError``; cancellation throws it with code `cancelled` (or `CancellationError`).
+/// - A backend with several steps records what it needs to resume (``DeliveryContext/record(_:)``) before a step
+///   that cannot be undone, and resumes from ``DeliveryContext/reference`` when an attempt finds one.
 public protocol PostfachBackend: Sendable {
     /// Backend kind, as named in configuration.
     var kind: String { get }
     /// Delivers one payload to one Postfach.
-    func deliver(_ delivery: Delivery) async throws -> Receipt
+    func deliver(_ delivery: Delivery, context: DeliveryContext) async throws -> Receipt
+    /// Releases what the backend holds (connection pools); called once when the process ends. Default: nothing.
+    func shutdown() async
 }
 
 extension PostfachBackend {
+    /// Delivers with a context that records nowhere (one-off deliveries and tests).
+    public func deliver(_ delivery: Delivery) async throws -> Receipt {
+        try await deliver(delivery, context: .detached)
+    }
+
+    public func shutdown() async {}
+
     /// Checks id and Postfach name; backends call this first.
     public func checkNames(_ delivery: Delivery) throws {
         guard Delivery.isValidID(delivery.id) else {
@@ -138,5 +230,29 @@ extension PostfachBackend {
         guard Delivery.isValidPostfach(delivery.postfach) else {
             throw PostfachError(code: .rejected, message: "Postfach name is not [a-z0-9][a-z0-9._-]{0,63}")
         }
+    }
+}
+
+/// The `Content-Digest` field of HTTP (RFC 9530) for SHA-256, as network backends send it and receivers check it.
+public enum ContentDigest {
+    /// `sha-256=:<base64>:` of a SHA-256 given as hex.
+    public static func sha256(hex: String) -> String {
+        var bytes: [UInt8] = []
+        var iterator = hex.makeIterator()
+        while let high = iterator.next(), let low = iterator.next(),
+              let h = high.hexDigitValue, let l = low.hexDigitValue { bytes.append(UInt8(h << 4 | l)) }
+        return sha256(bytes: bytes)
+    }
+
+    /// `sha-256=:<base64>:` of SHA-256 bytes.
+    public static func sha256<Bytes: Sequence>(bytes: Bytes) -> String where Bytes.Element == UInt8 {
+        "sha-256=:\(Data(bytes).base64EncodedString()):"
+    }
+
+    /// The sha-256 member of a `Content-Digest` field, without spaces; nil when it has none.
+    public static func sha256Member(of field: String) -> String? {
+        field.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            .first { $0.lowercased().hasPrefix("sha-256=") }
+            .map { "sha-256=" + $0.dropFirst(8) }
     }
 }

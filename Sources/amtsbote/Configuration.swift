@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postfach
+import PostfachHTTP
 import XoevRouting
 import XoevValidation
 
@@ -423,11 +424,13 @@ struct LoadedPipeline {
         case .delivery, .service:
             break
         }
-        let registry = PostfachBackendRegistry.builtIn
+        var registry = PostfachBackendRegistry.builtIn
+        HTTPBackend.register(in: &registry)
         var backends: [String: any PostfachBackend] = [:]
         for (name, backend) in configuration.backends {
             do {
-                backends[name] = try registry.make(kind: backend.kind, parameters: backend.parameters ?? [:], baseDirectory: base)
+                backends[name] = try await registry.make(kind: backend.kind,
+                                                         settings: BackendSettings(parameters: backend.parameters ?? [:], baseDirectory: base))
             } catch let error as PostfachError {
                 throw ConfigurationError("key 'backends.\(name)': \(error.message)")
             }

@@ -57,7 +57,7 @@ struct ServeCommand: AsyncParsableCommand {
             }
         } catch {
             FileHandle.standardError.write(Data("amtsbote: configuration error: \(error)\n".utf8))
-            await pipeline.ledger.close()
+            await pipeline.close()
             throw ExitCode(ExitStatus.usage.rawValue)
         }
         let logger = Logger(label: "amtsbote.serve")
@@ -71,7 +71,7 @@ struct ServeCommand: AsyncParsableCommand {
                             at: 0)
         }
         if stop.isStopped {  // signalled during start-up: nothing was accepted yet
-            await pipeline.ledger.close()
+            await pipeline.close()
             return
         }
         let group = ServiceGroup(configuration: .init(services: services, logger: logger))
@@ -82,10 +82,10 @@ struct ServeCommand: AsyncParsableCommand {
             try await running.value
         } catch {
             FileHandle.standardError.write(Data("amtsbote: serve: \(error)\n".utf8))
-            await pipeline.ledger.close()
+            await pipeline.close()
             throw ExitCode(ExitStatus.usage.rawValue)
         }
-        await pipeline.ledger.close()
+        await pipeline.close()
     }
 
     /// The service settings from the configuration's `service` section and the flags.

@@ -96,7 +96,7 @@ struct SubmitCommand: AsyncParsableCommand {
             }
         }
         printer.finish(counts: try await pipeline.ledger.counts(), run: submitted.count)
-        await pipeline.ledger.close()
+        await pipeline.close()
         throw ExitCode(status.rawValue)
     }
 }
@@ -217,7 +217,7 @@ struct RetryCommand: AsyncParsableCommand {
             printer.write(await SubmissionRecord.of(now, in: pipeline.ledger))
         }
         printer.finish(counts: try await pipeline.ledger.counts(), run: requeued.count)
-        await pipeline.ledger.close()
+        await pipeline.close()
         throw ExitCode(status.rawValue)
     }
 }

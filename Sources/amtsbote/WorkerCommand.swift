@@ -25,6 +25,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Deliveries claimed per transaction at most (default: --concurrency; 1 = single-row claims).")
     var batch: Int?
 
+    @Option(name: .long, help: "Claims sent side by side when --batch is smaller than the free slots (default 8).")
+    var parallelClaims: Int = 8
+
     @Option(name: .long, help: "Seconds an idle worker waits for a notification before it looks for due work again.")
     var poll: Double = 2
 
@@ -39,6 +42,7 @@ struct WorkerCommand: AsyncParsableCommand {
     func validate() throws {
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
         if let batch, batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if parallelClaims < 1 { throw ValidationError("--parallel-claims must be at least 1") }
         if poll <= 0 { throw ValidationError("--poll must be positive") }
         if waitForLedger < 0 { throw ValidationError("--wait-for-ledger must not be negative") }
     }
@@ -50,7 +54,7 @@ struct WorkerCommand: AsyncParsableCommand {
                                             until: shutdown.stop)
         guard let pipeline = loaded.pipeline else { throw ExitCode(ExitStatus.usage.rawValue) }
         let stop = shutdown.stop
-        let worker = DeliveryWorker(pipeline: pipeline, concurrency: concurrency, batchSize: batch,
+        let worker = DeliveryWorker(pipeline: pipeline, concurrency: concurrency, batchSize: batch, parallelClaims: parallelClaims,
                                     poll: .milliseconds(Int64(poll * 1000)), drain: drain)
         let run = Task { () -> DeliveryWorker.Summary in
             // A database that restarts just after the start is waited for, as in the delivery loop.
@@ -62,14 +66,14 @@ struct WorkerCommand: AsyncParsableCommand {
         do {
             summary = try await run.value
         } catch is CancellationError {
-            await pipeline.ledger.close()
+            await pipeline.close()
             throw ExitCode(0)
         } catch let error as LedgerError {
             FileHandle.standardError.write(Data("amtsbote: worker: \(error)\n".utf8))
-            await pipeline.ledger.close()
+            await pipeline.close()
             throw ExitCode(ExitStatus.ledgerUnavailable.rawValue)
         }
-        await pipeline.ledger.close()
+        await pipeline.close()
         var out = StandardOutput()
         out.append("worker: \(summary.attempts) attempt(s), \(summary.delivered) delivered, "
                    + "\(summary.failed) failed or re-queued\n")

@@ -65,7 +65,7 @@ actor StallingBackend: PostfachBackend {
 
     init(stalls: Int) { self.stalls = stalls }
 
-    func deliver(_ delivery: Delivery) async throws -> Receipt {
+    func deliver(_ delivery: Delivery, context: DeliveryContext) async throws -> Receipt {
         calls += 1
         if stalls > 0 {
             stalls -= 1

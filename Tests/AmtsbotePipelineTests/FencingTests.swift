@@ -53,11 +53,13 @@ struct FencingTests {
             if row.state == .queued { queued += 1 }
         }
         let expected = queued
-        // Two workers share the queue; each also puts expired leases back (every poll).
+        // Two workers share the queue; each also puts expired leases back (every poll). One claims a batch at a
+        // time, the other single rows, four claims side by side.
         try await withThrowingTaskGroup(of: DeliveryWorker.Summary.self) { group in
-            for _ in 0..<2 {
+            for batch in [4, 1] {
                 group.addTask {
-                    try await DeliveryWorker(pipeline: pipeline, concurrency: 4, poll: .milliseconds(200), drain: false)
+                    try await DeliveryWorker(pipeline: pipeline, concurrency: 4, batchSize: batch, parallelClaims: 4,
+                                             poll: .milliseconds(200), drain: false)
                         .run(until: recording.stopWhenDelivered(expected))
                 }
             }
@@ -98,7 +100,7 @@ actor SlowSometimes: PostfachBackend {
 
     var stored: Int { get async { await inner.count } }
 
-    func deliver(_ delivery: Delivery) async throws -> Receipt {
+    func deliver(_ delivery: Delivery, context: DeliveryContext) async throws -> Receipt {
         calls += 1
         if calls % every == 1 {
             slowCalls += 1
@@ -264,6 +266,9 @@ final class RecordingLedger: LedgerStore, @unchecked Sendable {
         return nil
     }
     func release(_ leased: Submission) async throws -> Bool { try await base.release(leased) }
+    func recordReference(_ leased: Submission, reference: String) async throws -> Bool {
+        try await base.recordReference(leased, reference: reference)
+    }
     func requeueExpiredLeases() async throws -> [Submission] { try await base.requeueExpiredLeases() }
     func rescue(_ observed: Submission) async throws -> Submission? { try await base.rescue(observed) }
     func requeue(_ observed: Submission) async throws -> Submission? { try await base.requeue(observed) }

@@ -31,7 +31,7 @@ struct ServiceTests {
         // Never payload values: the sample's family name does not appear in the status.
         #expect(!status.body.contains("Mustermann"))
         let stored = await server.backend.contents(of: "gemeinde-05315000-koeln")
-        #expect(stored.values.first?.delivery.metadata["portal"] == portal)
+        #expect(stored.values.first?.delivery.metadata.portal == portal)
         try await server.stop()
     }
 

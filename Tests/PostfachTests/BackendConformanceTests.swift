@@ -75,14 +75,31 @@ struct BackendConformanceTests {
     }
 
     @Test("registry builds backends by kind and names the kinds it knows")
-    func registry() throws {
+    func registry() async throws {
         let registry = PostfachBackendRegistry.builtIn
         #expect(registry.kinds == ["filesystem", "memory"])
         let base = try TestEnvironment.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: base) }
-        let backend = try registry.make(kind: "filesystem", parameters: ["directory": "out"], baseDirectory: base)
+        let backend = try await registry.make(kind: "filesystem", settings: BackendSettings(parameters: ["directory": "out"], baseDirectory: base))
         #expect((backend as? FilesystemBackend)?.root.path == base.appendingPathComponent("out").path)
-        #expect(throws: PostfachError.self) { try registry.make(kind: "ftp", parameters: [:], baseDirectory: base) }
-        #expect(throws: PostfachError.self) { try registry.make(kind: "filesystem", parameters: [:], baseDirectory: base) }
+        await #expect(throws: PostfachError.self) { try await registry.make(kind: "ftp", settings: BackendSettings(parameters: [:], baseDirectory: base)) }
+        await #expect(throws: PostfachError.self) { try await registry.make(kind: "filesystem", settings: BackendSettings(parameters: [:], baseDirectory: base)) }
+    }
+
+    @Test("secrets come from an environment variable or a file, never from the configuration itself")
+    func secrets() throws {
+        let base = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: base) }
+        try Data("s3cret-from-file\n".utf8).write(to: base.appendingPathComponent("token.txt"))
+        func settings(_ parameters: [String: String]) -> BackendSettings {
+            BackendSettings(parameters: parameters, baseDirectory: base, environment: ["POSTFACH_TOKEN": "s3cret-from-env"])
+        }
+        #expect(try settings(["tokenEnv": "POSTFACH_TOKEN"]).secret("token") == "s3cret-from-env")
+        #expect(try settings(["tokenFile": "token.txt"]).secret("token") == "s3cret-from-file")
+        #expect(try settings([:]).secret("token") == nil)
+        let written = try #require(throws: PostfachError.self) { try settings(["token": "plain"]).secret("token") }
+        #expect(written.message.contains("must not be written into the configuration"))
+        #expect(throws: PostfachError.self) { try settings(["tokenEnv": "UNSET_VARIABLE"]).secret("token") }
+        #expect(throws: PostfachError.self) { try settings(["tokenFile": "missing.txt"]).secret("token") }
     }
 }
