@@ -235,7 +235,7 @@ var package = Package(
         ),
         .testTarget(
             name: "AmtsboteCLITests",
-            dependencies: ["amtsbote", "XoevValidation", "AmtsbotePipeline", "AmtsbotePostgres", "AmtsboteTestSupport",
+            dependencies: ["amtsbote", "amtsbote-testserver", "XoevValidation", "AmtsbotePipeline", "AmtsbotePostgres", "AmtsboteTestSupport",
                            "PostgresTestSupport"]
         ),
     ],

@@ -1,0 +1,67 @@
+import AmtsboteTestSupport
+import Foundation
+import Testing
+
+/// The http backend as the README shows it: `amtsbote-testserver` as a process, `amtsbote submit` with the sample
+/// configuration Samples/config/http-backend.json (its port and data folder moved into a temporary folder).
+@Suite("amtsbote submit to amtsbote-testserver over HTTP")
+struct HTTPBackendProcessTests {
+    static var testServerBinary: URL { CLI.binary.deletingLastPathComponent().appendingPathComponent("amtsbote-testserver") }
+
+    @Test("the sample configuration delivers every valid sample to the stand-in, once, with a token from the environment")
+    func sampleConfiguration() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let out = directory.appendingPathComponent("testserver.out")
+        let server = try Child(Self.testServerBinary.path, ["--listen", "127.0.0.1:0", "--reset", "0.2", "--seed", "7"],
+                               stderr: directory.appendingPathComponent("testserver.err").path, stdout: out.path)
+        defer { kill(server.pid, SIGTERM); server.wait() }
+        var port = 0
+        try waitUntilSync("the stand-in listens") {
+            let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("testserver: listening on ") }),
+                  let number = line.split(separator: ":").last.flatMap({ Int($0) }) else { return false }
+            port = number
+            return true
+        }
+
+        // The sample as shipped, with paths made absolute and the stand-in's port.
+        let samples = TestEnvironment.projectRoot.appendingPathComponent("Samples/config")
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: samples.appendingPathComponent("http-backend.json"))) as? [String: Any])
+        func absolute(_ path: String) -> String { samples.appendingPathComponent(path).standardizedFileURL.path }
+        config["schemas"] = absolute(config["schemas"] as! String)
+        var routing = config["routing"] as! [String: Any]
+        routing["tables"] = (routing["tables"] as! [String]).map(absolute)
+        routing["municipalities"] = absolute(routing["municipalities"] as! String)
+        routing["retiredKeys"] = absolute(routing["retiredKeys"] as! String)
+        config["routing"] = routing
+        var receiver = (config["backends"] as! [String: [String: Any]])["receiver"]!
+        receiver["url"] = (receiver["url"] as! String).replacingOccurrences(of: ":9090/", with: ":\(port)/")
+        config["backends"] = ["receiver": receiver]
+        config["ledger"] = directory.appendingPathComponent("ledger.sqlite").path
+        config["spool"] = directory.appendingPathComponent("spool").path
+        config["retry"] = ["maxAttempts": 20, "initialDelaySeconds": 0.01, "maxDelaySeconds": 0.1]
+        let file = directory.appendingPathComponent("http-backend.json")
+        try JSONSerialization.data(withJSONObject: config).write(to: file)
+
+        let valid = try FileManager.default.contentsOfDirectory(atPath: TestEnvironment.projectRoot.appendingPathComponent("Samples/valid").path)
+            .filter { $0.hasSuffix(".xml") }
+        let result = try CLI.run(["submit", "--config", file.path, "Samples/valid"],
+                                 environment: ["AMTSBOTE_RECEIVER_TOKEN": "anything"], wrapper: ["timeout", "300"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.components(separatedBy: ": delivered -> ").count - 1 == valid.count, "\(result.stdout)")
+
+        let connection = try RawConnection(port: port)
+        connection.send("GET /_received HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        let answer = try connection.readToEnd()
+        let body = try #require(answer.range(of: "\r\n\r\n").map { String(answer[$0.upperBound...]) })
+        let received = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [[String: Any]], "\(answer)")
+        #expect(received.count == valid.count)
+        #expect(received.allSatisfy { $0["stores"] as? Int == 1 && $0["digestMatched"] as? Bool == true })
+
+        // Without the token's variable the configuration is refused before anything is recorded.
+        let missing = try CLI.run(["submit", "--config", file.path, "Samples/valid"], wrapper: ["timeout", "300"])
+        #expect(missing.status == 2, "\(missing.stderr)")
+        #expect(missing.stderr.contains("AMTSBOTE_RECEIVER_TOKEN"), "\(missing.stderr)")
+    }
+}
