@@ -69,6 +69,14 @@ var package = Package(
             name: "PostfachTesting",
             dependencies: ["Postfach", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // JSON Web Encryption and Signatures (RSA-OAEP-256/A256GCM, PS512) for FIT-Connect, on swift-crypto.
+        .target(
+            name: "JOSE",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
         // The http backend: deliveries over HTTP (AsyncHTTPClient), streamed, with idempotency key and digest.
         .target(
             name: "PostfachHTTP",
@@ -203,6 +211,10 @@ var package = Package(
         .testTarget(
             name: "PostfachTests",
             dependencies: ["Postfach", "PostfachTesting", "AmtsboteTestSupport"]
+        ),
+        .testTarget(
+            name: "JOSETests",
+            dependencies: ["JOSE", .product(name: "CryptoExtras", package: "swift-crypto")]
         ),
         .testTarget(
             name: "PostfachHTTPTests",
