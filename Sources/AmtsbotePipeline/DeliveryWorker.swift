@@ -10,8 +10,9 @@ public struct DeliveryWorker: Sendable {
     public let concurrency: Int
     /// Rows claimed per transaction at most (1: single-row claims).
     public let batchSize: Int
-    /// Claims sent at once when free slots outnumber ``batchSize`` (each its own transaction, on its own connection
-    /// where the ledger has a pool): small claims then wait for their round trips and commits side by side.
+    /// Claims sent at once when free slots outnumber ``batchSize`` (each its own transaction, on its own pooled
+    /// connection): small claims then wait for their round trips and commits side by side. Only on a shared ledger
+    /// (PostgreSQL); SQLite has one writer, and its claims go one at a time.
     public let parallelClaims: Int
     /// How long an idle worker waits for a notification before it looks again (drawn between half and the whole).
     public let poll: Duration
@@ -50,7 +51,8 @@ public struct DeliveryWorker: Sendable {
             while !stop.isStopped {
                 try Task.checkCancellation()
                 let free = concurrency - state.running
-                let wanted = min(free, batchSize * parallelClaims)
+                // Claims side by side only where they can run side by side (a database server; SQLite has one writer).
+                let wanted = min(free, batchSize * (ledger.isShared ? parallelClaims : 1))
                 var claimed: [Submission] = []
                 do {
                     if ContinuousClock.now - lastRescue >= poll {
@@ -135,7 +137,11 @@ public struct DeliveryWorker: Sendable {
             case .failure(let error): failure = failure ?? error
             }
         }
-        if let failure, claimed.isEmpty { throw failure }
+        if let failure {
+            if claimed.isEmpty { throw failure }
+            pipeline.logger.warning("a claim failed beside others that succeeded", metadata: [
+                "code": "\((failure as? LedgerError)?.code ?? "ledger.unavailable")"])
+        }
         return claimed
     }
 

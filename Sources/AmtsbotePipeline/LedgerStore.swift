@@ -58,8 +58,9 @@ public protocol LedgerStore: Sendable {
     /// now, the attempt not counted. Fenced by the lease like ``finishAttempt(_:)``.
     func release(_ leased: Submission) async throws -> Bool
     /// Records what a backend needs to resume an attempt (``Submission/externalReference``), fenced by the lease
-    /// like ``finishAttempt(_:)``: only while the row is `running` under `leased.leaseToken`. `false`: the lease was
-    /// lost; nothing was written, and the backend must not take its next step.
+    /// more strictly than ``finishAttempt(_:)``: only while the row is `running` under `leased.leaseToken` and the
+    /// lease has not run out (a row whose lease expired may be taken over at any moment, and the next holder would
+    /// resume the same transfer). `false`: nothing was written, and the backend must not take its next step.
     func recordReference(_ leased: Submission, reference: String) async throws -> Bool
     /// Puts every `running` row whose lease expired back in the queue, due now; returns those rows.
     func requeueExpiredLeases() async throws -> [Submission]

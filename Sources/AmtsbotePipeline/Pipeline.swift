@@ -54,10 +54,14 @@ public struct RetryPolicy: Sendable, Hashable {
 public struct BackendSelection: Sendable {
     public let defaultBackend: any PostfachBackend
     public let overrides: [String: any PostfachBackend]
+    /// Backends configured besides these (serving no Postfach now), so that ``shutdown()`` releases them too.
+    let others: [any PostfachBackend]
 
-    public init(default defaultBackend: any PostfachBackend, overrides: [String: any PostfachBackend] = [:]) {
+    public init(default defaultBackend: any PostfachBackend, overrides: [String: any PostfachBackend] = [:],
+                others: [any PostfachBackend] = []) {
         self.defaultBackend = defaultBackend
         self.overrides = overrides
+        self.others = others
     }
 
     public func backend(for postfach: String) -> any PostfachBackend { overrides[postfach] ?? defaultBackend }
@@ -65,7 +69,7 @@ public struct BackendSelection: Sendable {
     /// Lets every backend release what it holds (connection pools); once, when the process is done with them.
     public func shutdown() async {
         var seen = Set<ObjectIdentifier>()
-        for backend in [defaultBackend] + overrides.values.map({ $0 }) {
+        for backend in [defaultBackend] + overrides.values.map({ $0 }) + others {
             // The same backend object may serve several Postfächer: shut down once.
             if type(of: backend) is AnyObject.Type, !seen.insert(ObjectIdentifier(backend as AnyObject)).inserted { continue }
             await backend.shutdown()
@@ -118,7 +122,7 @@ public struct Pipeline: Sendable {
             return try await keep(submission, as: .abandoned, code: "input.unreadable", reason: "cannot open: \(reason)",
                                   from: .received)
         }
-        defer { Glibc.close(fd) }
+        defer { closeDescriptor(fd) }
         return try await submit(fileDescriptor: fd, named: path, recorded: submission)
     }
 
@@ -295,7 +299,8 @@ public struct Pipeline: Sendable {
             // backend's next step; an attempt that lost its lease records nothing and goes no further.
             let recorded = RecordedReference()
             let context = DeliveryContext(attempt: submission.attempts, reference: submission.externalReference) { reference in
-                guard try await ledger.recordReference(leased, reference: reference) else {
+                // The ledger checks the lease's end itself; a lease known lost (the heartbeat said so) goes no further.
+                guard lease.holds(after: .zero), try await ledger.recordReference(leased, reference: reference) else {
                     throw PostfachError(code: .cancelled, message: "the lease was lost before the reference was recorded")
                 }
                 recorded.value = reference
@@ -518,6 +523,9 @@ public struct Pipeline: Sendable {
         return requeued
     }
 }
+
+/// `close(2)`, out of reach of the `close()` methods in scope inside the pipeline.
+private func closeDescriptor(_ fd: Int32) { close(fd) }
 
 /// The reference a backend recorded during an attempt, for the attempt's own copy of the row.
 final class RecordedReference: @unchecked Sendable {

@@ -364,8 +364,8 @@ public final class SQLiteLedger: LedgerStore {
         return try write { db in
             try db.execute(sql: """
                 UPDATE submission SET externalReference = ?, updatedAt = ?
-                WHERE id = ? AND state = 'running' AND leaseToken = ?
-                """, arguments: [reference, Date(), id, token])
+                WHERE id = ? AND state = 'running' AND leaseToken = ? AND leaseUntil > ?
+                """, arguments: [reference, Date(), id, token, Date()])
             return db.changesCount == 1
         }
     }

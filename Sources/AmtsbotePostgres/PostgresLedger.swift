@@ -398,7 +398,7 @@ public final class PostgresLedger: LedgerStore {
         guard let id = leased.id, let token = leased.leaseToken else { return false }
         return try await !fetch("""
             UPDATE submission SET external_reference = \(reference), updated_at = clock_timestamp()
-            WHERE id = \(id) AND state = 'running' AND lease_token = \(token)
+            WHERE id = \(id) AND state = 'running' AND lease_token = \(token) AND lease_until > clock_timestamp()
             RETURNING \(unescaped: Self.columns)
             """).isEmpty
     }

@@ -166,18 +166,17 @@ public enum JWE {
         }
         guard header["enc"] as? String == "A256GCM" else { throw JOSEError("JWE enc must be A256GCM") }
         guard header["zip"] == nil, header["crit"] == nil else { throw JOSEError("JWE zip and crit are not supported") }
-        let cek: Data
-        do {
-            cek = try key.decrypt(parts.encryptedKey, padding: alg == "RSA-OAEP" ? .PKCS1_OAEP : .PKCS1_OAEP_SHA256)
-        } catch { throw JOSEError("the JWE content key cannot be decrypted with this key") }
-        guard cek.count == 32, parts.iv.count == 12, parts.tag.count == 16 else {
-            throw JOSEError("the JWE key, IV or tag has the wrong length")
-        }
+        // One answer for every failure from here on, and a content key that cannot be unwrapped replaced by a random
+        // one (RFC 7516 §11.5): nothing tells a sender of forged messages which step failed.
+        let refused = JOSEError("the JWE cannot be decrypted with this key or does not authenticate")
+        var cek = (try? key.decrypt(parts.encryptedKey, padding: alg == "RSA-OAEP" ? .PKCS1_OAEP : .PKCS1_OAEP_SHA256)) ?? Data()
+        if cek.count != 32 { cek = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) } }
+        guard parts.iv.count == 12, parts.tag.count == 16 else { throw refused }
         do {
             let box = try AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: parts.iv), ciphertext: parts.ciphertext, tag: parts.tag)
             let plaintext = try AES.GCM.open(box, using: SymmetricKey(data: cek), authenticating: Data(parts.protectedHeader.utf8))
             return (header, plaintext)
-        } catch { throw JOSEError("the JWE does not authenticate (tag mismatch)") }
+        } catch { throw refused }
     }
 }
 

@@ -211,6 +211,8 @@ public enum LedgerConformance {
         #expect(try await ledger.extendLeases([expiring], by: .milliseconds(1)) == [expiring.id!])
         let expiry = try #require(try await ledger.submission(expiring.id!)?.leaseUntil)
         try await waitUntil("the lease ends") { Date() > expiry.addingTimeInterval(0.01) }
+        #expect(try await !ledger.recordReference(expiring, reference: "too-late"),
+                "a lease that ran out records nothing, even before another process put the row back")
         let requeued = try await otherLedger.requeueExpiredLeases()
         #expect(requeued.map(\.id) == [expiring.id], "only the expired lease")
         #expect(requeued.first?.state == .queued && requeued.first?.leaseToken == nil)

@@ -83,6 +83,10 @@ public final class HTTPBackend: PostfachBackend {
             throw PostfachError(code: .rejected, message: "'url' must be an http or https URL containing {id} "
                                 + "(and usually {postfach}), e.g. https://host/postfach/{postfach}/{id}")
         }
+        if case .none = configuration.credentials {} else if scheme == "http",
+           !["127.0.0.1", "::1", "[::1]", "localhost"].contains(probe.host?.lowercased() ?? "") {
+            throw PostfachError(code: .rejected, message: "credentials are sent over https only (or to a loopback address)")
+        }
         guard configuration.method == .PUT || configuration.method == .POST else {
             throw PostfachError(code: .rejected, message: "'method' must be PUT or POST")
         }
@@ -137,13 +141,20 @@ public final class HTTPBackend: PostfachBackend {
         request.body = .stream(FileChunks(url: delivery.payload), length: .known(delivery.payloadSize))
 
         let response: HTTPClientResponse
-        let body: ByteBuffer
         do {
             response = try await client.execute(request, deadline: .now() + .nanoseconds(configuration.requestTimeout.nanosecondsClamped))
-            body = try await response.body.collect(upTo: 64 << 10)
         } catch {
             throw Self.failure(error)
         }
+        // The status decides; of the body only the start is read (problem details), the rest is not waited for. A
+        // body that breaks off changes nothing about a status already received.
+        var body = ByteBuffer()
+        do {
+            for try await var chunk in response.body {
+                body.writeBuffer(&chunk)
+                if body.readableBytes >= 64 << 10 { break }
+            }
+        } catch {}
         return try Self.outcome(status: response.status, headers: response.headers, body: body, delivery: delivery,
                                 url: url, digest: digest, method: configuration.method)
     }
@@ -160,7 +171,8 @@ public final class HTTPBackend: PostfachBackend {
         let retryAfter = headers.first(name: "Retry-After").flatMap(parseRetryAfter)
         switch code {
         case 200..<300:
-            return receipt(alreadyPresent: method == .PUT && code != 201)
+            // PUT: 201 created, 200 or 204 an existing resource (RFC 9110 §9.3.4); any other 2xx counts as new.
+            return receipt(alreadyPresent: method == .PUT && (code == 200 || code == 204))
         case 409:
             let held = headers.first(name: "Content-Digest").flatMap(ContentDigest.sha256Member)
             if let held, held == ContentDigest.sha256Member(of: digest) { return receipt(alreadyPresent: true) }
@@ -223,6 +235,9 @@ public final class HTTPBackend: PostfachBackend {
         return parts.isEmpty ? "" : " (" + parts.joined(separator: "; ") + ")"
     }
 
+    /// RFC 3986's unreserved characters, ASCII only (`CharacterSet.alphanumerics` would keep letters such as ü).
+    static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
     static func resolved(_ location: String?, against url: String) -> String? {
         guard let location, !location.isEmpty else { return nil }
         return URL(string: location, relativeTo: URL(string: url))?.absoluteString ?? location
@@ -237,13 +252,16 @@ public final class HTTPBackend: PostfachBackend {
         case .jsonHeader:
             guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes]),
                   let text = String(data: data, encoding: .utf8) else { return [] }
-            // JSON with non-ASCII escaped: a header carries ASCII only.
-            return [("Amtsbote-Metadata", text.unicodeScalars.map { $0.isASCII ? String($0) : String(format: "\\u%04x", $0.value) }.joined())]
+            // JSON with non-ASCII escaped (UTF-16, so beyond U+FFFF as a surrogate pair): a header carries ASCII only.
+            let escaped = text.unicodeScalars.map { scalar in
+                scalar.isASCII ? String(scalar) : scalar.utf16.map { String(format: "\\u%04x", $0) }.joined()
+            }.joined()
+            return [("Amtsbote-Metadata", escaped)]
         case .headers:
             return fields.sorted { $0.key < $1.key }.map { key, value in
                 let name = "Amtsbote-" + key.prefix(1).uppercased() + key.dropFirst()
                 let safe = value.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7F }
-                return (name, safe ? value : value.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")
+                return (name, safe ? value : value.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? "")
             }
         }
     }

@@ -34,7 +34,9 @@ public struct StandInFaults: Sendable {
     }
 }
 
-/// What the stand-in received: one entry per delivery id, stored once, with the requests that named it.
+/// What the stand-in received: one entry per delivery id (stored with the first request that carried it whole),
+/// with the requests that named it and the faults injected into them, so a test can tell a sender's retry after a
+/// fault from a request sent twice for no reason.
 public actor ReceivedDeliveries {
     /// One delivery as the receiver holds it.
     public struct Entry: Sendable, Hashable {
@@ -43,17 +45,19 @@ public actor ReceivedDeliveries {
         /// SHA-256 of the stored bytes, lower-case hex.
         public var sha256: String
         public var size: Int
-        /// Requests that named this id (the first included).
+        /// Requests that reached the store with this id (the first included).
         public var requests: Int
-        /// Times the payload was stored: 1, whatever the requests.
-        public var stores: Int
-        /// The `Content-Digest` the sender sent matched the bytes.
-        public var digestMatched: Bool
+        /// Faults injected into requests for this id (429, 503, redirect before storing; a dropped or slow answer
+        /// after): each may explain one more request.
+        public var faults: Int
+        /// The sender sent a `Content-Digest` (a wrong one is refused with 400 before anything is stored).
+        public var digestSent: Bool
         /// The metadata header as sent (`Amtsbote-Metadata`), if any.
         public var metadata: String?
     }
 
     private var entries: [String: Entry] = [:]
+    private var faults: [String: Int] = [:]
     private var payloads: [String: Data] = [:]
     private var order: [String] = []
     let keepPayloads: Bool
@@ -69,15 +73,19 @@ public actor ReceivedDeliveries {
             entries[key] = entry
             return entry.sha256 == sha256 ? .same : .other(sha256: entry.sha256)
         }
-        entries[key] = Entry(postfach: postfach, id: id, sha256: sha256, size: body.count, requests: 1, stores: 1,
-                             digestMatched: digestMatched, metadata: metadata)
+        entries[key] = Entry(postfach: postfach, id: id, sha256: sha256, size: body.count, requests: 1, faults: 0,
+                             digestSent: digestMatched, metadata: metadata)
         if keepPayloads { payloads[key] = body }
         order.append(key)
         return .stored
     }
 
+    func noteFault(postfach: String, id: String) { faults[postfach + "/" + id, default: 0] += 1 }
+
     /// Every delivery, in the order first stored.
-    public var all: [Entry] { order.compactMap { entries[$0] } }
+    public var all: [Entry] {
+        order.compactMap { key in entries[key].map { var entry = $0; entry.faults = faults[key] ?? 0; return entry } }
+    }
 
     /// The bytes stored for an id in a Postfach (kept when the stand-in keeps payloads).
     public func payload(postfach: String, id: String) -> Data? { payloads[postfach + "/" + id] }
@@ -112,8 +120,8 @@ struct HTTPReceiver: Sendable {
         router.get("/_received") { _, _ in
             let entries = await received.all.map { entry -> [String: Any] in
                 var object: [String: Any] = ["postfach": entry.postfach, "id": entry.id, "sha256": entry.sha256,
-                                             "size": entry.size, "requests": entry.requests, "stores": entry.stores,
-                                             "digestMatched": entry.digestMatched]
+                                             "size": entry.size, "requests": entry.requests, "faults": entry.faults,
+                                             "digestSent": entry.digestSent]
                 if let metadata = entry.metadata { object["metadata"] = metadata }
                 return object
             }
@@ -128,12 +136,17 @@ struct HTTPReceiver: Sendable {
             return problem(.badRequest, "no Postfach or id in the path")
         }
         if await dice.roll(faults.redirect) {
+            await received.noteFault(postfach: postfach, id: id)
             return Response(status: .temporaryRedirect, headers: [.location: "/elsewhere/\(postfach)/\(id)"])
         }
         if await dice.roll(faults.rateLimited) {
+            await received.noteFault(postfach: postfach, id: id)
             return Response(status: .tooManyRequests, headers: [.retryAfter: "\(faults.retryAfterSeconds)"])
         }
-        if await dice.roll(faults.unavailable) { return problem(.serviceUnavailable, "injected outage") }
+        if await dice.roll(faults.unavailable) {
+            await received.noteFault(postfach: postfach, id: id)
+            return problem(.serviceUnavailable, "injected outage")
+        }
         let body = try await request.body.collect(upTo: 256 << 20)
         let bytes = Data(body.readableBytesView)
         let sha = SHA256.hash(data: bytes)
@@ -150,10 +163,14 @@ struct HTTPReceiver: Sendable {
                                              metadata: request.headers[HTTPField.Name("Amtsbote-Metadata")!])
         if await dice.roll(faults.reset) {
             // Stored, but the sender never hears of it: its retry must find it present, not store it twice.
+            await received.noteFault(postfach: postfach, id: id)
             context.channel.close(mode: .all, promise: nil)
             return Response(status: .internalServerError)
         }
-        if await dice.roll(faults.slow) { try? await Task.sleep(for: faults.slowFor) }
+        if await dice.roll(faults.slow) {
+            await received.noteFault(postfach: postfach, id: id)
+            try? await Task.sleep(for: faults.slowFor)
+        }
         let location = "/postfach/\(postfach)/\(id)"
         switch outcome {
         case .stored:

@@ -14,7 +14,7 @@ struct TestServerCommand: AsyncParsableCommand {
         discussion: """
             PUT or POST /postfach/{postfach}/{id}: stored once per id (201); the same bytes again 200, other bytes 409 \
             with the held Content-Digest; a Content-Digest that does not match the body 400. GET /_received lists \
-            what arrived as JSON. The fault options inject failures into a share (0 to 1) of delivery requests. \
+            what arrived as JSON: per id the SHA-256, the requests that named it and the faults injected into them. The fault options inject failures into a share (0 to 1) of delivery requests. \
             For trying and testing only: it keeps everything in memory.
             """)
 

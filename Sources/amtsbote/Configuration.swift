@@ -431,10 +431,29 @@ struct LoadedPipeline {
             do {
                 backends[name] = try await registry.make(kind: backend.kind,
                                                          settings: BackendSettings(parameters: backend.parameters ?? [:], baseDirectory: base))
-            } catch let error as PostfachError {
-                throw ConfigurationError("key 'backends.\(name)': \(error.message)")
+            } catch {
+                // The backends made so far hold connections: released before the error ends the command.
+                for made in backends.values { await made.shutdown() }
+                throw ConfigurationError("key 'backends.\(name)': \((error as? PostfachError)?.message ?? "\(error)")")
             }
         }
+        do {
+            let assembled = try await Self.assemble(configuration, backends: backends, postgres: postgres,
+                                                    ledgerSetting: ledgerSetting, validator: validator, router: router,
+                                                    purpose: purpose, resolve: resolve)
+            pipeline = assembled
+            ledger = assembled.ledger
+            payloads = assembled.payloads
+        } catch {
+            for made in backends.values { await made.shutdown() }
+            throw error
+        }
+    }
+
+    /// The ledger, the payload store and the pipeline over the backends made from the configuration.
+    private static func assemble(_ configuration: AmtsboteConfiguration, backends: [String: any PostfachBackend],
+                                 postgres: PostgresLedgerConfiguration?, ledgerSetting: LedgerSetting, validator: Validator,
+                                 router: Router, purpose: Purpose, resolve: (String) -> URL) async throws -> Pipeline {
         guard let defaultBackend = backends[configuration.postfaecher.default] else {
             throw ConfigurationError("postfaecher.default names no configured backend ('\(configuration.postfaecher.default)')")
         }
@@ -470,12 +489,10 @@ struct LoadedPipeline {
             attemptTimeout: (retry?.attemptTimeoutSeconds ?? 120) > 0
                 ? .milliseconds(Int64((retry?.attemptTimeoutSeconds ?? 120) * 1000)) : nil,
             lease: lease, heartbeat: heartbeat > .zero ? heartbeat : nil)
-        self.ledger = ledger
-        self.payloads = payloads
-        pipeline = Pipeline(validator: validator, router: router,
-                            backends: BackendSelection(default: defaultBackend, overrides: overrides),
-                            ledger: ledger, spool: try Spool(directory: resolve(configuration.spool)), payloads: payloads,
-                            retry: policy, deliversOnIntake: purpose == .delivery && !ledger.isShared)
+        return Pipeline(validator: validator, router: router,
+                        backends: BackendSelection(default: defaultBackend, overrides: overrides, others: Array(backends.values)),
+                        ledger: ledger, spool: try Spool(directory: resolve(configuration.spool)), payloads: payloads,
+                        retry: policy, deliversOnIntake: purpose == .delivery && !ledger.isShared)
     }
 }
 

@@ -52,6 +52,6 @@ struct PurgeCommand: AsyncParsableCommand {
         out.append(dryRun ? "\(purged.count) payload(s) would be purged; nothing changed\n"
                           : "\(purged.count) payload(s) purged; their ledger rows are kept as the audit record\n")
         out.flush()
-        await ledger.close()
+        if let pipeline = loaded.pipeline { await pipeline.close() } else { await ledger.close() }
     }
 }

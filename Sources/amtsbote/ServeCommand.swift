@@ -63,7 +63,12 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logger(label: "amtsbote.serve")
         let stop = shutdown.stop
         // Intakes a previous run left unfinished, and rows of workers that are gone, before the first request.
-        try await pipeline.recoverWaitingForLedger(poll: .seconds(1), until: stop)
+        do {
+            try await pipeline.recoverWaitingForLedger(poll: .seconds(1), until: stop)
+        } catch {
+            await pipeline.close()
+            throw error
+        }
         let concurrency = workers ?? settings?.workers ?? 4
         if concurrency > 0 {
             // Stopped by the group's graceful shutdown, after the listener has drained (services stop in reverse).

@@ -54,7 +54,7 @@ struct FencingTests {
         }
         let expected = queued
         // Two workers share the queue; each also puts expired leases back (every poll). One claims a batch at a
-        // time, the other single rows, four claims side by side.
+        // time, the other single rows (on PostgreSQL four claims side by side).
         try await withThrowingTaskGroup(of: DeliveryWorker.Summary.self) { group in
             for batch in [4, 1] {
                 group.addTask {

@@ -58,19 +58,23 @@ struct HTTPBackendTests {
         defer { try? FileManager.default.removeItem(at: workspace) }
         var delivery = try PostfachConformance.delivery(Data("<antrag>Grüße</antrag>".utf8), id: "h-1", postfach: "p-1", in: workspace)
         delivery.metadata = DeliveryMetadata(submission: 7, schemaId: "wohnsitz.anmeldung-1.0", leikaKey: "99115001000000",
-                                             routing: #"{"rule":"ags"}"#, portal: #"{"reference":"Grüße-1"}"#)
+                                             routing: #"{"rule":"ags"}"#, portal: #"{"reference":"Grüße-1 😀"}"#)
         let first = try await backend.deliver(delivery)
         #expect(!first.alreadyPresent)
         #expect(first.location == "http://127.0.0.1:\(standIn.port)/postfach/p-1/h-1")
         let again = try await backend.deliver(delivery)
         #expect(again.alreadyPresent)
         let entry = try #require(await standIn.server.received.all.first)
-        #expect(entry.requests == 2 && entry.stores == 1 && entry.digestMatched)
+        #expect(entry.requests == 2 && entry.faults == 0 && entry.digestSent)
+        #expect(await standIn.server.received.all.count == 1, "the repeat is recognised, not stored beside the first")
         let metadata = try #require(entry.metadata.flatMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: String] })
         #expect(metadata["schema"] == "wohnsitz.anmeldung-1.0")
         #expect(metadata["leika"] == "99115001000000")
         #expect(metadata["submission"] == "7")
-        #expect(metadata["portal"] == #"{"reference":"Grüße-1"}"#, "non-ASCII travels escaped and arrives whole")
+        #expect(metadata["portal"] == #"{"reference":"Grüße-1 😀"}"#, "non-ASCII travels escaped and arrives whole")
+        let fields = HTTPBackend.metadataHeaders(delivery, style: .headers)
+        #expect(fields.allSatisfy { $0.1.unicodeScalars.allSatisfy(\.isASCII) }, "\(fields)")
+        #expect(fields.first { $0.0 == "Amtsbote-Portal" }?.1.removingPercentEncoding == #"{"reference":"Grüße-1 😀"}"#)
         await backend.shutdown()
         try await standIn.stop()
     }
@@ -118,7 +122,9 @@ struct HTTPBackendTests {
         }
         #expect(resets > 0, "the fault happened")
         let entries = await standIn.server.received.all
-        #expect(entries.count == 20 && entries.allSatisfy { $0.stores == 1 })
+        #expect(entries.count == 20)
+        #expect(entries.map(\.requests).reduce(0, +) == 20 + resets, "each dropped answer led to exactly one more request")
+        #expect(entries.allSatisfy { $0.requests - 1 == $0.faults })
         await backend.shutdown()
         try await standIn.stop()
     }
@@ -176,5 +182,9 @@ struct HTTPBackendTests {
         #expect(throws: PostfachError.self) { try HTTPBackend.configuration(from: settings(["url": "https://r.example/{id}", "method": "PATCH"])) }
         #expect(throws: PostfachError.self) { try HTTPBackend(configuration: .init(url: "ftp://r.example/{id}")) }
         #expect(throws: PostfachError.self) { try HTTPBackend(configuration: .init(url: "https://r.example/no-id")) }
+        let cleartext = try #require(throws: PostfachError.self) {
+            try HTTPBackend(configuration: .init(url: "http://r.example/{id}", credentials: .bearer(token: "t")))
+        }
+        #expect(cleartext.message.contains("https only"))
     }
 }
