@@ -93,7 +93,10 @@ var package = Package(
         .target(
             name: "PostfachStandIn",
             dependencies: [
-                "Postfach",
+                "Postfach", "JOSE",
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -219,7 +222,11 @@ var package = Package(
         .testTarget(
             name: "PostfachHTTPTests",
             dependencies: ["PostfachHTTP", "PostfachStandIn", "PostfachTesting", "Postfach", "AmtsbotePipeline",
-                           "XoevRouting", "XoevValidation", "AmtsboteTestSupport",
+                           "XoevRouting", "XoevValidation", "AmtsboteTestSupport", "JOSE",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "X509", package: "swift-certificates"),
+                           .product(name: "SwiftASN1", package: "swift-asn1"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "Logging", package: "swift-log")]
         ),

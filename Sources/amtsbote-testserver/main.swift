@@ -38,6 +38,15 @@ struct TestServerCommand: AsyncParsableCommand {
     @Option(help: "Seed of the fault draws.")
     var seed: UInt64 = 1
 
+    @Flag(help: "Serve the FIT-Connect Submission API subset too (token, destinations, keys, submissions, events).")
+    var fitConnect = false
+    @Option(help: "FIT-Connect: the client id the token endpoint accepts.")
+    var fitClientId = "amtsbote-test"
+    @Option(help: "FIT-Connect: the environment variable holding the client secret the token endpoint accepts.")
+    var fitClientSecretEnv = "AMTSBOTE_FIT_CONNECT_SECRET"
+    @Option(help: "FIT-Connect: a submission schema URI (application/xml) every destination accepts; repeatable.")
+    var fitSchema: [String] = []
+
     func validate() throws {
         for (name, share) in [("rate-limited", rateLimited), ("unavailable", unavailable), ("slow", slow),
                               ("reset", reset), ("redirect", redirect)] where !(0...1).contains(share) {
@@ -55,7 +64,10 @@ struct TestServerCommand: AsyncParsableCommand {
         let faults = StandInFaults(rateLimited: rateLimited, unavailable: unavailable, slow: slow, reset: reset,
                                    redirect: redirect, retryAfterSeconds: retryAfter,
                                    slowFor: .milliseconds(Int64(slowSeconds * 1000)))
-        let server = StandInServer(host: host, port: port, faults: faults, seed: seed)
+        let fitConnect = self.fitConnect ? FITConnectOptions(
+            clientID: fitClientId, clientSecret: ProcessInfo.processInfo.environment[fitClientSecretEnv] ?? "stand-in-secret",
+            schemaURIs: fitSchema) : nil
+        let server = try StandInServer(host: host, port: port, faults: faults, seed: seed, fitConnect: fitConnect)
         let logger = Logger(label: "amtsbote.testserver")
         let service = server.service(logger: logger) { address in
             // Unbuffered, so a caller reading the pipe learns the port at once.

@@ -46,7 +46,7 @@ struct NetworkBackendTests {
         let count = Int(ProcessInfo.processInfo.environment["AMTSBOTE_HTTP_FAULT_DELIVERIES"] ?? "") ?? 1000
         let faults = StandInFaults(rateLimited: 0.03, unavailable: 0.03, slow: 0.02, reset: 0.03, retryAfterSeconds: 1,
                                    slowFor: .seconds(3))
-        let standIn = StandInServer(port: 0, faults: faults, seed: 42)
+        let standIn = try StandInServer(port: 0, faults: faults, seed: 42)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let group = ServiceGroup(configuration: .init(services: [standIn.service { continuation.yield($0?.port ?? 0) }],
                                                       logger: .init(label: "test.standin")))

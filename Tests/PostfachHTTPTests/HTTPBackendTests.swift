@@ -16,8 +16,9 @@ struct RunningStandIn {
     let group: ServiceGroup
     let running: Task<Void, any Error>
 
-    static func start(faults: StandInFaults = StandInFaults(), seed: UInt64 = 1) async throws -> RunningStandIn {
-        let server = StandInServer(port: 0, faults: faults, keepPayloads: true, seed: seed)
+    static func start(faults: StandInFaults = StandInFaults(), seed: UInt64 = 1,
+                      fitConnect: FITConnectOptions? = nil) async throws -> RunningStandIn {
+        let server = try StandInServer(port: 0, faults: faults, keepPayloads: true, seed: seed, fitConnect: fitConnect)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let service = server.service { continuation.yield($0?.port ?? 0) }
         let group = ServiceGroup(configuration: .init(services: [service], logger: .init(label: "test.standin")))

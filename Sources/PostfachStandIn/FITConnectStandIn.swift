@@ -1,0 +1,333 @@
+import Crypto
+import CryptoExtras
+import Foundation
+import Hummingbird
+import HTTPTypes
+import JOSE
+import NIOCore
+import SwiftASN1
+import X509
+
+/// What the FIT-Connect part of the stand-in accepts: one client, the submission schemas its destinations take,
+/// and the size of its keys.
+public struct FITConnectOptions: Sendable {
+    public var clientID: String
+    public var clientSecret: String
+    /// Schema URIs (mime type application/xml) every destination accepts.
+    public var schemaURIs: [String]
+    /// RSA key size of the destinations' encryption key (FIT-Connect requires 4096).
+    public var keyBits: Int
+
+    public init(clientID: String = "amtsbote-test", clientSecret: String = "stand-in-secret",
+                schemaURIs: [String] = [], keyBits: Int = 4096) {
+        self.clientID = clientID
+        self.clientSecret = clientSecret
+        self.schemaURIs = schemaURIs
+        self.keyBits = keyBits
+    }
+}
+
+/// The keys of the FIT-Connect stand-in, made at start: the destinations' encryption key (with a certificate from
+/// the stand-in's own authority, as `x5c`), the destinations' signature key for accept and reject events, and the
+/// delivery service's signature key for its own events.
+struct FITConnectKeys: Sendable {
+    /// The encryption key as DER (its type is not `Sendable`; made again where used).
+    private let encryptionDER: Data
+    var encryption: _RSA.Encryption.PrivateKey {
+        get throws { try _RSA.Encryption.PrivateKey(derRepresentation: encryptionDER) }
+    }
+    let encryptionKid = "stand-in-encryption"
+    let encryptionCertificate: [UInt8]
+    let destinationSigning: _RSA.Signing.PrivateKey
+    let destinationSigningKid = "stand-in-destination-signature"
+    let serviceSigning: _RSA.Signing.PrivateKey
+    let serviceKid = "stand-in-delivery-service"
+    /// PEM of the authority that issued the encryption key's certificate.
+    let authorityPEM: String
+
+    init(bits: Int) throws {
+        let size: _RSA.Signing.KeySize = bits >= 4096 ? .bits4096 : bits >= 3072 ? .bits3072 : .bits2048
+        let encryption = try _RSA.Encryption.PrivateKey(keySize: size)
+        encryptionDER = encryption.derRepresentation
+        destinationSigning = try _RSA.Signing.PrivateKey(keySize: .bits2048)
+        serviceSigning = try _RSA.Signing.PrivateKey(keySize: .bits2048)
+        let authorityKey = P256.Signing.PrivateKey()
+        let authorityName = try DistinguishedName { CommonName("amtsbote-testserver authority") }
+        let authority = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(authorityKey.publicKey),
+            notValidBefore: Date() - 3600, notValidAfter: Date() + 30 * 86400, issuer: authorityName, subject: authorityName,
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
+                KeyUsage(keyCertSign: true)
+            },
+            issuerPrivateKey: .init(authorityKey))
+        let encryptionPublic = try _RSA.Signing.PublicKey(derRepresentation: encryption.publicKey.derRepresentation)
+        let leaf = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(encryptionPublic),
+            notValidBefore: Date() - 3600, notValidAfter: Date() + 30 * 86400, issuer: authorityName,
+            subject: try DistinguishedName { CommonName("stand-in destination encryption key") },
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                KeyUsage(keyEncipherment: true)
+            },
+            issuerPrivateKey: .init(authorityKey))
+        var serializer = DER.Serializer()
+        try serializer.serialize(leaf)
+        encryptionCertificate = serializer.serializedBytes
+        authorityPEM = try authority.serializeAsPEM().pemString
+    }
+
+    /// The public JWK of an RSA key.
+    static func jwk(n: Data, e: Data, kid: String, alg: String, operations: [String], x5c: [[UInt8]] = []) -> [String: Any] {
+        var key: [String: Any] = ["kty": "RSA", "n": Base64URL.encode(n), "e": Base64URL.encode(e), "kid": kid, "alg": alg,
+                                  "key_ops": operations]
+        if !x5c.isEmpty { key["x5c"] = x5c.map { Data($0).base64EncodedString() } }
+        return key
+    }
+
+    var encryptionJWK: [String: Any] {
+        get throws {
+            let primitives = try encryption.publicKey.getKeyPrimitives()
+            return Self.jwk(n: primitives.modulus, e: primitives.publicExponent, kid: encryptionKid, alg: "RSA-OAEP-256",
+                            operations: ["wrapKey"], x5c: [encryptionCertificate])
+        }
+    }
+
+    func signatureJWK(of key: _RSA.Signing.PrivateKey, kid: String) throws -> [String: Any] {
+        let primitives = try key.publicKey.getKeyPrimitives()
+        return Self.jwk(n: primitives.modulus, e: primitives.publicExponent, kid: kid, alg: "PS512", operations: ["verify"])
+    }
+}
+
+/// One submission as the FIT-Connect stand-in holds it.
+public struct FITConnectSubmission: Sendable, Hashable {
+    public var submissionID: String
+    public var caseID: String
+    public var destinationID: String
+    public var serviceIdentifier: String?
+    /// `created`, `submitted`, then `accepted` or `rejected`.
+    public var state: String
+    /// SHA-256 of the decrypted data (hex), once submitted.
+    public var dataSHA256: String?
+    /// Why the receiver rejected it (hash, schema or metadata checks), if it did.
+    public var problems: [String]
+    /// Submit requests for this submission (a second one is refused).
+    public var submitRequests: Int
+}
+
+/// The FIT-Connect state: tokens handed out, submissions, the event log per case.
+actor FITConnectState {
+    private var tokens: Set<String> = []
+    private(set) var submissions: [String: FITConnectSubmission] = [:]
+    private var order: [String] = []
+    private var events: [String: [String]] = [:]
+
+    func issueToken() -> String {
+        let token = UUID().uuidString
+        tokens.insert(token)
+        return token
+    }
+
+    func knows(token: String) -> Bool { tokens.contains(token) }
+
+    func create(destination: String, service: String?) -> FITConnectSubmission {
+        let submission = FITConnectSubmission(submissionID: UUID().uuidString.lowercased(), caseID: UUID().uuidString.lowercased(),
+                                              destinationID: destination, serviceIdentifier: service, state: "created",
+                                              dataSHA256: nil, problems: [], submitRequests: 0)
+        submissions[submission.submissionID] = submission
+        order.append(submission.submissionID)
+        return submission
+    }
+
+    func update(_ submission: FITConnectSubmission) { submissions[submission.submissionID] = submission }
+
+    func append(event: String, toCase caseID: String) { events[caseID, default: []].append(event) }
+
+    func events(ofCase caseID: String) -> [String]? { events[caseID] }
+
+    var all: [FITConnectSubmission] { order.compactMap { submissions[$0] } }
+}
+
+/// The subset of the FIT-Connect Submission API v1 a sender needs, as a local stand-in (Docs/backends.md):
+/// `POST /token` (client credentials), `GET /v1/destinations/{id}` (every UUID is an active destination that takes
+/// the configured schemas), its keys, `POST /v1/submissions`, `PUT /v1/submissions/{id}` (decrypts data and
+/// metadata, checks the metadata's SHA-512 and schema, then accepts or rejects as a receiver would),
+/// `GET /v1/cases/{id}/events` (Security Event Tokens signed with PS512), `GET /.well-known/jwks.json`.
+struct FITConnectStandIn: Sendable {
+    let options: FITConnectOptions
+    let keys: FITConnectKeys
+    let state = FITConnectState()
+    static let events = "https://schema.fitko.de/fit-connect/events/"
+
+    func register(on router: Router<StandInContext>) {
+        router.post("/token") { request, _ in try await token(request) }
+        router.get("/.well-known/jwks.json") { _, _ in
+            json(.ok, ["keys": [try keys.signatureJWK(of: keys.serviceSigning, kid: keys.serviceKid)]])
+        }
+        router.get("/_fit-connect/authority.pem") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/x-pem-file"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: keys.authorityPEM)))
+        }
+        router.get("/v1/destinations/:destination") { request, context in
+            try await authorized(request) { try destination(context.parameters.get("destination") ?? "") }
+        }
+        router.get("/v1/destinations/:destination/keys/:kid") { request, context in
+            try await authorized(request) {
+                switch context.parameters.get("kid") {
+                case keys.encryptionKid: return json(.ok, try keys.encryptionJWK)
+                case keys.destinationSigningKid:
+                    return json(.ok, try keys.signatureJWK(of: keys.destinationSigning, kid: keys.destinationSigningKid))
+                default: return problem(.notFound, "key-not-found", "no such key")
+                }
+            }
+        }
+        router.post("/v1/submissions") { request, _ in try await authorized(request) { try await create(request) } }
+        router.put("/v1/submissions/:submission") { request, context in
+            try await authorized(request) { try await submit(request, id: context.parameters.get("submission") ?? "") }
+        }
+        router.get("/v1/cases/:case/events") { request, context in
+            try await authorized(request) {
+                guard let log = await state.events(ofCase: context.parameters.get("case") ?? "") else {
+                    return problem(.notFound, "case-not-found", "no such case")
+                }
+                return json(.ok, ["count": log.count, "offset": 0, "totalCount": log.count, "eventLog": log])
+            }
+        }
+    }
+
+    func token(_ request: Request) async throws -> Response {
+        let body = String(buffer: try await request.body.collect(upTo: 64 << 10))
+        var fields: [String: String] = [:]
+        for pair in body.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
+            if parts.count == 2 { fields[parts[0]] = parts[1] }
+        }
+        guard fields["grant_type"] == "client_credentials", fields["client_id"] == options.clientID,
+              fields["client_secret"] == options.clientSecret else {
+            return json(.unauthorized, ["error": "invalid_client"])
+        }
+        return json(.ok, ["access_token": await state.issueToken(), "token_type": "Bearer", "expires_in": 1800])
+    }
+
+    func authorized(_ request: Request, _ body: () async throws -> Response) async throws -> Response {
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+              await state.knows(token: String(header.dropFirst(7))) else {
+            return problem(.unauthorized, "unauthorized", "no valid access token")
+        }
+        return try await body()
+    }
+
+    func destination(_ id: String) throws -> Response {
+        guard UUID(uuidString: id) != nil else { return problem(.notFound, "destination-not-found", "no such destination") }
+        let schemas = options.schemaURIs.map { ["schemaUri": $0, "mimeType": "application/xml"] }
+        return json(.ok, [
+            "destinationId": id, "status": "active", "encryptionKid": keys.encryptionKid, "metadataVersions": ["1.0.0"],
+            "services": [["identifier": "urn:de:fim:leika:leistung:*", "regions": ["DE"], "submissionSchemas": schemas]],
+        ])
+    }
+
+    func create(_ request: Request) async throws -> Response {
+        guard let body = try? JSONSerialization.jsonObject(with: Data(try await request.body.collect(upTo: 1 << 20).readableBytesView)) as? [String: Any],
+              let destination = body["destinationId"] as? String, UUID(uuidString: destination) != nil,
+              let announced = body["announcedAttachments"] as? [Any], announced.isEmpty,
+              let service = body["serviceType"] as? [String: Any], service["name"] is String else {
+            return problem(.badRequest, "invalid-request", "destinationId, announcedAttachments (empty) and serviceType.name are required")
+        }
+        let submission = await state.create(destination: destination, service: service["identifier"] as? String)
+        await state.append(event: try set("create-submission", submission, issuer: "stand-in"), toCase: submission.caseID)
+        return json(.created, ["destinationId": destination, "submissionId": submission.submissionID, "caseId": submission.caseID])
+    }
+
+    func submit(_ request: Request, id: String) async throws -> Response {
+        guard var submission = await state.submissions[id] else { return problem(.notFound, "submission-not-found", "no such submission") }
+        submission.submitRequests += 1
+        await state.update(submission)
+        guard submission.state == "created" else {
+            return problem(.unprocessableContent, "submission-state-invalid", "the submission was submitted already")
+        }
+        guard let body = try? JSONSerialization.jsonObject(with: Data(try await request.body.collect(upTo: 256 << 20).readableBytesView)) as? [String: Any],
+              let metadataJWE = body["encryptedMetadata"] as? String else {
+            return problem(.badRequest, "invalid-request", "encryptedMetadata is required")
+        }
+        let dataJWE = body["encryptedData"] as? String
+        var problems: [String] = []
+        var tags: [String: Any] = [:]
+        var data: Data?
+        do {
+            tags["metadata"] = try JWE.parts(of: metadataJWE).authenticationTag
+            if let dataJWE { tags["data"] = try JWE.parts(of: dataJWE).authenticationTag }
+        } catch { return problem(.badRequest, "invalid-request", "encryptedMetadata and encryptedData must be compact JWEs") }
+        do {
+            let metadata = try JWE.decrypt(metadataJWE, with: keys.encryption).plaintext
+            if let dataJWE { data = try JWE.decrypt(dataJWE, with: keys.encryption).plaintext }
+            problems = Self.check(metadata: metadata, data: data, schemas: options.schemaURIs)
+        } catch {
+            problems = ["decryption: \(error)"]
+        }
+        submission.state = problems.isEmpty ? "accepted" : "rejected"
+        submission.problems = problems
+        submission.dataSHA256 = data.map { SHA256.hash(data: $0).map { String(format: "%02x", $0) }.joined() }
+        await state.update(submission)
+        await state.append(event: try set("submit-submission", submission, issuer: "stand-in",
+                                          payload: ["authenticationTags": tags]), toCase: submission.caseID)
+        // The receiver's answer, signed with the destination's key.
+        let verdict = problems.isEmpty
+            ? try set("accept-submission", submission, issuer: submission.destinationID, payload: ["authenticationTags": tags],
+                      key: keys.destinationSigning, kid: keys.destinationSigningKid)
+            : try set("reject-submission", submission, issuer: submission.destinationID,
+                      payload: ["problems": problems.map { ["type": "about:blank", "title": $0] }],
+                      key: keys.destinationSigning, kid: keys.destinationSigningKid)
+        await state.append(event: verdict, toCase: submission.caseID)
+        return json(.accepted, ["destinationId": submission.destinationID, "submissionId": submission.submissionID,
+                                "caseId": submission.caseID, "attachments": [String]()])
+    }
+
+    /// What a receiver checks: the metadata's content structure, the data's SHA-512, the schema.
+    static func check(metadata: Data, data: Data?, schemas: [String]) -> [String] {
+        guard let object = try? JSONSerialization.jsonObject(with: metadata) as? [String: Any],
+              let structure = object["contentStructure"] as? [String: Any],
+              let attachments = structure["attachments"] as? [Any] else {
+            return ["metadata: no contentStructure with attachments"]
+        }
+        var problems: [String] = []
+        if !attachments.isEmpty { problems.append("metadata: attachments announced that were never uploaded") }
+        guard let data else { return problems + ["data: missing"] }
+        guard let declared = structure["data"] as? [String: Any], let hash = declared["hash"] as? [String: Any],
+              let schema = declared["submissionSchema"] as? [String: Any] else {
+            return problems + ["metadata: contentStructure.data lacks hash or submissionSchema"]
+        }
+        let sha512 = SHA512.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        if hash["type"] as? String != "sha512" || hash["content"] as? String != sha512 {
+            problems.append("data: the SHA-512 in the metadata does not match the data")
+        }
+        if schema["mimeType"] as? String != "application/xml" { problems.append("metadata: submissionSchema.mimeType is not application/xml") }
+        if !schemas.contains(schema["schemaUri"] as? String ?? "") { problems.append("metadata: the destination does not accept this schema") }
+        return problems
+    }
+
+    /// A Security Event Token (RFC 8417) for one event of a submission, signed with PS512.
+    func set(_ event: String, _ submission: FITConnectSubmission, issuer: String, payload: [String: Any]? = nil,
+             key: _RSA.Signing.PrivateKey? = nil, kid: String? = nil) throws -> String {
+        var claims: [String: Any] = ["iss": issuer, "iat": Int(Date().timeIntervalSince1970), "jti": UUID().uuidString.lowercased(),
+                                     "sub": "submission:\(submission.submissionID)", "txn": "case:\(submission.caseID)",
+                                     "events": [Self.events + event: payload ?? [:]]]
+        if payload != nil { claims["$schema"] = "https://schema.fitko.de/fit-connect/set-payload/1.0.0/set-payload.schema.json" }
+        let body = try JSONSerialization.data(withJSONObject: claims, options: [.sortedKeys])
+        return try JWS.signPS512(body, header: ["typ": "secevent+jwt", "kid": kid ?? keys.serviceKid], key: key ?? keys.serviceSigning)
+    }
+
+    func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    func problem(_ status: HTTPResponse.Status, _ type: String, _ detail: String) -> Response {
+        let object: [String: Any] = ["type": "https://schema.fitko.de/fit-connect/submission-api/problems/" + type,
+                                     "title": status.reasonPhrase, "status": status.code, "detail": detail]
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/problem+json"],
+                        body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
