@@ -89,6 +89,21 @@ var package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        // The fit-connect backend: FIT-Connect Submission API v1 (OAuth2, JWE, the submission's ids in the ledger).
+        .target(
+            name: "PostfachFITConnect",
+            dependencies: [
+                "Postfach", "JOSE",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
         // The local stand-in for network Postfächer (an HTTP receiver with fault injection), for users and tests.
         .target(
             name: "PostfachStandIn",
@@ -172,6 +187,7 @@ var package = Package(
                 "XoevReports",
                 "AmtsboteService",
                 "PostfachHTTP",
+                "PostfachFITConnect",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -234,6 +250,7 @@ var package = Package(
             name: "AmtsbotePipelineTests",
             dependencies: ["AmtsbotePipeline", "AmtsbotePostgres", "LedgerTesting", "Postfach", "XoevValidation",
                            "XoevRouting", "AmtsboteTestSupport", "PostgresTestSupport", "PostfachHTTP", "PostfachStandIn",
+                           "PostfachFITConnect", .product(name: "X509", package: "swift-certificates"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "PostgresNIO", package: "postgres-nio")]
         ),

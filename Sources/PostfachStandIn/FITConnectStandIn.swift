@@ -170,6 +170,18 @@ struct FITConnectStandIn: Sendable {
             Response(status: .ok, headers: [.contentType: "application/x-pem-file"],
                      body: ResponseBody(byteBuffer: ByteBuffer(string: keys.authorityPEM)))
         }
+        router.get("/_received/fit-connect") { _, _ in
+            let submissions = await state.all.map { submission -> [String: Any] in
+                var object: [String: Any] = ["submissionId": submission.submissionID, "caseId": submission.caseID,
+                                             "destinationId": submission.destinationID, "state": submission.state,
+                                             "problems": submission.problems, "submitRequests": submission.submitRequests]
+                if let sha = submission.dataSHA256 { object["dataSHA256"] = sha }
+                if let service = submission.serviceIdentifier { object["service"] = service }
+                return object
+            }
+            let data = try JSONSerialization.data(withJSONObject: submissions, options: [.sortedKeys])
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+        }
         router.get("/v1/destinations/:destination") { request, context in
             try await authorized(request) { try destination(context.parameters.get("destination") ?? "") }
         }

@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Postfach
+import PostfachFITConnect
 import PostfachHTTP
 import XoevRouting
 import XoevValidation
@@ -426,6 +427,7 @@ struct LoadedPipeline {
         }
         var registry = PostfachBackendRegistry.builtIn
         HTTPBackend.register(in: &registry)
+        FITConnectBackend.register(in: &registry)
         var backends: [String: any PostfachBackend] = [:]
         for (name, backend) in configuration.backends {
             do {

@@ -67,3 +67,59 @@ struct HTTPBackendProcessTests {
         #expect(missing.stderr.contains("AMTSBOTE_RECEIVER_TOKEN"), "\(missing.stderr)")
     }
 }
+
+/// The fit-connect backend as the README shows it: `amtsbote-testserver --fit-connect` as a process and
+/// `amtsbote submit` with Samples/config/fit-connect-backend.json.
+@Suite("amtsbote submit to amtsbote-testserver's FIT-Connect subset")
+struct FITConnectProcessTests {
+    @Test("the sample configuration submits every valid sample once; the stand-in accepts each")
+    func sampleConfiguration() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let schemas = ["wohnsitz.anmeldung-1.0", "gewerbe.anmeldung-1.1", "hundesteuer.anmeldung-1.0"]
+            .flatMap { ["--fit-schema", "urn:amtsbote:schema:\($0)"] }
+        let out = directory.appendingPathComponent("testserver.out")
+        let server = try Child(HTTPBackendProcessTests.testServerBinary.path, ["--listen", "127.0.0.1:0", "--fit-connect"] + schemas,
+                               stderr: directory.appendingPathComponent("testserver.err").path, stdout: out.path,
+                               environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "s3cret"])
+        defer { kill(server.pid, SIGTERM); server.wait() }
+        var port = 0
+        try waitUntilSync("the stand-in listens") {
+            let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("testserver: listening on ") }),
+                  let number = line.split(separator: ":").last.flatMap({ Int($0) }) else { return false }
+            port = number
+            return true
+        }
+        let samples = TestEnvironment.projectRoot.appendingPathComponent("Samples/config")
+        var text = try String(contentsOf: samples.appendingPathComponent("fit-connect-backend.json"), encoding: .utf8)
+            .replacingOccurrences(of: "127.0.0.1:9091", with: "127.0.0.1:\(port)")
+            .replacingOccurrences(of: "\"../", with: "\"" + samples.path + "/../")
+        text = text.replacingOccurrences(of: samples.path + "/../../amtsbote-data", with: directory.path)
+        let file = directory.appendingPathComponent("fit-connect.json")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+
+        let valid = try FileManager.default.contentsOfDirectory(atPath: TestEnvironment.projectRoot.appendingPathComponent("Samples/valid").path)
+            .filter { $0.hasSuffix(".xml") }
+        let result = try CLI.run(["submit", "--config", file.path, "Samples/valid"],
+                                 environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "s3cret"], wrapper: ["timeout", "300"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.components(separatedBy: ": delivered -> ").count - 1 == valid.count, "\(result.stdout)")
+
+        let connection = try RawConnection(port: port)
+        connection.send("GET /_received/fit-connect HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        let answer = try connection.readToEnd()
+        let body = try #require(answer.range(of: "\r\n\r\n").map { String(answer[$0.upperBound...]) })
+        let received = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [[String: Any]], "\(answer)")
+        #expect(received.count == valid.count)
+        #expect(received.allSatisfy { $0["state"] as? String == "accepted" && $0["submitRequests"] as? Int == 1 }, "\(received)")
+
+        // A wrong secret: the token endpoint refuses it, and the deliveries end as authentication failures.
+        let inbox = directory.appendingPathComponent("inbox")
+        try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+        try SampleSubmissions.write(count: 1, into: inbox)
+        let refused = try CLI.run(["submit", "--config", file.path, inbox.path],
+                                  environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "wrong"], wrapper: ["timeout", "300"])
+        #expect(refused.stdout.contains("postfach.authentication-failed"), "\(refused.stdout)")
+    }
+}

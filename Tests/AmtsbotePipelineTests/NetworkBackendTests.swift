@@ -1,10 +1,12 @@
 import AmtsboteTestSupport
 import Foundation
 import Postfach
+import PostfachFITConnect
 import PostfachHTTP
 import PostfachStandIn
 import ServiceLifecycle
 import Testing
+import X509
 @testable import AmtsbotePipeline
 
 /// Backends that talk to a server: references recorded before an irreversible step, and deliveries under faults.
@@ -109,5 +111,99 @@ actor TwoPhaseBackend: PostfachBackend {
         }
         return Receipt(deliveryID: delivery.id, postfach: delivery.postfach, backend: kind, location: context.reference ?? "",
                        deliveredAt: Date(), payloadSHA256: delivery.payloadSHA256, alreadyPresent: false)
+    }
+}
+
+/// The fit-connect backend against the stand-in's FIT-Connect subset, through the pipeline.
+@Suite("fit-connect backend against the stand-in")
+struct FITConnectBackendTests {
+    static let options = FITConnectOptions(clientSecret: "s3cret", schemaURIs: ["urn:amtsbote:schema:wohnsitz.anmeldung-1.0"])
+
+    static func run(_ standInOptions: FITConnectOptions = options, count: Int,
+                    configure: (inout FITConnectBackend.Configuration) -> Void = { _ in },
+                    check: (StandInServer, SQLiteLedger) async throws -> Void) async throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let standIn = try StandInServer(port: 0, fitConnect: standInOptions)
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let group = ServiceGroup(configuration: .init(services: [standIn.service { continuation.yield($0?.port ?? 0) }],
+                                                      logger: .init(label: "test.standin")))
+        let running = Task { try await group.run() }
+        var iterator = ports.makeAsyncIterator()
+        let base = "http://127.0.0.1:\(await iterator.next() ?? 0)"
+        var configuration = FITConnectBackend.Configuration(tokenURL: base + "/token", apiURL: base, clientID: "amtsbote-test",
+                                                            clientSecret: "s3cret", defaultDestination: UUID().uuidString.lowercased())
+        configuration.trustRoots = [try Certificate(pemEncoded: standIn.fitConnectAuthorityPEM ?? "")]
+        configure(&configuration)
+        let backend = try FITConnectBackend(configuration: configuration)
+        let ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
+        let pipeline = Pipeline(validator: Harness.validator, router: Harness.router, backends: BackendSelection(default: backend),
+                                ledger: ledger, spool: try Spool(directory: directory.appendingPathComponent("spool")),
+                                retry: RetryPolicy(maxAttempts: 5, initialDelay: .milliseconds(1)), deliversOnIntake: false)
+        let inbox = directory.appendingPathComponent("inbox")
+        try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+        try SampleSubmissions.write(count: count, into: inbox)
+        for n in 0..<count {
+            _ = try await pipeline.submit(file: inbox.appendingPathComponent(String(format: "antrag-%05d.xml", n)).path)
+        }
+        _ = try await DeliveryWorker(pipeline: pipeline, concurrency: 4, poll: .milliseconds(50), drain: true).run()
+        try await check(standIn, ledger)
+        await backend.shutdown()
+        await group.triggerGracefulShutdown()
+        try await running.value
+    }
+
+    @Test("submissions are encrypted, submitted once each and accepted by the receiver: hash, schema and key checked")
+    func delivered() async throws {
+        try await Self.run(count: 12) { standIn, ledger in
+            let rows = try await ledger.submissions(states: nil, limit: nil)
+            #expect(rows.allSatisfy { $0.state == .delivered }, "\(rows.map { "\($0.state) \($0.reason ?? "")" })")
+            let submissions = await standIn.fitConnectSubmissions
+            #expect(submissions.count == 12 && submissions.allSatisfy { $0.state == "accepted" && $0.submitRequests == 1 },
+                    "\(submissions.map { "\($0.state) \($0.problems)" })")
+            #expect(Set(submissions.compactMap(\.dataSHA256)) == Set(rows.compactMap(\.payloadSHA256)), "the receiver decrypted our exact bytes")
+            #expect(rows.allSatisfy { row in submissions.contains { row.externalReference?.contains($0.submissionID) == true } },
+                    "each row records its submission before it was submitted")
+            #expect(Set(submissions.compactMap(\.serviceIdentifier)).allSatisfy { $0.hasPrefix("urn:de:fim:leika:leistung:") })
+        }
+    }
+
+    @Test("a failure between create and submit resumes the recorded submission: one submission per delivery, not two")
+    func crashBetweenCreateAndSubmit() async throws {
+        let failed = FailOnce()
+        try await Self.run(count: 6, configure: { $0.afterCreate = { id in try await failed.first(id) } }) { standIn, ledger in
+            let rows = try await ledger.submissions(states: nil, limit: nil)
+            #expect(rows.allSatisfy { $0.state == .delivered })
+            let submissions = await standIn.fitConnectSubmissions
+            #expect(submissions.count == 6, "one submission per delivery: \(submissions.count)")
+            #expect(submissions.allSatisfy { $0.state == "accepted" })
+            #expect(await failed.count == 6, "every delivery failed once between its steps")
+        }
+    }
+
+    @Test("a key below 4096 bits or a schema the destination does not take: refused, nothing created")
+    func refusals() async throws {
+        var small = Self.options
+        small.keyBits = 2048
+        try await Self.run(small, count: 1) { standIn, ledger in
+            let row = try #require(try await ledger.submissions(states: nil, limit: nil).first)
+            #expect(row.state == .dead && row.reasonCode == "postfach.rejected" && row.reason?.contains("4096") == true, "\(row.reason ?? "")")
+            #expect(await standIn.fitConnectSubmissions.isEmpty)
+        }
+        try await Self.run(count: 1, configure: { $0.schemaURI = "urn:other:{schema}" }) { standIn, ledger in
+            let row = try #require(try await ledger.submissions(states: nil, limit: nil).first)
+            #expect(row.state == .dead && row.reason?.contains("does not take the schema") == true, "\(row.reason ?? "")")
+            #expect(await standIn.fitConnectSubmissions.isEmpty)
+        }
+    }
+}
+
+/// Fails the first call for each submission id, as a crash between create and submit would.
+actor FailOnce {
+    private var seen: Set<String> = []
+    var count: Int { seen.count }
+
+    func first(_ id: String) throws {
+        if seen.insert(id).inserted { throw PostfachError(code: .unavailable, message: "crash between create and submit") }
     }
 }
