@@ -349,7 +349,12 @@ extension FITConnectBackend {
                                        "scope", "destination", "destinationsFile", "schemaUri", "serviceName", "trustRoots",
                                        "connectTimeoutSeconds", "requestTimeoutSeconds"]
         registry.register(kind: "fit-connect", parameters: parameters) { settings in
-            try FITConnectBackend(configuration: configuration(from: settings))
+            var configuration = try configuration(from: settings)
+            // Test hook: the process dies at the worst moment, between create (recorded) and submit.
+            if settings.environment["AMTSBOTE_TEST_KILL_AFTER_FIT_CONNECT_CREATE"] == "1" {
+                configuration.afterCreate = { _ in kill(getpid(), SIGKILL) }
+            }
+            return try FITConnectBackend(configuration: configuration)
         }
     }
 

@@ -72,17 +72,14 @@ struct HTTPBackendProcessTests {
 /// `amtsbote submit` with Samples/config/fit-connect-backend.json.
 @Suite("amtsbote submit to amtsbote-testserver's FIT-Connect subset")
 struct FITConnectProcessTests {
-    @Test("the sample configuration submits every valid sample once; the stand-in accepts each")
-    func sampleConfiguration() throws {
-        let directory = try TestEnvironment.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
+    /// `amtsbote-testserver --fit-connect` taking the project's three schemas, with the client secret `s3cret`.
+    static func startStandIn(in directory: URL) throws -> (Child, Int) {
         let schemas = ["wohnsitz.anmeldung-1.0", "gewerbe.anmeldung-1.1", "hundesteuer.anmeldung-1.0"]
             .flatMap { ["--fit-schema", "urn:amtsbote:schema:\($0)"] }
         let out = directory.appendingPathComponent("testserver.out")
         let server = try Child(HTTPBackendProcessTests.testServerBinary.path, ["--listen", "127.0.0.1:0", "--fit-connect"] + schemas,
                                stderr: directory.appendingPathComponent("testserver.err").path, stdout: out.path,
                                environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "s3cret"])
-        defer { kill(server.pid, SIGTERM); server.wait() }
         var port = 0
         try waitUntilSync("the stand-in listens") {
             let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
@@ -91,13 +88,38 @@ struct FITConnectProcessTests {
             port = number
             return true
         }
+        return (server, port)
+    }
+
+    /// Samples/config/fit-connect-backend.json as shipped, with the stand-in's port, absolute paths, and the
+    /// ledger and spool in `directory`.
+    static func configuration(port: Int, in directory: URL) throws -> URL {
         let samples = TestEnvironment.projectRoot.appendingPathComponent("Samples/config")
-        var text = try String(contentsOf: samples.appendingPathComponent("fit-connect-backend.json"), encoding: .utf8)
+        let text = try String(contentsOf: samples.appendingPathComponent("fit-connect-backend.json"), encoding: .utf8)
             .replacingOccurrences(of: "127.0.0.1:9091", with: "127.0.0.1:\(port)")
+            .replacingOccurrences(of: "\"../../amtsbote-data", with: "\"" + directory.path)
             .replacingOccurrences(of: "\"../", with: "\"" + samples.path + "/../")
-        text = text.replacingOccurrences(of: samples.path + "/../../amtsbote-data", with: directory.path)
         let file = directory.appendingPathComponent("fit-connect.json")
         try text.write(to: file, atomically: true, encoding: .utf8)
+        return file
+    }
+
+    /// `GET /_received/fit-connect`.
+    static func received(port: Int) throws -> [[String: Any]] {
+        let connection = try RawConnection(port: port)
+        connection.send("GET /_received/fit-connect HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        let answer = try connection.readToEnd()
+        let body = try #require(answer.range(of: "\r\n\r\n").map { String(answer[$0.upperBound...]) })
+        return try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [[String: Any]], "\(answer)")
+    }
+
+    @Test("the sample configuration submits every valid sample once; the stand-in accepts each")
+    func sampleConfiguration() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (server, port) = try Self.startStandIn(in: directory)
+        defer { kill(server.pid, SIGTERM); server.wait() }
+        let file = try Self.configuration(port: port, in: directory)
 
         let valid = try FileManager.default.contentsOfDirectory(atPath: TestEnvironment.projectRoot.appendingPathComponent("Samples/valid").path)
             .filter { $0.hasSuffix(".xml") }
@@ -105,21 +127,45 @@ struct FITConnectProcessTests {
                                  environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "s3cret"], wrapper: ["timeout", "300"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stdout.components(separatedBy: ": delivered -> ").count - 1 == valid.count, "\(result.stdout)")
-
-        let connection = try RawConnection(port: port)
-        connection.send("GET /_received/fit-connect HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        let answer = try connection.readToEnd()
-        let body = try #require(answer.range(of: "\r\n\r\n").map { String(answer[$0.upperBound...]) })
-        let received = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [[String: Any]], "\(answer)")
+        let received = try Self.received(port: port)
         #expect(received.count == valid.count)
         #expect(received.allSatisfy { $0["state"] as? String == "accepted" && $0["submitRequests"] as? Int == 1 }, "\(received)")
 
-        // A wrong secret: the token endpoint refuses it, and the deliveries end as authentication failures.
+        // A wrong secret: the token endpoint refuses it, and the delivery ends as an authentication failure.
         let inbox = directory.appendingPathComponent("inbox")
         try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
         try SampleSubmissions.write(count: 1, into: inbox)
         let refused = try CLI.run(["submit", "--config", file.path, inbox.path],
                                   environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "wrong"], wrapper: ["timeout", "300"])
         #expect(refused.stdout.contains("postfach.authentication-failed"), "\(refused.stdout)")
+    }
+
+    @Test("kill -9 between create and submit: after the restart one submission at FIT-Connect, submitted once")
+    func killBetweenCreateAndSubmit() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (server, port) = try Self.startStandIn(in: directory)
+        defer { kill(server.pid, SIGTERM); server.wait() }
+        let file = try Self.configuration(port: port, in: directory)
+        let inbox = directory.appendingPathComponent("inbox")
+        try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+        try SampleSubmissions.write(count: 1, into: inbox)
+
+        // The hook kills the process once the submission is created and recorded, before it is submitted.
+        let killed = try CLI.run(["submit", "--config", file.path, inbox.path],
+                                 environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "s3cret", "AMTSBOTE_TEST_KILL_AFTER_FIT_CONNECT_CREATE": "1"],
+                                 wrapper: ["timeout", "300"])
+        #expect(killed.status != 0, "the process died: \(killed.stdout)")
+        var received = try Self.received(port: port)
+        #expect(received.count == 1 && received.first?["state"] as? String == "created", "\(received)")
+
+        let resumed = try CLI.run(["retry", "--config", file.path], environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "s3cret"],
+                                  wrapper: ["timeout", "300"])
+        #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
+        received = try Self.received(port: port)
+        #expect(received.count == 1, "one submission, not two: \(received)")
+        #expect(received.first?["state"] as? String == "accepted" && received.first?["submitRequests"] as? Int == 1, "\(received)")
+        let listing = try CLI.run(["deliveries", "--config", file.path], environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "s3cret"])
+        #expect(listing.stdout.contains("delivered"), "\(listing.stdout)")
     }
 }
