@@ -159,6 +159,9 @@ struct FITConnectStandIn: Sendable {
     let options: FITConnectOptions
     let keys: FITConnectKeys
     let state = FITConnectState()
+    /// Injected into create and submit: 429 and 503 before acting; a dropped connection or a slow answer after.
+    let faults: StandInFaults
+    let dice: Dice
     static let events = "https://schema.fitko.de/fit-connect/events/"
 
     func register(on router: Router<StandInContext>) {
@@ -195,9 +198,13 @@ struct FITConnectStandIn: Sendable {
                 }
             }
         }
-        router.post("/v1/submissions") { request, _ in try await authorized(request) { try await create(request) } }
+        router.post("/v1/submissions") { request, context in
+            try await authorized(request) { try await faulty(context) { try await create(request) } }
+        }
         router.put("/v1/submissions/:submission") { request, context in
-            try await authorized(request) { try await submit(request, id: context.parameters.get("submission") ?? "") }
+            try await authorized(request) {
+                try await faulty(context) { try await submit(request, id: context.parameters.get("submission") ?? "") }
+            }
         }
         router.get("/v1/cases/:case/events") { request, context in
             try await authorized(request) {
@@ -207,6 +214,22 @@ struct FITConnectStandIn: Sendable {
                 return json(.ok, ["count": log.count, "offset": 0, "totalCount": log.count, "eventLog": log])
             }
         }
+    }
+
+    /// `act` with the configured faults around it.
+    func faulty(_ context: StandInContext, _ act: () async throws -> Response) async throws -> Response {
+        if await dice.roll(faults.rateLimited) {
+            return Response(status: .tooManyRequests, headers: [.retryAfter: "\(faults.retryAfterSeconds)"])
+        }
+        if await dice.roll(faults.unavailable) { return problem(.serviceUnavailable, "unavailable", "injected outage") }
+        let response = try await act()
+        if await dice.roll(faults.reset) {
+            // Done, but the sender never hears of it.
+            context.channel.close(mode: .all, promise: nil)
+            return Response(status: .internalServerError)
+        }
+        if await dice.roll(faults.slow) { try? await Task.sleep(for: faults.slowFor) }
+        return response
     }
 
     func token(_ request: Request) async throws -> Response {

@@ -23,7 +23,9 @@ public struct StandInServer: Sendable {
                 keepPayloads: Bool = false, seed: UInt64 = 1, fitConnect: FITConnectOptions? = nil) throws {
         received = ReceivedDeliveries(keepPayloads: keepPayloads)
         receiver = HTTPReceiver(received: received, faults: faults, dice: Dice(seed: seed))
-        self.fitConnect = try fitConnect.map { FITConnectStandIn(options: $0, keys: try FITConnectKeys(bits: $0.keyBits)) }
+        self.fitConnect = try fitConnect.map {
+            FITConnectStandIn(options: $0, keys: try FITConnectKeys(bits: $0.keyBits), faults: faults, dice: Dice(seed: seed &+ 1))
+        }
         self.host = host
         self.port = port
     }

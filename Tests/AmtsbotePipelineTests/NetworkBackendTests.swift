@@ -47,7 +47,7 @@ struct NetworkBackendTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let count = Int(ProcessInfo.processInfo.environment["AMTSBOTE_HTTP_FAULT_DELIVERIES"] ?? "") ?? 1000
         let faults = StandInFaults(rateLimited: 0.03, unavailable: 0.03, slow: 0.02, reset: 0.03, retryAfterSeconds: 1,
-                                   slowFor: .seconds(3))
+                                   slowFor: .seconds(4))
         let standIn = try StandInServer(port: 0, faults: faults, seed: 42)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let group = ServiceGroup(configuration: .init(services: [standIn.service { continuation.yield($0?.port ?? 0) }],
@@ -55,9 +55,9 @@ struct NetworkBackendTests {
         let running = Task { try await group.run() }
         var iterator = ports.makeAsyncIterator()
         let port = await iterator.next() ?? 0
-        // A slow answer (3 s) outlives the request's deadline (1 s): the sender gives up although the receiver stored it.
+        // A slow answer (4 s) outlives the request's deadline (2 s): the sender gives up although the receiver stored it.
         let backend = try HTTPBackend(configuration: .init(url: "http://127.0.0.1:\(port)/postfach/{postfach}/{id}",
-                                                           requestTimeout: .seconds(1)))
+                                                           requestTimeout: .seconds(2)))
         let ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
         let pipeline = Pipeline(validator: Harness.validator, router: Harness.router, backends: BackendSelection(default: backend),
                                 ledger: ledger, spool: try Spool(directory: directory.appendingPathComponent("spool")),
@@ -70,7 +70,7 @@ struct NetworkBackendTests {
             let row = try await pipeline.submit(file: inbox.appendingPathComponent(String(format: "antrag-%05d.xml", n)).path)
             #expect(row.state == .queued)
         }
-        let summary = try await DeliveryWorker(pipeline: pipeline, concurrency: 16, poll: .milliseconds(100), drain: true).run()
+        let summary = try await deliverUntilFinal(pipeline, concurrency: 16)
 
         let rows = try await ledger.submissions(states: nil, limit: nil)
         #expect(rows.count == count && rows.allSatisfy { $0.state == .delivered },
@@ -79,11 +79,10 @@ struct NetworkBackendTests {
         #expect(entries.count == count, "each delivery arrived")
         let digestsSent = entries.allSatisfy { $0.digestSent }
         #expect(digestsSent, "every request carried its digest; a wrong one would have been refused")
-        // A sender that sent twice without cause would show more requests than faults explain.
-        let unexplained = entries.filter { $0.requests - 1 > $0.faults }
-        #expect(unexplained.isEmpty, "requests repeated without a fault before them: \(unexplained.map(\.id))")
+        // (Repeats are not compared with the faults here: on a loaded machine an answer may also miss the 2 s
+        // deadline without an injected fault. The reset test in PostfachHTTPTests compares them without deadlines.)
         let stored = Dictionary(uniqueKeysWithValues: entries.map { ($0.id, $0.sha256) })
-        #expect(rows.allSatisfy { stored[$0.deliveryId ?? ""] == $0.payloadSHA256 }, "the receiver holds what was sent")
+        #expect(rows.filter { stored[$0.deliveryId ?? ""] != $0.payloadSHA256 }.isEmpty, "the receiver holds what was sent")
         let present = rows.filter { $0.receipt?.contains("\"alreadyPresent\":true") == true }.count
         print("http under faults: \(count) delivered in \(summary.attempts) attempts, \(entries.map(\.requests).reduce(0, +)) "
               + "requests at the receiver, \(present) found already present after a lost answer")
@@ -119,12 +118,12 @@ actor TwoPhaseBackend: PostfachBackend {
 struct FITConnectBackendTests {
     static let options = FITConnectOptions(clientSecret: "s3cret", schemaURIs: ["urn:amtsbote:schema:wohnsitz.anmeldung-1.0"])
 
-    static func run(_ standInOptions: FITConnectOptions = options, count: Int,
+    static func run(_ standInOptions: FITConnectOptions = options, count: Int, faults: StandInFaults = StandInFaults(),
                     configure: (inout FITConnectBackend.Configuration) -> Void = { _ in },
                     check: (StandInServer, SQLiteLedger) async throws -> Void) async throws {
         let directory = try TestEnvironment.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let standIn = try StandInServer(port: 0, fitConnect: standInOptions)
+        let standIn = try StandInServer(port: 0, faults: faults, seed: 9, fitConnect: standInOptions)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let group = ServiceGroup(configuration: .init(services: [standIn.service { continuation.yield($0?.port ?? 0) }],
                                                       logger: .init(label: "test.standin")))
@@ -139,14 +138,15 @@ struct FITConnectBackendTests {
         let ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
         let pipeline = Pipeline(validator: Harness.validator, router: Harness.router, backends: BackendSelection(default: backend),
                                 ledger: ledger, spool: try Spool(directory: directory.appendingPathComponent("spool")),
-                                retry: RetryPolicy(maxAttempts: 5, initialDelay: .milliseconds(1)), deliversOnIntake: false)
+                                retry: RetryPolicy(maxAttempts: 100, initialDelay: .milliseconds(1), maxDelay: .milliseconds(100)),
+                                deliversOnIntake: false)
         let inbox = directory.appendingPathComponent("inbox")
         try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
         try SampleSubmissions.write(count: count, into: inbox)
         for n in 0..<count {
             _ = try await pipeline.submit(file: inbox.appendingPathComponent(String(format: "antrag-%05d.xml", n)).path)
         }
-        _ = try await DeliveryWorker(pipeline: pipeline, concurrency: 4, poll: .milliseconds(50), drain: true).run()
+        _ = try await deliverUntilFinal(pipeline, concurrency: 8)
         try await check(standIn, ledger)
         await backend.shutdown()
         await group.triggerGracefulShutdown()
@@ -165,6 +165,33 @@ struct FITConnectBackendTests {
             #expect(rows.allSatisfy { row in submissions.contains { row.externalReference?.contains($0.submissionID) == true } },
                     "each row records its submission before it was submitted")
             #expect(Set(submissions.compactMap(\.serviceIdentifier)).allSatisfy { $0.hasPrefix("urn:de:fim:leika:leistung:") })
+        }
+    }
+
+    /// 200 deliveries by default (the stand-in decrypts two RSA-4096 JWEs per submission, slow in a debug build);
+    /// `AMTSBOTE_FIT_CONNECT_FAULT_DELIVERIES=1000` for the full run recorded in Docs/reliability.md.
+    @Test("deliveries with 429s, 503s, slow answers and dropped connections on create and submit: each submitted and accepted once")
+    func underFaults() async throws {
+        let count = Int(ProcessInfo.processInfo.environment["AMTSBOTE_FIT_CONNECT_FAULT_DELIVERIES"] ?? "") ?? 200
+        let faults = StandInFaults(rateLimited: 0.03, unavailable: 0.03, slow: 0.02, reset: 0.03, retryAfterSeconds: 1,
+                                   slowFor: .seconds(4))
+        try await Self.run(count: count, faults: faults, configure: { $0.requestTimeout = .seconds(2) }) { standIn, ledger in
+            let rows = try await ledger.submissions(states: nil, limit: nil)
+            #expect(rows.count == count && rows.allSatisfy { $0.state == .delivered },
+                    "\(rows.filter { $0.state != .delivered }.map { "\($0.state) \($0.reasonCode ?? "") \($0.reason ?? "")" })")
+            let submissions = await standIn.fitConnectSubmissions
+            let accepted = submissions.filter { $0.state == "accepted" }
+            #expect(accepted.count == count, "each delivery submitted and accepted once: \(accepted.count)")
+            let acceptedHashes = Set(accepted.compactMap(\.dataSHA256))
+            #expect(acceptedHashes.count == accepted.count, "no payload accepted twice")
+            #expect(rows.filter { !acceptedHashes.contains($0.payloadSHA256 ?? "") }.isEmpty,
+                    "every payload decrypted, its hash checked and accepted")
+            #expect(submissions.allSatisfy { $0.state != "rejected" })
+            // A create whose answer was lost leaves a submission that is never submitted (FIT-Connect deletes them).
+            let orphans = submissions.filter { $0.state == "created" }.count
+            let repeated = submissions.filter { $0.submitRequests > 1 }.count
+            print("fit-connect under faults: \(count) accepted once each, \(orphans) created and never submitted after a lost "
+                  + "create answer, \(repeated) submits repeated after a lost answer and recognised")
         }
     }
 
@@ -206,4 +233,16 @@ actor FailOnce {
     func first(_ id: String) throws {
         if seen.insert(id).inserted { throw PostfachError(code: .unavailable, message: "crash between create and submit") }
     }
+}
+
+/// Delivers until every row of the ledger is final: a worker that drains would stop while rows wait for a retry
+/// (a 429's Retry-After), so the worker runs until the ledger says everything is decided.
+func deliverUntilFinal(_ pipeline: Pipeline, concurrency: Int) async throws -> DeliveryWorker.Summary {
+    let stop = StopSignal()
+    let worker = Task { try await DeliveryWorker(pipeline: pipeline, concurrency: concurrency, poll: .milliseconds(50)).run(until: stop) }
+    try await waitUntil("every submission is decided") {
+        try await pipeline.ledger.submissions(states: nil, limit: nil).allSatisfy(\.state.isFinal)
+    }
+    stop.stop()
+    return try await worker.value
 }
