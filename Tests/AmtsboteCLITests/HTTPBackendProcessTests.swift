@@ -8,14 +8,12 @@ import Testing
 struct HTTPBackendProcessTests {
     static var testServerBinary: URL { CLI.binary.deletingLastPathComponent().appendingPathComponent("amtsbote-testserver") }
 
-    @Test("the sample configuration delivers every valid sample to the stand-in, once, with a token from the environment")
-    func sampleConfiguration() throws {
-        let directory = try TestEnvironment.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
+    /// `amtsbote-testserver` on a free port of 127.0.0.1 as its own process, and the port it listens on.
+    static func startStandIn(_ arguments: [String], in directory: URL, environment: [String: String]? = nil) throws -> (Child, Int) {
         let out = directory.appendingPathComponent("testserver.out")
-        let server = try Child(Self.testServerBinary.path, ["--listen", "127.0.0.1:0", "--reset", "0.2", "--seed", "7"],
-                               stderr: directory.appendingPathComponent("testserver.err").path, stdout: out.path)
-        defer { kill(server.pid, SIGTERM); server.wait() }
+        let server = try Child(testServerBinary.path, ["--listen", "127.0.0.1:0"] + arguments,
+                               stderr: directory.appendingPathComponent("testserver.err").path, stdout: out.path,
+                               environment: environment)
         var port = 0
         try waitUntilSync("the stand-in listens") {
             let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
@@ -24,6 +22,24 @@ struct HTTPBackendProcessTests {
             port = number
             return true
         }
+        return (server, port)
+    }
+
+    /// A JSON array the stand-in lists at `path`.
+    static func received(_ path: String, port: Int) throws -> [[String: Any]] {
+        let connection = try RawConnection(port: port)
+        connection.send("GET \(path) HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        let answer = try connection.readToEnd()
+        let body = try #require(answer.range(of: "\r\n\r\n").map { String(answer[$0.upperBound...]) })
+        return try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [[String: Any]], "\(answer)")
+    }
+
+    @Test("the sample configuration delivers every valid sample to the stand-in, once, with a token from the environment")
+    func sampleConfiguration() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (server, port) = try Self.startStandIn(["--reset", "0.2", "--seed", "7"], in: directory)
+        defer { kill(server.pid, SIGTERM); server.wait() }
 
         // The sample as shipped, with paths made absolute and the stand-in's port.
         let samples = TestEnvironment.projectRoot.appendingPathComponent("Samples/config")
@@ -51,11 +67,7 @@ struct HTTPBackendProcessTests {
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stdout.components(separatedBy: ": delivered -> ").count - 1 == valid.count, "\(result.stdout)")
 
-        let connection = try RawConnection(port: port)
-        connection.send("GET /_received HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        let answer = try connection.readToEnd()
-        let body = try #require(answer.range(of: "\r\n\r\n").map { String(answer[$0.upperBound...]) })
-        let received = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [[String: Any]], "\(answer)")
+        let received = try Self.received("/_received", port: port)
         #expect(received.count == valid.count)
         #expect(received.allSatisfy { $0["digestSent"] as? Bool == true })
         #expect(received.allSatisfy { ($0["requests"] as? Int ?? 0) - 1 <= ($0["faults"] as? Int ?? 0) },
@@ -76,19 +88,8 @@ struct FITConnectProcessTests {
     static func startStandIn(in directory: URL) throws -> (Child, Int) {
         let schemas = ["wohnsitz.anmeldung-1.0", "gewerbe.anmeldung-1.1", "hundesteuer.anmeldung-1.0"]
             .flatMap { ["--fit-schema", "urn:amtsbote:schema:\($0)"] }
-        let out = directory.appendingPathComponent("testserver.out")
-        let server = try Child(HTTPBackendProcessTests.testServerBinary.path, ["--listen", "127.0.0.1:0", "--fit-connect"] + schemas,
-                               stderr: directory.appendingPathComponent("testserver.err").path, stdout: out.path,
-                               environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "s3cret"])
-        var port = 0
-        try waitUntilSync("the stand-in listens") {
-            let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
-            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("testserver: listening on ") }),
-                  let number = line.split(separator: ":").last.flatMap({ Int($0) }) else { return false }
-            port = number
-            return true
-        }
-        return (server, port)
+        return try HTTPBackendProcessTests.startStandIn(["--fit-connect"] + schemas, in: directory,
+                                                        environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "s3cret"])
     }
 
     /// Samples/config/fit-connect-backend.json as shipped, with the stand-in's port, absolute paths, and the
@@ -106,11 +107,7 @@ struct FITConnectProcessTests {
 
     /// `GET /_received/fit-connect`.
     static func received(port: Int) throws -> [[String: Any]] {
-        let connection = try RawConnection(port: port)
-        connection.send("GET /_received/fit-connect HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        let answer = try connection.readToEnd()
-        let body = try #require(answer.range(of: "\r\n\r\n").map { String(answer[$0.upperBound...]) })
-        return try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [[String: Any]], "\(answer)")
+        try HTTPBackendProcessTests.received("/_received/fit-connect", port: port)
     }
 
     @Test("the sample configuration submits every valid sample once; the stand-in accepts each")

@@ -58,18 +58,7 @@ struct NetworkBackendTests {
         // A slow answer (4 s) outlives the request's deadline (2 s): the sender gives up although the receiver stored it.
         let backend = try HTTPBackend(configuration: .init(url: "http://127.0.0.1:\(port)/postfach/{postfach}/{id}",
                                                            requestTimeout: .seconds(2)))
-        let ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
-        let pipeline = Pipeline(validator: Harness.validator, router: Harness.router, backends: BackendSelection(default: backend),
-                                ledger: ledger, spool: try Spool(directory: directory.appendingPathComponent("spool")),
-                                retry: RetryPolicy(maxAttempts: 100, initialDelay: .milliseconds(5), maxDelay: .milliseconds(100)),
-                                deliversOnIntake: false)
-        let inbox = directory.appendingPathComponent("inbox")
-        try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
-        try SampleSubmissions.write(count: count, into: inbox)
-        for n in 0..<count {
-            let row = try await pipeline.submit(file: inbox.appendingPathComponent(String(format: "antrag-%05d.xml", n)).path)
-            #expect(row.state == .queued)
-        }
+        let (pipeline, ledger) = try await queuedPipeline(backend, count: count, in: directory)
         let summary = try await deliverUntilFinal(pipeline, concurrency: 16)
 
         let rows = try await ledger.submissions(states: nil, limit: nil)
@@ -135,17 +124,7 @@ struct FITConnectBackendTests {
         configuration.trustRoots = [try Certificate(pemEncoded: standIn.fitConnectAuthorityPEM ?? "")]
         configure(&configuration)
         let backend = try FITConnectBackend(configuration: configuration)
-        let ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
-        let pipeline = Pipeline(validator: Harness.validator, router: Harness.router, backends: BackendSelection(default: backend),
-                                ledger: ledger, spool: try Spool(directory: directory.appendingPathComponent("spool")),
-                                retry: RetryPolicy(maxAttempts: 100, initialDelay: .milliseconds(1), maxDelay: .milliseconds(100)),
-                                deliversOnIntake: false)
-        let inbox = directory.appendingPathComponent("inbox")
-        try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
-        try SampleSubmissions.write(count: count, into: inbox)
-        for n in 0..<count {
-            _ = try await pipeline.submit(file: inbox.appendingPathComponent(String(format: "antrag-%05d.xml", n)).path)
-        }
+        let (pipeline, ledger) = try await queuedPipeline(backend, count: count, in: directory)
         _ = try await deliverUntilFinal(pipeline, concurrency: 8)
         try await check(standIn, ledger)
         await backend.shutdown()
@@ -245,4 +224,22 @@ func deliverUntilFinal(_ pipeline: Pipeline, concurrency: Int) async throws -> D
     }
     stop.stop()
     return try await worker.value
+}
+
+/// A pipeline over `backend` in `directory` (SQLite ledger, no delivery on intake) with `count` sample
+/// submissions recorded and queued, each with its own message id.
+func queuedPipeline(_ backend: any PostfachBackend, count: Int, in directory: URL) async throws -> (Pipeline, SQLiteLedger) {
+    let ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
+    let pipeline = Pipeline(validator: Harness.validator, router: Harness.router, backends: BackendSelection(default: backend),
+                            ledger: ledger, spool: try Spool(directory: directory.appendingPathComponent("spool")),
+                            retry: RetryPolicy(maxAttempts: 100, initialDelay: .milliseconds(5), maxDelay: .milliseconds(100)),
+                            deliversOnIntake: false)
+    let inbox = directory.appendingPathComponent("inbox")
+    try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+    try SampleSubmissions.write(count: count, into: inbox)
+    for n in 0..<count {
+        let row = try await pipeline.submit(file: inbox.appendingPathComponent(String(format: "antrag-%05d.xml", n)).path)
+        #expect(row.state == .queued, "\(row.reasonCode ?? "")")
+    }
+    return (pipeline, ledger)
 }
