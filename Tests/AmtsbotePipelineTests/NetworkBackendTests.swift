@@ -219,8 +219,18 @@ actor FailOnce {
 func deliverUntilFinal(_ pipeline: Pipeline, concurrency: Int) async throws -> DeliveryWorker.Summary {
     let stop = StopSignal()
     let worker = Task { try await DeliveryWorker(pipeline: pipeline, concurrency: concurrency, poll: .milliseconds(50)).run(until: stop) }
-    try await waitUntil("every submission is decided") {
-        try await pipeline.ledger.submissions(states: nil, limit: nil).allSatisfy(\.state.isFinal)
+    // Guarded against a hang, not against slowness: each wait is for one more decision.
+    func decided() async throws -> (done: Int, total: Int) {
+        let counts = try await pipeline.ledger.counts()
+        return (counts.filter { $0.key.isFinal }.map(\.value).reduce(0, +), counts.values.reduce(0, +))
+    }
+    var progress = try await decided()
+    while progress.done < progress.total {
+        let before = progress.done
+        try await waitUntil("another submission is decided (\(before) of \(progress.total) so far)") {
+            progress = try await decided()
+            return progress.done > before
+        }
     }
     stop.stop()
     return try await worker.value
