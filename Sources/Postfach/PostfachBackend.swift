@@ -256,3 +256,12 @@ public enum ContentDigest {
             .map { "sha-256=" + $0.dropFirst(8) }
     }
 }
+
+extension Duration {
+    /// The duration in nanoseconds as an Int64, saturating (for timeouts handed to NIO and AsyncHTTPClient).
+    public var clampedNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? Int64.max : product + attoseconds / 1_000_000_000
+    }
+}

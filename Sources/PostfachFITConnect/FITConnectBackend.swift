@@ -330,13 +330,6 @@ actor TokenCache {
     }
 }
 
-extension Duration {
-    var clampedNanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        return overflow ? Int64.max : product + attoseconds / 1_000_000_000
-    }
-}
 
 extension FITConnectBackend {
     /// Registers kind `fit-connect` (Docs/backends.md): `tokenURL`, `apiURL`, `clientId`, the secret `clientSecret`

@@ -104,8 +104,8 @@ public final class HTTPBackend: PostfachBackend {
             throw PostfachError(code: .rejected, message: "a certificate or key file of the http backend cannot be read: \(error)")
         }
         var client = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow,
-                                              timeout: .init(connect: .nanoseconds(configuration.connectTimeout.nanosecondsClamped),
-                                                             read: .nanoseconds(configuration.requestTimeout.nanosecondsClamped)))
+                                              timeout: .init(connect: .nanoseconds(configuration.connectTimeout.clampedNanoseconds),
+                                                             read: .nanoseconds(configuration.requestTimeout.clampedNanoseconds)))
         client.decompression = .disabled
         self.configuration = configuration
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: client)
@@ -142,7 +142,7 @@ public final class HTTPBackend: PostfachBackend {
 
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(request, deadline: .now() + .nanoseconds(configuration.requestTimeout.nanosecondsClamped))
+            response = try await client.execute(request, deadline: .now() + .nanoseconds(configuration.requestTimeout.clampedNanoseconds))
         } catch {
             throw Self.failure(error)
         }
@@ -355,13 +355,4 @@ struct FileChunks: AsyncSequence, Sendable {
     }
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(handle: try? FileHandle(forReadingFrom: url)) }
-}
-
-extension Duration {
-    /// The duration in nanoseconds, as an Int64 (saturating).
-    var nanosecondsClamped: Int64 {
-        let (seconds, attoseconds) = components
-        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        return overflow ? Int64.max : product + attoseconds / 1_000_000_000
-    }
 }
