@@ -250,9 +250,10 @@ var package = Package(
             name: "AmtsbotePipelineTests",
             dependencies: ["AmtsbotePipeline", "AmtsbotePostgres", "LedgerTesting", "Postfach", "XoevValidation",
                            "XoevRouting", "AmtsboteTestSupport", "PostgresTestSupport", "PostfachHTTP", "PostfachStandIn",
-                           "PostfachFITConnect", .product(name: "X509", package: "swift-certificates"),
+                           "PostfachFITConnect", "JOSE", .product(name: "X509", package: "swift-certificates"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                           .product(name: "PostgresNIO", package: "postgres-nio")]
+                           .product(name: "PostgresNIO", package: "postgres-nio"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client")]
         ),
         .testTarget(
             name: "AmtsboteServiceTests",

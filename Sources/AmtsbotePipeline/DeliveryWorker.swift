@@ -45,6 +45,10 @@ public struct DeliveryWorker: Sendable {
         let wake = WakeUps()
         stop.onStop { wake.signal() }
         var lastRescue = ContinuousClock.now - .seconds(3600)
+        // Receivers' answers about earlier deliveries are asked for beside the deliveries, one pass at a time.
+        var lastConfirmations = ContinuousClock.now - .seconds(3600)
+        let confirming = ConfirmationPass()
+        let confirmationPoll = min(max(pipeline.retry.confirmationCheck / 5, .seconds(1)), .seconds(30))
         // A discarding group: a finished attempt's task is released at once. A plain task group keeps every finished
         // child until its result is consumed, which a worker that runs for days never does (17 KB per delivery).
         try await withThrowingDiscardingTaskGroup { group in
@@ -60,6 +64,16 @@ public struct DeliveryWorker: Sendable {
                         lastRescue = .now
                     }
                     if wanted > 0 { claimed = try await claim(wanted) }
+                    if !drain, ContinuousClock.now - lastConfirmations >= confirmationPoll, confirming.begin() {
+                        lastConfirmations = .now
+                        group.addTask {
+                            defer { confirming.end() }
+                            do { _ = try await pipeline.checkConfirmations(until: stop) } catch {
+                                pipeline.logger.warning("receivers' answers not checked", metadata: [
+                                    "code": "\((error as? LedgerError)?.code ?? "ledger.unavailable")"])
+                            }
+                        }
+                    }
                 } catch let error as LedgerError where error.code == "ledger.unavailable" {
                     // The database restarts or fails over: wait and try again; leases cover what is in flight.
                     pipeline.logger.warning("ledger unreachable; the worker waits", metadata: ["code": "\(error.code)"])
@@ -109,6 +123,13 @@ public struct DeliveryWorker: Sendable {
                                  { if free > 0 { await ledger.waitForWork(upTo: timeout) } else { await wake.wait(upTo: timeout) } })
             }
             // The group waits for the attempts in flight before it returns.
+        }
+        if drain && !stop.isStopped {
+            // Drained: the receivers' answers that are due now are asked for once before the worker ends.
+            while true {
+                let pass = try await pipeline.checkConfirmations(limit: 500, until: stop)
+                if pass.asked < 500 || pass.accepted + pass.rejected == 0 { break }
+            }
         }
         return state.summary
     }
@@ -186,6 +207,26 @@ public final class StopSignal: @unchecked Sendable {
         guard !stopped else { lock.unlock(); handler(); return }
         handlers.append(handler)
         lock.unlock()
+    }
+}
+
+/// Whether a pass over the receivers' answers runs (one at a time per worker).
+final class ConfirmationPass: @unchecked Sendable {
+    // Safety: every access holds the lock.
+    private let lock = NSLock()
+    private var running = false
+
+    /// `true` when no pass ran and this call starts one.
+    func begin() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        guard !running else { return false }
+        running = true
+        return true
+    }
+
+    func end() {
+        lock.lock(); defer { lock.unlock() }
+        running = false
     }
 }
 

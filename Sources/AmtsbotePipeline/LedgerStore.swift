@@ -50,7 +50,7 @@ public protocol LedgerStore: Sendable {
     /// the ids still held. A row missing from the answer was lost (expired and taken over).
     func extendLeases(_ leased: [Submission], by: Duration) async throws -> Set<Int64>
     /// Records an attempt's outcome (`delivered`, `queued` with a new `nextAttemptAt`, or `dead`, with `reasonCode`,
-    /// `reason` and `receipt`; other fields are not written), fenced by the
+    /// `reason`, `receipt`, `confirmation` and `confirmationDueAt`; other fields are not written), fenced by the
     /// lease: only while the row is still `running` under `outcome.leaseToken` (the token it was claimed with). The
     /// lease is released. `false`: the lease was lost meanwhile; nothing was written.
     func finishAttempt(_ outcome: Submission) async throws -> Bool
@@ -62,6 +62,16 @@ public protocol LedgerStore: Sendable {
     /// lease has not run out (a row whose lease expired may be taken over at any moment, and the next holder would
     /// resume the same transfer). `false`: nothing was written, and the backend must not take its next step.
     func recordReference(_ leased: Submission, reference: String) async throws -> Bool
+    /// Delivered rows whose receiver has not answered yet (`confirmation` = `pending`) and whose next check is due,
+    /// oldest due first, at most `limit`. The same statement moves each one's `confirmationDueAt` to now +
+    /// `recheckAfter`, so that workers asking at the same moment take different rows, and a row whose check fails
+    /// is asked again later.
+    func dueConfirmations(limit: Int, recheckAfter: Duration) async throws -> [Submission]
+    /// Records the receiver's answer on a delivered row that awaits one (compare-and-set: only while the row is
+    /// `delivered` with `confirmation` = `pending`): writes `confirmation`, `confirmationEvidence`, `confirmedAt`,
+    /// `reasonCode` and `reason` of `answered`, and clears `confirmationDueAt`. `false`: the row awaits no answer
+    /// (another worker recorded it first); nothing was written.
+    func recordConfirmation(_ answered: Submission) async throws -> Bool
     /// Puts every `running` row whose lease expired back in the queue, due now; returns those rows.
     func requeueExpiredLeases() async throws -> [Submission]
     /// Puts a `running` row back in the queue at once (compare-and-set on its lease token): for a row whose

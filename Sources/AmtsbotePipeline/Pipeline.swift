@@ -21,10 +21,14 @@ public struct RetryPolicy: Sendable, Hashable {
     /// How often a running attempt extends its lease (to now + ``lease``); `nil`: never (the lease must then
     /// outlast the attempt).
     public var heartbeat: Duration?
+    /// How long after a delivery, and then between two checks, the receiving side is asked for its answer
+    /// (FIT-Connect's accept or reject) while none has come.
+    public var confirmationCheck: Duration
 
     public init(maxAttempts: Int = 5, initialDelay: Duration = .seconds(1), multiplier: Double = 2,
                 maxDelay: Duration = .seconds(60), fullJitter: Bool = true, attemptTimeout: Duration? = .seconds(120),
-                lease: Duration = .seconds(30), heartbeat: Duration? = .seconds(10)) {
+                lease: Duration = .seconds(30), heartbeat: Duration? = .seconds(10),
+                confirmationCheck: Duration = .seconds(300)) {
         self.maxAttempts = maxAttempts
         self.initialDelay = initialDelay
         self.multiplier = multiplier
@@ -33,6 +37,7 @@ public struct RetryPolicy: Sendable, Hashable {
         self.attemptTimeout = attemptTimeout
         self.lease = lease
         self.heartbeat = heartbeat
+        self.confirmationCheck = confirmationCheck
     }
 
     /// The capped exponential delay after the `attempt`-th failure (1-based): the upper bound of the wait.
@@ -322,6 +327,10 @@ public struct Pipeline: Sendable {
             }
             submission.state = .delivered
             submission.receipt = String(decoding: try JSONEncoder.receipts.encode(receipt), as: UTF8.self)
+            if receipt.awaitsConfirmation {
+                submission.confirmation = .pending
+                submission.confirmationDueAt = Date().addingTimeInterval(retry.confirmationCheck.seconds)
+            }
             submission.reasonCode = nil
             submission.reason = nil
             submission.nextAttemptAt = nil

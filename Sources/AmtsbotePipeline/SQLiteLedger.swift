@@ -137,6 +137,16 @@ public final class SQLiteLedger: LedgerStore {
         migrator.registerMigration("v6-external-reference") { db in
             try db.alter(table: "submission") { t in t.add(column: "externalReference", .text) }
         }
+        migrator.registerMigration("v7-confirmation") { db in
+            try db.alter(table: "submission") { t in
+                t.add(column: "confirmation", .text)
+                t.add(column: "confirmationEvidence", .text)
+                t.add(column: "confirmationDueAt", .datetime)
+                t.add(column: "confirmedAt", .datetime)
+            }
+            // Only rows awaiting the receiver's answer: the checks read this index alone.
+            try db.execute(sql: "CREATE INDEX submission_confirmation_due ON submission (confirmationDueAt, id) WHERE confirmation = 'pending'")
+        }
         return migrator
     }
 
@@ -146,14 +156,16 @@ public final class SQLiteLedger: LedgerStore {
         "source", "receivedAt", "updatedAt", "state", "spoolPath", "payloadSHA256", "payloadSize", "messageId",
         "deliveryId", "schemaId", "routingKeys", "postfach", "routing", "reasonCode", "reason", "attempts",
         "nextAttemptAt", "receipt", "duplicateOf", "owner", "leaseToken", "leaseUntil", "purgedAt",
-        "client", "portalMetadata", "findings", "externalReference",
+        "client", "portalMetadata", "findings", "externalReference", "confirmation", "confirmationEvidence",
+        "confirmationDueAt", "confirmedAt",
     ]
 
     private static func values(_ s: Submission) -> [(any DatabaseValueConvertible)?] {
         [s.source, s.receivedAt, s.updatedAt, s.state.rawValue, s.payloadLocation, s.payloadSHA256, s.payloadSize,
          s.messageId, s.deliveryId, s.schemaId, s.routingKeys, s.postfach, s.routing, s.reasonCode, s.reason,
          s.attempts, s.nextAttemptAt, s.receipt, s.duplicateOf, s.owner, s.leaseToken, s.leaseUntil, s.purgedAt,
-         s.client, s.portalMetadata, s.findings, s.externalReference]
+         s.client, s.portalMetadata, s.findings, s.externalReference, s.confirmation?.rawValue, s.confirmationEvidence,
+         s.confirmationDueAt, s.confirmedAt]
     }
 
     private static func submission(_ row: Row) -> Submission {
@@ -166,7 +178,10 @@ public final class SQLiteLedger: LedgerStore {
                    receipt: row["receipt"], duplicateOf: row["duplicateOf"], owner: row["owner"],
                    leaseToken: row["leaseToken"], leaseUntil: row["leaseUntil"], purgedAt: row["purgedAt"],
                    client: row["client"], portalMetadata: row["portalMetadata"], findings: row["findings"],
-                   externalReference: row["externalReference"])
+                   externalReference: row["externalReference"],
+                   confirmation: (row["confirmation"] as String?).flatMap(ConfirmationState.init(rawValue:)),
+                   confirmationEvidence: row["confirmationEvidence"], confirmationDueAt: row["confirmationDueAt"],
+                   confirmedAt: row["confirmedAt"])
     }
 
     private static func fetch(_ db: Database, sql: String, _ arguments: StatementArguments = []) throws -> [Submission] {
@@ -334,10 +349,12 @@ public final class SQLiteLedger: LedgerStore {
             try outcomes.map { outcome in
                 try db.execute(sql: """
                     UPDATE submission SET state = ?, reasonCode = ?, reason = ?, nextAttemptAt = ?, receipt = ?,
-                        owner = NULL, leaseToken = NULL, leaseUntil = NULL, updatedAt = ?
+                        confirmation = ?, confirmationDueAt = ?, owner = NULL, leaseToken = NULL, leaseUntil = NULL,
+                        updatedAt = ?
                     WHERE id = ? AND state = 'running' AND leaseToken = ?
                     """, arguments: [outcome.state.rawValue, outcome.reasonCode, outcome.reason, outcome.nextAttemptAt,
-                                     outcome.receipt, now, outcome.id, outcome.leaseToken])
+                                     outcome.receipt, outcome.confirmation?.rawValue, outcome.confirmationDueAt, now,
+                                     outcome.id, outcome.leaseToken])
                 return db.changesCount == 1
             }
         }
@@ -366,6 +383,32 @@ public final class SQLiteLedger: LedgerStore {
                 UPDATE submission SET externalReference = ?, updatedAt = ?
                 WHERE id = ? AND state = 'running' AND leaseToken = ? AND leaseUntil > ?
                 """, arguments: [reference, Date(), id, token, Date()])
+            return db.changesCount == 1
+        }
+    }
+
+    public func dueConfirmations(limit: Int, recheckAfter: Duration) async throws -> [Submission] {
+        guard limit > 0 else { return [] }
+        let now = Date()
+        return try write { db in
+            try Self.fetch(db, sql: """
+                UPDATE submission SET confirmationDueAt = ?
+                WHERE id IN (SELECT id FROM submission WHERE confirmation = 'pending' AND confirmationDueAt <= ?
+                             ORDER BY confirmationDueAt, id LIMIT ?)
+                RETURNING *
+                """, [now.addingTimeInterval(recheckAfter.seconds), now, limit]).sorted { ($0.id ?? 0) < ($1.id ?? 0) }
+        }
+    }
+
+    public func recordConfirmation(_ answered: Submission) async throws -> Bool {
+        guard let id = answered.id else { return false }
+        return try write { db in
+            try db.execute(sql: """
+                UPDATE submission SET confirmation = ?, confirmationEvidence = ?, confirmedAt = ?, confirmationDueAt = NULL,
+                    reasonCode = ?, reason = ?, updatedAt = ?
+                WHERE id = ? AND state = 'delivered' AND confirmation = 'pending'
+                """, arguments: [answered.confirmation?.rawValue, answered.confirmationEvidence, answered.confirmedAt,
+                                 answered.reasonCode, answered.reason, Date(), id])
             return db.changesCount == 1
         }
     }

@@ -32,6 +32,16 @@ public enum SubmissionState: String, Codable, Sendable, CaseIterable {
     public var isFinal: Bool { ![.received, .validated, .queued, .running].contains(self) }
 }
 
+/// Where the receiving side's answer about a delivery stands (only for backends that answer after delivery).
+public enum ConfirmationState: String, Codable, Sendable, CaseIterable {
+    /// Delivered; the receiver has not answered yet. The ledger asks again at `confirmationDueAt`.
+    case pending
+    /// The receiver accepted the delivery for processing; its statement is the evidence.
+    case accepted
+    /// The receiver rejected the delivery after taking it; its statement and reasons are kept (`postfach.receiver-rejected`).
+    case rejected
+}
+
 /// One row of the ledger: a submission and its delivery to the one Postfach routing chose.
 public struct Submission: Codable, Sendable, Hashable {
     public var id: Int64?
@@ -83,6 +93,16 @@ public struct Submission: Codable, Sendable, Hashable {
     /// What the backend recorded before an irreversible step of an attempt (a server-assigned id such as
     /// FIT-Connect's submission id), so that a later attempt resumes the same transfer. Kept as the audit record.
     public var externalReference: String?
+    /// Whether the receiving side has answered about a delivered row whose receipt awaits an answer (FIT-Connect's
+    /// accept or reject); nil when no answer is awaited.
+    public var confirmation: ConfirmationState?
+    /// The receiver's answer, verbatim (FIT-Connect: the signed Security Event Token): the evidence of acceptance
+    /// or rejection.
+    public var confirmationEvidence: String?
+    /// When the ledger next asks the receiving side, while ``confirmation`` is `pending`.
+    public var confirmationDueAt: Date?
+    /// When the receiver issued its answer.
+    public var confirmedAt: Date?
 
     /// A new row in state `received`, owned by `owner`.
     public init(source: String, receivedAt: Date, owner: String?) {
@@ -98,7 +118,8 @@ public struct Submission: Codable, Sendable, Hashable {
                 attempts: Int = 0, nextAttemptAt: Date? = nil, receipt: String? = nil, duplicateOf: Int64? = nil,
                 owner: String? = nil, leaseToken: String? = nil, leaseUntil: Date? = nil, purgedAt: Date? = nil,
                 client: String? = nil, portalMetadata: String? = nil, findings: String? = nil,
-                externalReference: String? = nil) {
+                externalReference: String? = nil, confirmation: ConfirmationState? = nil,
+                confirmationEvidence: String? = nil, confirmationDueAt: Date? = nil, confirmedAt: Date? = nil) {
         self.id = id
         self.source = source
         self.receivedAt = receivedAt
@@ -127,6 +148,10 @@ public struct Submission: Codable, Sendable, Hashable {
         self.portalMetadata = portalMetadata
         self.findings = findings
         self.externalReference = externalReference
+        self.confirmation = confirmation
+        self.confirmationEvidence = confirmationEvidence
+        self.confirmationDueAt = confirmationDueAt
+        self.confirmedAt = confirmedAt
     }
 
     /// The recorded findings, decoded (empty when none were recorded).

@@ -171,7 +171,7 @@ public final class PostgresLedger: LedgerStore {
         id, source, received_at, updated_at, state, payload_location, payload_sha256, payload_size, message_id,
         delivery_id, schema_id, routing_keys, postfach, routing, reason_code, reason, attempts, next_attempt_at,
         receipt, duplicate_of, owner, lease_token, lease_until, purged_at, client, portal_metadata, findings,
-        external_reference
+        external_reference, confirmation, confirmation_evidence, confirmation_due_at, confirmed_at
         """
 
     /// ``columns`` with each name prefixed (`s.id, s.source, …`), on one line.
@@ -198,7 +198,10 @@ public final class PostgresLedger: LedgerStore {
             leaseToken: try r[21].decode(String?.self), leaseUntil: try r[22].decode(Date?.self),
             purgedAt: try r[23].decode(Date?.self), client: try r[24].decode(String?.self),
             portalMetadata: try r[25].decode(String?.self), findings: try r[26].decode(String?.self),
-            externalReference: try r[27].decode(String?.self))
+            externalReference: try r[27].decode(String?.self),
+            confirmation: try r[28].decode(String?.self).flatMap(ConfirmationState.init(rawValue:)),
+            confirmationEvidence: try r[29].decode(String?.self), confirmationDueAt: try r[30].decode(Date?.self),
+            confirmedAt: try r[31].decode(Date?.self))
     }
 
     static func rows(_ sequence: PostgresRowSequence) async throws -> [Submission] {
@@ -226,7 +229,9 @@ public final class PostgresLedger: LedgerStore {
                 duplicate_of = \(s.duplicateOf), owner = \(s.owner), lease_token = \(s.leaseToken),
                 lease_until = \(s.leaseUntil), purged_at = \(s.purgedAt), client = \(s.client),
                 portal_metadata = \(s.portalMetadata), findings = \(s.findings),
-                external_reference = \(s.externalReference)
+                external_reference = \(s.externalReference), confirmation = \(s.confirmation?.rawValue),
+                confirmation_evidence = \(s.confirmationEvidence), confirmation_due_at = \(s.confirmationDueAt),
+                confirmed_at = \(s.confirmedAt)
             WHERE id = \(id)
             """
         switch condition {
@@ -399,6 +404,30 @@ public final class PostgresLedger: LedgerStore {
         return try await !fetch("""
             UPDATE submission SET external_reference = \(reference), updated_at = clock_timestamp()
             WHERE id = \(id) AND state = 'running' AND lease_token = \(token) AND lease_until > clock_timestamp()
+            RETURNING \(unescaped: Self.columns)
+            """).isEmpty
+    }
+
+    public func dueConfirmations(limit: Int, recheckAfter: Duration) async throws -> [Submission] {
+        guard limit > 0 else { return [] }
+        let limit = Int64(limit), seconds = recheckAfter.inSeconds
+        return try await fetch("""
+            UPDATE submission s SET confirmation_due_at = clock_timestamp() + make_interval(secs => \(seconds))
+            WHERE s.id = ANY(ARRAY(
+                SELECT id FROM submission WHERE confirmation = 'pending' AND confirmation_due_at <= clock_timestamp()
+                ORDER BY confirmation_due_at, id LIMIT \(limit) FOR UPDATE SKIP LOCKED))
+            RETURNING \(unescaped: Self.columns(prefixedWith: "s."))
+            """).sorted { ($0.id ?? 0) < ($1.id ?? 0) }
+    }
+
+    public func recordConfirmation(_ answered: Submission) async throws -> Bool {
+        guard let id = answered.id else { return false }
+        return try await !fetch("""
+            UPDATE submission SET confirmation = \(answered.confirmation?.rawValue),
+                confirmation_evidence = \(answered.confirmationEvidence), confirmed_at = \(answered.confirmedAt),
+                confirmation_due_at = NULL, reason_code = \(answered.reasonCode), reason = \(answered.reason),
+                updated_at = clock_timestamp()
+            WHERE id = \(id) AND state = 'delivered' AND confirmation = 'pending'
             RETURNING \(unescaped: Self.columns)
             """).isEmpty
     }

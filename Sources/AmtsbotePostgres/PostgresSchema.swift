@@ -83,6 +83,14 @@ enum PostgresSchema {
             // What a backend recorded before an irreversible step (a server-assigned id), to resume from.
             "ALTER TABLE submission ADD COLUMN external_reference text",
         ]),
+        ("v4-confirmation", [
+            // The receiver's answer after delivery (FIT-Connect's accept or reject), and when to ask next.
+            """
+            ALTER TABLE submission ADD COLUMN confirmation text, ADD COLUMN confirmation_evidence text,
+                ADD COLUMN confirmation_due_at timestamptz, ADD COLUMN confirmed_at timestamptz
+            """,
+            "CREATE INDEX submission_confirmation_due ON submission (confirmation_due_at, id) WHERE confirmation = 'pending'",
+        ]),
     ]
 
     static func migrate(_ client: PostgresClient, logger: Logger) async throws {

@@ -52,16 +52,18 @@ struct ClaimDueStatement: PostgresPreparedStatement {
 /// Returns the ids that were recorded. Absent optional values travel as U+0001 (an array of text cannot hold a
 /// NULL through unnest's binding here), and a negative time as "no next attempt".
 struct FinishAttemptsStatement: PostgresPreparedStatement {
-    static let name = "amtsbote_finish_attempts_v1"
+    static let name = "amtsbote_finish_attempts_v2"
     static let sql = """
         WITH input AS (
             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                 $7::float8[])
-                AS i(id, token, state, reason_code, reason, receipt, next_at)
+                                 $7::float8[], $8::text[], $9::float8[])
+                AS i(id, token, state, reason_code, reason, receipt, next_at, confirmation, confirmation_at)
         ), finished AS (
             UPDATE submission s SET state = i.state, reason_code = NULLIF(i.reason_code, E'\\x01'),
                 reason = NULLIF(i.reason, E'\\x01'), receipt = NULLIF(i.receipt, E'\\x01'),
                 next_attempt_at = CASE WHEN i.next_at < 0 THEN NULL ELSE to_timestamp(i.next_at) END,
+                confirmation = NULLIF(i.confirmation, E'\\x01'),
+                confirmation_due_at = CASE WHEN i.confirmation_at < 0 THEN NULL ELSE to_timestamp(i.confirmation_at) END,
                 owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = clock_timestamp()
             FROM input i
             WHERE s.id = i.id AND s.state = 'running' AND s.lease_token = i.token
@@ -73,13 +75,13 @@ struct FinishAttemptsStatement: PostgresPreparedStatement {
         SELECT finished.id FROM finished LEFT JOIN woken ON true
         """
     static let bindingDataTypes: [PostgresDataType] = [.int8Array, .textArray, .textArray, .textArray, .textArray,
-                                                        .textArray, .float8Array]
+                                                        .textArray, .float8Array, .textArray, .float8Array]
     typealias Row = Int64
 
     var outcomes: [Submission]
 
     func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 7)
+        var bindings = PostgresBindings(capacity: 9)
         bindings.append(outcomes.map { $0.id ?? -1 })
         bindings.append(outcomes.map { $0.leaseToken ?? "" })
         bindings.append(outcomes.map(\.state.rawValue))
@@ -87,6 +89,8 @@ struct FinishAttemptsStatement: PostgresPreparedStatement {
         bindings.append(outcomes.map { $0.reason ?? "\u{1}" })
         bindings.append(outcomes.map { $0.receipt ?? "\u{1}" })
         bindings.append(outcomes.map { $0.nextAttemptAt?.timeIntervalSince1970 ?? -1 })
+        bindings.append(outcomes.map { $0.confirmation?.rawValue ?? "\u{1}" })
+        bindings.append(outcomes.map { $0.confirmationDueAt?.timeIntervalSince1970 ?? -1 })
         return bindings
     }
 

@@ -252,6 +252,11 @@ struct SubmissionRoutes: Sendable {
             object["reason"] = .object(["code": .string(code), "type": .string("/v1/problems/\(code)"),
                                         "detail": .optional(row.reason)])
         }
+        if let confirmation = row.confirmation {
+            // The receiver's answer after delivery, with its signed statement as evidence.
+            object["confirmation"] = .object(["state": .string(confirmation.rawValue), "at": .optional(row.confirmedAt),
+                                              "evidence": .optional(row.confirmationEvidence)])
+        }
         if let original = row.duplicateOf {
             object["duplicateOf"] = .string(String(original))
             object["links"] = .object(["self": .string("/v1/submissions/\(id)"),

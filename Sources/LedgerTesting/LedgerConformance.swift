@@ -38,6 +38,7 @@ public enum LedgerConformance {
         try await requeueAndRetention(try await factory())
         try await serviceFields(try await factory())
         try await idempotencyKeys(try await factory())
+        try await confirmations(try await factory())
     }
 
     /// A row through intake to `validated`, ready to queue, with `deliveryId` and a payload hash.
@@ -252,6 +253,57 @@ public enum LedgerConformance {
         let rescuedRow = try #require(retaken.first { $0.id == released.id })
         #expect(try await ledger.rescue(rescuedRow)?.state == .queued)
         #expect(try await ledger.rescue(rescuedRow) == nil, "the token changed")
+    }
+
+    /// Receivers' answers after delivery: due rows are handed out once per check interval, across processes, and an
+    /// answer is recorded once, only on a delivered row that awaits one.
+    static func confirmations(_ open: Opener) async throws {
+        let ledger = try await open(me)
+        let otherLedger = try await open(other)
+        defer { Task { await ledger.close(); await otherLedger.close() } }
+        var delivered: [Submission] = []
+        for n in 0..<3 {
+            let leased = try await ledger.claimAndQueue(try await validated(ledger, deliveryId: "c-\(n)", hash: "h\(n)"),
+                                                       leaseFor: .seconds(60))
+            var outcome = leased
+            outcome.state = .delivered
+            outcome.receipt = "{}"
+            // The first two await the receiver's answer, one of them only in an hour; the third awaits none.
+            if n < 2 {
+                outcome.confirmation = .pending
+                outcome.confirmationDueAt = n == 0 ? Date().addingTimeInterval(-1) : Date().addingTimeInterval(3600)
+            }
+            #expect(try await ledger.finishAttempt(outcome))
+            delivered.append(outcome)
+        }
+        let stored = try #require(try await ledger.submission(delivered[0].id!))
+        #expect(stored.confirmation == .pending && stored.confirmationDueAt != nil, "the outcome records that an answer is awaited")
+        #expect(try await ledger.submission(delivered[2].id!)?.confirmation == nil)
+
+        let due = try await ledger.dueConfirmations(limit: 10, recheckAfter: .seconds(600))
+        #expect(due.map(\.id) == [delivered[0].id], "only the row that awaits an answer and is due")
+        #expect(try await otherLedger.dueConfirmations(limit: 10, recheckAfter: .seconds(600)).isEmpty,
+                "a row handed out is asked again only after the interval, by any process")
+        let rechecked = try #require(try await ledger.submission(delivered[0].id!)?.confirmationDueAt)
+        #expect(rechecked > Date().addingTimeInterval(500))
+
+        var answered = due[0]
+        answered.confirmation = .rejected
+        answered.confirmationEvidence = "header.claims.signature"
+        answered.confirmedAt = Date(timeIntervalSince1970: 1_800_000_000)
+        answered.reasonCode = "postfach.receiver-rejected"
+        answered.reason = "the office cannot process it"
+        #expect(try await otherLedger.recordConfirmation(answered))
+        #expect(try await !ledger.recordConfirmation(answered), "an answer is recorded once")
+        let final = try #require(try await ledger.submission(delivered[0].id!))
+        #expect(final.state == .delivered && final.confirmation == .rejected && final.confirmationDueAt == nil)
+        #expect(final.confirmationEvidence == "header.claims.signature" && final.reasonCode == "postfach.receiver-rejected")
+        #expect(final.confirmedAt.map { abs($0.timeIntervalSince1970 - 1_800_000_000) < 1 } == true)
+
+        var unasked = delivered[2]
+        unasked.confirmation = .accepted
+        #expect(try await !ledger.recordConfirmation(unasked), "a row that awaits no answer takes none")
+        #expect(try await ledger.submission(delivered[2].id!)?.confirmation == nil)
     }
 
     static func requeueAndRetention(_ open: Opener) async throws {

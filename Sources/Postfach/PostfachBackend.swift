@@ -133,9 +133,12 @@ public struct Receipt: Sendable, Hashable, Codable {
     public var payloadSHA256: String
     /// `true` when the Postfach already held this delivery (a resend or a retry after a crash): not delivered twice.
     public var alreadyPresent: Bool
+    /// `true` when the receiving side answers later whether it accepts the delivery (FIT-Connect's accept and reject
+    /// events): the ledger then asks ``PostfachBackend/confirmation(of:)`` until it has the answer.
+    public var awaitsConfirmation: Bool
 
     public init(deliveryID: String, postfach: String, backend: String, location: String, deliveredAt: Date,
-                payloadSHA256: String, alreadyPresent: Bool) {
+                payloadSHA256: String, alreadyPresent: Bool, awaitsConfirmation: Bool = false) {
         self.deliveryID = deliveryID
         self.postfach = postfach
         self.backend = backend
@@ -143,6 +146,65 @@ public struct Receipt: Sendable, Hashable, Codable {
         self.deliveredAt = deliveredAt
         self.payloadSHA256 = payloadSHA256
         self.alreadyPresent = alreadyPresent
+        self.awaitsConfirmation = awaitsConfirmation
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case deliveryID, postfach, backend, location, deliveredAt, payloadSHA256, alreadyPresent, awaitsConfirmation
+    }
+
+    /// Receipts recorded before ``awaitsConfirmation`` existed read as not awaiting one.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        deliveryID = try container.decode(String.self, forKey: .deliveryID)
+        postfach = try container.decode(String.self, forKey: .postfach)
+        backend = try container.decode(String.self, forKey: .backend)
+        location = try container.decode(String.self, forKey: .location)
+        deliveredAt = try container.decode(Date.self, forKey: .deliveredAt)
+        payloadSHA256 = try container.decode(String.self, forKey: .payloadSHA256)
+        alreadyPresent = try container.decode(Bool.self, forKey: .alreadyPresent)
+        awaitsConfirmation = try container.decodeIfPresent(Bool.self, forKey: .awaitsConfirmation) ?? false
+    }
+}
+
+/// A delivery the receiving side took, as the ledger knows it when it asks for the receiver's verdict.
+public struct DeliveredItem: Sendable, Hashable {
+    /// The delivery id.
+    public var deliveryID: String
+    /// The Postfach.
+    public var postfach: String
+    /// What the backend recorded during the delivery (``DeliveryContext/record(_:)``); nil when nothing.
+    public var reference: String?
+    /// The receipt of the delivery.
+    public var receipt: Receipt
+
+    public init(deliveryID: String, postfach: String, reference: String?, receipt: Receipt) {
+        self.deliveryID = deliveryID
+        self.postfach = postfach
+        self.reference = reference
+        self.receipt = receipt
+    }
+}
+
+/// The receiving side's verdict on a delivery it took: accepted for processing, or rejected with its reasons.
+public struct Confirmation: Sendable, Hashable {
+    public enum Verdict: String, Sendable, Hashable, Codable {
+        case accepted, rejected
+    }
+
+    public var verdict: Verdict
+    /// The receiver's own statement, kept verbatim as evidence (FIT-Connect: the signed Security Event Token).
+    public var evidence: String
+    /// When the receiver issued it.
+    public var issuedAt: Date
+    /// Why it was rejected, in the receiver's words (problem titles); empty when accepted.
+    public var problems: [String]
+
+    public init(verdict: Verdict, evidence: String, issuedAt: Date, problems: [String] = []) {
+        self.verdict = verdict
+        self.evidence = evidence
+        self.issuedAt = issuedAt
+        self.problems = problems
     }
 }
 
@@ -169,6 +231,11 @@ public struct PostfachError: Error, Sendable, Hashable, CustomStringConvertible 
         /// The receiving side refuses our credentials (HTTP 401/403, an OAuth2 token refused): retrying with the same
         /// configuration cannot help; fix the credentials, then `amtsbote retry`.
         public static let authenticationFailed = Code(rawValue: "postfach.authentication-failed")
+        /// The receiving side's answer about a delivery cannot be trusted: its signature does not verify, or it
+        /// speaks of other content than was sent. The answer is not counted; the delivery keeps awaiting one.
+        public static let confirmationInvalid = Code(rawValue: "postfach.confirmation-invalid")
+        /// The receiving side took the delivery and then rejected it (FIT-Connect's reject event), with its reasons.
+        public static let receiverRejected = Code(rawValue: "postfach.receiver-rejected")
 
         /// Whether trying again later can help: explicit per code, so a new code is never retried by accident.
         public var isRetryable: Bool {
@@ -210,6 +277,10 @@ public protocol PostfachBackend: Sendable {
     var kind: String { get }
     /// Delivers one payload to one Postfach.
     func deliver(_ delivery: Delivery, context: DeliveryContext) async throws -> Receipt
+    /// The receiving side's verdict on a delivery whose receipt ``Receipt/awaitsConfirmation``; nil while it has
+    /// not decided. Throws ``PostfachError`` when the answer cannot be read or cannot be trusted (a signature that
+    /// does not verify, evidence about other content than was sent): such an answer never counts. Default: nil.
+    func confirmation(of delivered: DeliveredItem) async throws -> Confirmation?
     /// Releases what the backend holds (connection pools); called once when the process ends. Default: nothing.
     func shutdown() async
 }
@@ -221,6 +292,8 @@ extension PostfachBackend {
     }
 
     public func shutdown() async {}
+
+    public func confirmation(of delivered: DeliveredItem) async throws -> Confirmation? { nil }
 
     /// Checks id and Postfach name; backends call this first.
     public func checkNames(_ delivery: Delivery) throws {

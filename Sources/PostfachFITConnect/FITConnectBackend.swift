@@ -67,11 +67,13 @@ public final class FITConnectBackend: PostfachBackend {
         }
     }
 
-    /// What the ledger keeps of a FIT-Connect delivery: the ids the server assigned.
+    /// What the ledger keeps of a FIT-Connect delivery: the ids the server assigned, and the authentication tags of
+    /// what was submitted (which the receiver's accept event must name).
     struct Reference: Codable {
         var destinationId: String
         var submissionId: String
         var caseId: String
+        var authenticationTags: AuthenticationTags?
     }
 
     public init(configuration: Configuration) throws {
@@ -107,7 +109,7 @@ public final class FITConnectBackend: PostfachBackend {
         try Self.check(destination: destination, schemaURI: schemaURI)
         let key = try await encryptionKey(destinationID: destinationID, kid: destination["encryptionKid"] as? String ?? "")
 
-        let reference: Reference
+        var reference: Reference
         if let recorded = context.reference, let known = try? JSONDecoder().decode(Reference.self, from: Data(recorded.utf8)),
            known.destinationId == destinationID {
             reference = known
@@ -121,7 +123,7 @@ public final class FITConnectBackend: PostfachBackend {
             }
             reference = Reference(destinationId: destinationID, submissionId: submissionID, caseId: caseID)
             // Recorded before anything else happens to it: a later attempt resumes this submission.
-            try await context.record(String(decoding: try JSONEncoder().encode(reference), as: UTF8.self))
+            try await context.record(try Self.encoded(reference))
         }
         try await configuration.afterCreate?(reference.submissionId)
 
@@ -132,34 +134,33 @@ public final class FITConnectBackend: PostfachBackend {
         let metadata = try Self.metadata(for: data, schemaURI: schemaURI, delivery: delivery)
         let encryptedData = try JWE.encrypt(data, for: key.encryptionKey, keyID: key.kid, contentType: "application/xml")
         let encryptedMetadata = try JWE.encrypt(metadata, for: key.encryptionKey, keyID: key.kid, contentType: "application/json")
+        // What the receiver's accept event must name, recorded before the submit that sends it.
+        reference.authenticationTags = AuthenticationTags(metadata: try JWE.parts(of: encryptedMetadata).authenticationTag,
+                                                          data: try JWE.parts(of: encryptedData).authenticationTag)
+        try await context.record(try Self.encoded(reference))
         do {
             _ = try await object("PUT", "/v1/submissions/\(reference.submissionId)",
                                  json: ["encryptedMetadata": encryptedMetadata, "encryptedData": encryptedData])
         } catch let error as PostfachError where error.code == .rejected && error.message.contains("HTTP 422") {
-            // An earlier attempt submitted it and then lost its answer: it arrived once, and counts.
-            if (try? await wasSubmitted(reference)) == true { return receipt(delivery, reference, alreadyPresent: true) }
-            throw error
+            // An earlier attempt submitted it and then lost its answer: it arrived once, and counts. What it sent
+            // is what the delivery service's submit event names.
+            guard let submitted = try? await submitEvent(of: reference) else { throw error }
+            reference.authenticationTags = submitted.authenticationTags
+            try await context.record(try Self.encoded(reference))
+            return receipt(delivery, reference, alreadyPresent: true)
         }
         return receipt(delivery, reference, alreadyPresent: false)
+    }
+
+    static func encoded(_ reference: Reference) throws -> String {
+        String(decoding: try JSONEncoder().encode(reference), as: UTF8.self)
     }
 
     func receipt(_ delivery: Delivery, _ reference: Reference, alreadyPresent: Bool) -> Receipt {
         Receipt(deliveryID: delivery.id, postfach: delivery.postfach, backend: kind,
                 location: "fit-connect:submission/\(reference.submissionId)?case=\(reference.caseId)",
-                deliveredAt: Date(), payloadSHA256: delivery.payloadSHA256, alreadyPresent: alreadyPresent)
-    }
-
-    /// Whether the case's event log holds the submit event of this submission.
-    func wasSubmitted(_ reference: Reference) async throws -> Bool {
-        let log = try await object("GET", "/v1/cases/\(reference.caseId)/events")
-        for token in log["eventLog"] as? [String] ?? [] {
-            guard let payload = token.split(separator: ".").dropFirst().first.flatMap({ Base64URL.decode($0) }),
-                  let claims = try? JSONSerialization.jsonObject(with: payload) as? [String: Any],
-                  claims["sub"] as? String == "submission:\(reference.submissionId)",
-                  let events = claims["events"] as? [String: Any] else { continue }
-            if events.keys.contains(where: { $0.hasSuffix("/submit-submission") }) { return true }
-        }
-        return false
+                deliveredAt: Date(), payloadSHA256: delivery.payloadSHA256, alreadyPresent: alreadyPresent,
+                awaitsConfirmation: true)
     }
 
     /// The destination must be active and take `schemaURI` as XML.
@@ -189,7 +190,13 @@ public final class FITConnectBackend: PostfachBackend {
         return key
     }
 
-    func checkChain(of key: RSAJWK) async throws {
+    func checkChain(of key: RSAJWK, failing code: PostfachError.Code = .rejected) async throws {
+        do { try await verifyChain(of: key) } catch let error as PostfachError {
+            throw PostfachError(code: code, message: error.message)
+        }
+    }
+
+    private func verifyChain(of key: RSAJWK) async throws {
         guard let leafDER = key.certificateChain.first else {
             throw PostfachError(code: .rejected, message: "the destination's key has no certificate (x5c)")
         }

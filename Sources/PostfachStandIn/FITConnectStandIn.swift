@@ -15,15 +15,19 @@ public struct FITConnectOptions: Sendable {
     public var clientSecret: String
     /// Schema URIs (mime type application/xml) every destination accepts.
     public var schemaURIs: [String]
-    /// RSA key size of the destinations' encryption key (FIT-Connect requires 4096).
+    /// RSA key size of the destinations' encryption and signature keys (FIT-Connect requires 4096).
     public var keyBits: Int
+    /// Keep each receiver's accept or reject event back until `POST /_fit-connect/verdicts` releases it (to see a
+    /// delivery wait for its answer, and to release forged or tampered answers on request).
+    public var holdVerdicts: Bool
 
     public init(clientID: String = "amtsbote-test", clientSecret: String = "stand-in-secret",
-                schemaURIs: [String] = [], keyBits: Int = 4096) {
+                schemaURIs: [String] = [], keyBits: Int = 4096, holdVerdicts: Bool = false) {
         self.clientID = clientID
         self.clientSecret = clientSecret
         self.schemaURIs = schemaURIs
         self.keyBits = keyBits
+        self.holdVerdicts = holdVerdicts
     }
 }
 
@@ -40,6 +44,7 @@ struct FITConnectKeys: Sendable {
     let encryptionCertificate: [UInt8]
     let destinationSigning: _RSA.Signing.PrivateKey
     let destinationSigningKid = "stand-in-destination-signature"
+    let destinationSigningCertificate: [UInt8]
     let serviceSigning: _RSA.Signing.PrivateKey
     let serviceKid = "stand-in-delivery-service"
     /// PEM of the authority that issued the encryption key's certificate.
@@ -49,7 +54,7 @@ struct FITConnectKeys: Sendable {
         let size: _RSA.Signing.KeySize = bits >= 4096 ? .bits4096 : bits >= 3072 ? .bits3072 : .bits2048
         let encryption = try _RSA.Encryption.PrivateKey(keySize: size)
         encryptionDER = encryption.derRepresentation
-        destinationSigning = try _RSA.Signing.PrivateKey(keySize: .bits2048)
+        destinationSigning = try _RSA.Signing.PrivateKey(keySize: size)
         serviceSigning = try _RSA.Signing.PrivateKey(keySize: .bits2048)
         let authorityKey = P256.Signing.PrivateKey()
         let authorityName = try DistinguishedName { CommonName("amtsbote-testserver authority") }
@@ -62,20 +67,28 @@ struct FITConnectKeys: Sendable {
                 KeyUsage(keyCertSign: true)
             },
             issuerPrivateKey: .init(authorityKey))
-        let encryptionPublic = try _RSA.Signing.PublicKey(derRepresentation: encryption.publicKey.derRepresentation)
-        let leaf = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(encryptionPublic),
-            notValidBefore: Date() - 3600, notValidAfter: Date() + 30 * 86400, issuer: authorityName,
-            subject: try DistinguishedName { CommonName("stand-in destination encryption key") },
-            signatureAlgorithm: .ecdsaWithSHA256,
-            extensions: try Certificate.Extensions {
-                Critical(BasicConstraints.notCertificateAuthority)
-                KeyUsage(keyEncipherment: true)
-            },
-            issuerPrivateKey: .init(authorityKey))
-        var serializer = DER.Serializer()
-        try serializer.serialize(leaf)
-        encryptionCertificate = serializer.serializedBytes
+        /// A leaf certificate from the stand-in's authority for `key`, DER.
+        func certificate(for key: _RSA.Signing.PublicKey, name: String, usage: KeyUsage) throws -> [UInt8] {
+            let leaf = try Certificate(
+                version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key),
+                notValidBefore: Date() - 3600, notValidAfter: Date() + 30 * 86400, issuer: authorityName,
+                subject: try DistinguishedName { CommonName(name) },
+                signatureAlgorithm: .ecdsaWithSHA256,
+                extensions: try Certificate.Extensions {
+                    Critical(BasicConstraints.notCertificateAuthority)
+                    usage
+                },
+                issuerPrivateKey: .init(authorityKey))
+            var serializer = DER.Serializer()
+            try serializer.serialize(leaf)
+            return serializer.serializedBytes
+        }
+        encryptionCertificate = try certificate(
+            for: try _RSA.Signing.PublicKey(derRepresentation: encryption.publicKey.derRepresentation),
+            name: "stand-in destination encryption key", usage: KeyUsage(keyEncipherment: true))
+        destinationSigningCertificate = try certificate(for: destinationSigning.publicKey,
+                                                        name: "stand-in destination signature key",
+                                                        usage: KeyUsage(digitalSignature: true))
         authorityPEM = try authority.serializeAsPEM().pemString
     }
 
@@ -95,9 +108,10 @@ struct FITConnectKeys: Sendable {
         }
     }
 
-    func signatureJWK(of key: _RSA.Signing.PrivateKey, kid: String) throws -> [String: Any] {
+    func signatureJWK(of key: _RSA.Signing.PrivateKey, kid: String, x5c: [[UInt8]] = []) throws -> [String: Any] {
         let primitives = try key.publicKey.getKeyPrimitives()
-        return Self.jwk(n: primitives.modulus, e: primitives.publicExponent, kid: kid, alg: "PS512", operations: ["verify"])
+        return Self.jwk(n: primitives.modulus, e: primitives.publicExponent, kid: kid, alg: "PS512", operations: ["verify"],
+                        x5c: x5c)
     }
 }
 
@@ -145,9 +159,25 @@ actor FITConnectState {
 
     func append(event: String, toCase caseID: String) { events[caseID, default: []].append(event) }
 
+    /// Verdicts kept back (``FITConnectOptions/holdVerdicts``), in order: case and how to sign them when released.
+    private(set) var held: [HeldVerdict] = []
+
+    func hold(_ verdict: HeldVerdict) { held.append(verdict) }
+
+    func takeHeld() -> [HeldVerdict] {
+        defer { held = [] }
+        return held
+    }
+
     func events(ofCase caseID: String) -> [String]? { events[caseID] }
 
     var all: [FITConnectSubmission] { order.compactMap { submissions[$0] } }
+}
+
+/// A receiver's verdict the stand-in keeps back until released.
+struct HeldVerdict: Sendable {
+    var submission: FITConnectSubmission
+    var authenticationTags: [String: String]
 }
 
 /// The subset of the FIT-Connect Submission API v1 a sender needs, as a local stand-in (Docs/backends.md):
@@ -193,7 +223,8 @@ struct FITConnectStandIn: Sendable {
                 switch context.parameters.get("kid") {
                 case keys.encryptionKid: return json(.ok, try keys.encryptionJWK)
                 case keys.destinationSigningKid:
-                    return json(.ok, try keys.signatureJWK(of: keys.destinationSigning, kid: keys.destinationSigningKid))
+                    return json(.ok, try keys.signatureJWK(of: keys.destinationSigning, kid: keys.destinationSigningKid,
+                                                           x5c: [keys.destinationSigningCertificate]))
                 default: return problem(.notFound, "key-not-found", "no such key")
                 }
             }
@@ -211,8 +242,31 @@ struct FITConnectStandIn: Sendable {
                 guard let log = await state.events(ofCase: context.parameters.get("case") ?? "") else {
                     return problem(.notFound, "case-not-found", "no such case")
                 }
-                return json(.ok, ["count": log.count, "offset": 0, "totalCount": log.count, "eventLog": log])
+                // Pages as FIT-Connect serves them: `limit` 1–500 (default 100) from `offset`.
+                let limit = min(max(request.uri.queryParameters.get("limit").flatMap { Int($0) } ?? 100, 1), 500)
+                let offset = min(max(request.uri.queryParameters.get("offset").flatMap { Int($0) } ?? 0, 0), log.count)
+                let page = Array(log[offset..<min(offset + limit, log.count)])
+                return json(.ok, ["count": page.count, "offset": offset, "totalCount": log.count, "eventLog": page])
             }
+        }
+        // Releases the verdicts held back (``FITConnectOptions/holdVerdicts``). `?reject=1` turns them into rejections.
+        // `?forge=1` adds events signed with a key that is not the destination's, `?tamper=1` accepts naming other
+        // authentication tags than were submitted: a sender must refuse both, and the verdicts stay held.
+        router.post("/_fit-connect/verdicts") { request, _ in
+            let query = request.uri.queryParameters
+            let forge = query.get("forge") == "1", tamper = query.get("tamper") == "1", reject = query.get("reject") == "1"
+            let held = forge || tamper ? await state.held : await state.takeHeld()
+            for verdict in held {
+                var submission = verdict.submission, tags = verdict.authenticationTags
+                if tamper { tags["data"] = Base64URL.encode(Data(repeating: 7, count: 16)) }
+                if reject {
+                    submission.state = "rejected"
+                    submission.problems = ["the receiving office cannot process this application (stand-in)"]
+                    await state.update(submission)
+                }
+                await state.append(event: try self.verdict(submission, tags: tags, forged: forge), toCase: submission.caseID)
+            }
+            return json(.ok, ["released": held.count])
         }
     }
 
@@ -288,7 +342,7 @@ struct FITConnectStandIn: Sendable {
         }
         let dataJWE = body["encryptedData"] as? String
         var problems: [String] = []
-        var tags: [String: Any] = [:]
+        var tags: [String: String] = [:]
         var data: Data?
         do {
             tags["metadata"] = try JWE.parts(of: metadataJWE).authenticationTag
@@ -308,15 +362,25 @@ struct FITConnectStandIn: Sendable {
         await state.append(event: try set("submit-submission", submission, issuer: "stand-in",
                                           payload: ["authenticationTags": tags]), toCase: submission.caseID)
         // The receiver's answer, signed with the destination's key.
-        let verdict = problems.isEmpty
-            ? try set("accept-submission", submission, issuer: submission.destinationID, payload: ["authenticationTags": tags],
-                      key: keys.destinationSigning, kid: keys.destinationSigningKid)
-            : try set("reject-submission", submission, issuer: submission.destinationID,
-                      payload: ["problems": problems.map { ["type": "about:blank", "title": $0] }],
-                      key: keys.destinationSigning, kid: keys.destinationSigningKid)
-        await state.append(event: verdict, toCase: submission.caseID)
+        if options.holdVerdicts {
+            await state.hold(HeldVerdict(submission: submission, authenticationTags: tags))
+        } else {
+            await state.append(event: try verdict(submission, tags: tags), toCase: submission.caseID)
+        }
         return json(.accepted, ["destinationId": submission.destinationID, "submissionId": submission.submissionID,
                                 "caseId": submission.caseID, "attachments": [String]()])
+    }
+
+    /// The receiver's accept (naming the authentication tags it received) or reject (with its problems), signed
+    /// with the destination's signature key; `forged`: with another key under the destination key's id.
+    func verdict(_ submission: FITConnectSubmission, tags: [String: String], forged: Bool = false) throws -> String {
+        let key = forged ? keys.serviceSigning : keys.destinationSigning
+        return submission.problems.isEmpty
+            ? try set("accept-submission", submission, issuer: submission.destinationID, payload: ["authenticationTags": tags],
+                      key: key, kid: keys.destinationSigningKid)
+            : try set("reject-submission", submission, issuer: submission.destinationID,
+                      payload: ["problems": submission.problems.map { ["type": "about:blank", "title": $0] }],
+                      key: key, kid: keys.destinationSigningKid)
     }
 
     /// What a receiver checks: the metadata's content structure, the data's SHA-512, the schema.

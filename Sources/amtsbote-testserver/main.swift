@@ -46,6 +46,8 @@ struct TestServerCommand: AsyncParsableCommand {
     var fitClientSecretEnv = "AMTSBOTE_FIT_CONNECT_SECRET"
     @Option(help: "FIT-Connect: a submission schema URI (application/xml) every destination accepts; repeatable.")
     var fitSchema: [String] = []
+    @Flag(help: "FIT-Connect: keep the receivers' accept and reject events back until POST /_fit-connect/verdicts releases them (?forge=1: signed with a wrong key; ?tamper=1: other authentication tags).")
+    var fitHoldVerdicts = false
 
     func validate() throws {
         for (name, share) in [("rate-limited", rateLimited), ("unavailable", unavailable), ("slow", slow),
@@ -66,7 +68,7 @@ struct TestServerCommand: AsyncParsableCommand {
                                    slowFor: .milliseconds(Int64(slowSeconds * 1000)))
         let fitConnect = self.fitConnect ? FITConnectOptions(
             clientID: fitClientId, clientSecret: ProcessInfo.processInfo.environment[fitClientSecretEnv] ?? "stand-in-secret",
-            schemaURIs: fitSchema) : nil
+            schemaURIs: fitSchema, holdVerdicts: fitHoldVerdicts) : nil
         let server = try StandInServer(host: host, port: port, faults: faults, seed: seed, fitConnect: fitConnect)
         let logger = Logger(label: "amtsbote.testserver")
         let service = server.service(logger: logger) { address in

@@ -60,6 +60,8 @@ struct AmtsboteConfiguration: Codable {
         var leaseSeconds: Double?
         /// How often a running delivery extends its lease (default a third of the lease; 0: never).
         var heartbeatSeconds: Double?
+        /// How long after a delivery, and between checks, a receiver that answers later is asked (default 300).
+        var confirmationCheckSeconds: Double?
     }
 
     var format: String?
@@ -164,7 +166,7 @@ extension AmtsboteConfiguration {
         "routing": ["tables", "municipalities", "retiredKeys", "dvdvPrefixes"],
         "postfaecher": ["default", "overrides"],
         "retry": ["maxAttempts", "initialDelaySeconds", "multiplier", "maxDelaySeconds", "attemptTimeoutSeconds",
-                  "leaseSeconds", "heartbeatSeconds"],
+                  "leaseSeconds", "heartbeatSeconds", "confirmationCheckSeconds"],
     ]
 
     /// Reads and checks a configuration file. Every error names the file, the key path and what is expected.
@@ -490,7 +492,8 @@ struct LoadedPipeline {
             maxDelay: .milliseconds(Int64((retry?.maxDelaySeconds ?? 60) * 1000)),
             attemptTimeout: (retry?.attemptTimeoutSeconds ?? 120) > 0
                 ? .milliseconds(Int64((retry?.attemptTimeoutSeconds ?? 120) * 1000)) : nil,
-            lease: lease, heartbeat: heartbeat > .zero ? heartbeat : nil)
+            lease: lease, heartbeat: heartbeat > .zero ? heartbeat : nil,
+            confirmationCheck: .milliseconds(Int64(max(0, retry?.confirmationCheckSeconds ?? 300) * 1000)))
         return Pipeline(validator: validator, router: router,
                         backends: BackendSelection(default: defaultBackend, overrides: overrides, others: Array(backends.values)),
                         ledger: ledger, spool: try Spool(directory: resolve(configuration.spool)), payloads: payloads,

@@ -20,6 +20,8 @@ struct SubmissionRecord: Encodable {
     var routing: RoutingSummary?
     var reasonCode: String?
     var reason: String?
+    /// The receiver's answer after delivery (`pending`, `accepted`, `rejected`); nil when none is awaited.
+    var confirmation: String?
 
     init(source: String, state: String, postfach: String? = nil, routing: RoutingSummary? = nil,
          reasonCode: String? = nil, reason: String? = nil) {
@@ -50,6 +52,7 @@ struct SubmissionRecord: Encodable {
         routing = submission.routing.flatMap { try? JSONDecoder().decode(RoutingSummary.self, from: Data($0.utf8)) }
         reasonCode = submission.reasonCode
         reason = submission.reason
+        confirmation = submission.confirmation?.rawValue
         var receiptSource = submission
         // A resend shows where its original went; a conflict shows nothing of the other submission's delivery.
         if submission.state == .duplicate, let row = original {
@@ -89,7 +92,8 @@ struct SubmissionRecord: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, source, state, postfach, location, deliveryId, duplicateOf, attempts, routing, reasonCode, reason, purgedAt
+        case id, source, state, postfach, location, deliveryId, duplicateOf, attempts, routing, reasonCode, reason, purgedAt,
+             confirmation
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -106,13 +110,20 @@ struct SubmissionRecord: Encodable {
         try c.encode(routing, forKey: .routing)
         try c.encode(reasonCode, forKey: .reasonCode)
         try c.encode(reason, forKey: .reason)
+        try c.encode(confirmation, forKey: .confirmation)
     }
 
     var text: String {
         let number = (id.map { " [#\($0)]" } ?? "") + (purgedAt == nil ? "" : " (payload purged)")
         switch state {
         case "delivered":
-            return "\(source): delivered -> \(postfach ?? "?") (\(location ?? "?"))\(number)"
+            let answer = switch confirmation {
+            case "pending": ", awaiting the receiver's answer"
+            case "accepted": ", accepted by the receiver"
+            case "rejected": ", then rejected by the receiver: \(reasonCode ?? "?"): \(reason ?? "")"
+            default: ""
+            }
+            return "\(source): delivered -> \(postfach ?? "?") (\(location ?? "?"))\(answer)\(number)"
         case "duplicate":
             return "\(source): duplicate of #\(duplicateOf ?? 0), already in \(postfach ?? "?") (\(location ?? "not yet delivered"))\(number)"
         case "routed":

@@ -100,6 +100,8 @@ struct FITConnectProcessTests {
             .replacingOccurrences(of: "127.0.0.1:9091", with: "127.0.0.1:\(port)")
             .replacingOccurrences(of: "\"../../amtsbote-data", with: "\"" + directory.path)
             .replacingOccurrences(of: "\"../", with: "\"" + samples.path + "/../")
+            // The receiver's answers are asked for at once rather than five minutes after each delivery.
+            .replacingOccurrences(of: "\"retry\": {", with: "\"retry\": {\"confirmationCheckSeconds\": 0, ")
         let file = directory.appendingPathComponent("fit-connect.json")
         try text.write(to: file, atomically: true, encoding: .utf8)
         return file
@@ -127,6 +129,17 @@ struct FITConnectProcessTests {
         let received = try Self.received(port: port)
         #expect(received.count == valid.count)
         #expect(received.allSatisfy { $0["state"] as? String == "accepted" && $0["submitRequests"] as? Int == 1 }, "\(received)")
+        #expect(result.stdout.components(separatedBy: "awaiting the receiver's answer").count - 1 == valid.count, "\(result.stdout)")
+
+        // A draining worker asks for the receivers' answers before it ends; each accept is verified and recorded.
+        let worker = try CLI.run(["worker", "--config", file.path, "--drain"],
+                                 environment: ["AMTSBOTE_FIT_CONNECT_SECRET": "s3cret"], wrapper: ["timeout", "300"])
+        #expect(worker.status == 0, "\(worker.stdout)\(worker.stderr)")
+        let listed = try CLI.run(["deliveries", "--config", file.path, "--format", "json"])
+        let records = listed.stdout.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        #expect(records.count == valid.count && records.allSatisfy { $0["confirmation"] as? String == "accepted" }, "\(listed.stdout)")
 
         // A wrong secret: the token endpoint refuses it, and the delivery ends as an authentication failure.
         let inbox = directory.appendingPathComponent("inbox")

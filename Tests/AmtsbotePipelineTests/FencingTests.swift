@@ -269,6 +269,10 @@ final class RecordingLedger: LedgerStore, @unchecked Sendable {
     func recordReference(_ leased: Submission, reference: String) async throws -> Bool {
         try await base.recordReference(leased, reference: reference)
     }
+    func dueConfirmations(limit: Int, recheckAfter: Duration) async throws -> [Submission] {
+        try await base.dueConfirmations(limit: limit, recheckAfter: recheckAfter)
+    }
+    func recordConfirmation(_ answered: Submission) async throws -> Bool { try await base.recordConfirmation(answered) }
     func requeueExpiredLeases() async throws -> [Submission] { try await base.requeueExpiredLeases() }
     func rescue(_ observed: Submission) async throws -> Submission? { try await base.rescue(observed) }
     func requeue(_ observed: Submission) async throws -> Submission? { try await base.requeue(observed) }

@@ -1,5 +1,7 @@
 import AmtsboteTestSupport
+import AsyncHTTPClient
 import Foundation
+import JOSE
 import Postfach
 import PostfachFITConnect
 import PostfachHTTP
@@ -109,7 +111,7 @@ struct FITConnectBackendTests {
 
     static func run(_ standInOptions: FITConnectOptions = options, count: Int, faults: StandInFaults = StandInFaults(),
                     configure: (inout FITConnectBackend.Configuration) -> Void = { _ in },
-                    check: (StandInServer, SQLiteLedger) async throws -> Void) async throws {
+                    check: (StandInServer, SQLiteLedger, StandInRun) async throws -> Void) async throws {
         let directory = try TestEnvironment.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let standIn = try StandInServer(port: 0, faults: faults, seed: 9, fitConnect: standInOptions)
@@ -126,7 +128,7 @@ struct FITConnectBackendTests {
         let backend = try FITConnectBackend(configuration: configuration)
         let (pipeline, ledger) = try await queuedPipeline(backend, count: count, in: directory)
         _ = try await deliverUntilFinal(pipeline, concurrency: 8)
-        try await check(standIn, ledger)
+        try await check(standIn, ledger, StandInRun(pipeline: pipeline, base: base))
         await backend.shutdown()
         await group.triggerGracefulShutdown()
         try await running.value
@@ -134,7 +136,7 @@ struct FITConnectBackendTests {
 
     @Test("submissions are encrypted, submitted once each and accepted by the receiver: hash, schema and key checked")
     func delivered() async throws {
-        try await Self.run(count: 12) { standIn, ledger in
+        try await Self.run(count: 12) { standIn, ledger, _ in
             let rows = try await ledger.submissions(states: nil, limit: nil)
             #expect(rows.allSatisfy { $0.state == .delivered }, "\(rows.map { "\($0.state) \($0.reason ?? "")" })")
             let submissions = await standIn.fitConnectSubmissions
@@ -147,6 +149,52 @@ struct FITConnectBackendTests {
         }
     }
 
+    @Test("the receiver's accept is read from the event log, verified and kept verbatim as the evidence")
+    func acceptRecorded() async throws {
+        try await Self.run(count: 5) { standIn, ledger, run in
+            #expect(try await ledger.submissions(states: nil, limit: nil).allSatisfy { $0.confirmation != nil },
+                    "each FIT-Connect delivery awaits the receiver's answer")
+            try await run.confirmAll(ledger)
+            let rows = try await ledger.submissions(states: nil, limit: nil)
+            for row in rows {
+                #expect(row.state == .delivered && row.confirmation == .accepted && row.confirmedAt != nil && row.reasonCode == nil)
+                let evidence = try #require(row.confirmationEvidence.flatMap(Claims.init))
+                #expect(evidence.event.hasSuffix("/accept-submission"))
+                #expect(row.externalReference?.contains(evidence.submission) == true, "the accept of this row's own submission")
+            }
+        }
+    }
+
+    @Test("held, forged, tampered and rejecting answers: only a verified answer about what was sent is recorded")
+    func answersChecked() async throws {
+        var hold = Self.options
+        hold.holdVerdicts = true
+        try await Self.run(hold, count: 3) { standIn, ledger, run in
+            var pass = try await run.pipeline.checkConfirmations()
+            #expect(pass.accepted + pass.rejected + pass.failed == 0, "no answer yet: \(pass)")
+            try await run.release("?forge=1")
+            pass = try await run.pipeline.checkConfirmations()
+            #expect(pass.failed == 3 && pass.accepted == 0, "an accept signed with another key is not counted: \(pass)")
+            try await run.release("?tamper=1")
+            pass = try await run.pipeline.checkConfirmations()
+            #expect(pass.failed == 3 && pass.accepted == 0, "an accept of other content is not counted: \(pass)")
+            #expect(try await ledger.submissions(states: nil, limit: nil).allSatisfy { $0.confirmation == .pending })
+            try await run.release("")
+            try await run.confirmAll(ledger)
+            #expect(try await ledger.submissions(states: nil, limit: nil).allSatisfy { $0.confirmation == .accepted },
+                    "the genuine accept after the forged and tampered ones counts")
+        }
+        try await Self.run(hold, count: 2) { standIn, ledger, run in
+            try await run.release("?reject=1")
+            try await run.confirmAll(ledger)
+            for row in try await ledger.submissions(states: nil, limit: nil) {
+                #expect(row.state == .delivered && row.confirmation == .rejected)
+                #expect(row.reasonCode == "postfach.receiver-rejected" && row.reason?.contains("cannot process") == true, "\(row.reason ?? "")")
+                #expect(row.confirmationEvidence.flatMap(Claims.init)?.event.hasSuffix("/reject-submission") == true)
+            }
+        }
+    }
+
     /// 200 deliveries by default (the stand-in decrypts two RSA-4096 JWEs per submission, slow in a debug build);
     /// `AMTSBOTE_FIT_CONNECT_FAULT_DELIVERIES=1000` for the full run recorded in Docs/reliability.md.
     @Test("deliveries with 429s, 503s, slow answers and dropped connections on create and submit: each submitted and accepted once")
@@ -154,7 +202,7 @@ struct FITConnectBackendTests {
         let count = Int(ProcessInfo.processInfo.environment["AMTSBOTE_FIT_CONNECT_FAULT_DELIVERIES"] ?? "") ?? 200
         let faults = StandInFaults(rateLimited: 0.03, unavailable: 0.03, slow: 0.02, reset: 0.03, retryAfterSeconds: 1,
                                    slowFor: .seconds(4))
-        try await Self.run(count: count, faults: faults, configure: { $0.requestTimeout = .seconds(2) }) { standIn, ledger in
+        try await Self.run(count: count, faults: faults, configure: { $0.requestTimeout = .seconds(2) }) { standIn, ledger, run in
             let rows = try await ledger.submissions(states: nil, limit: nil)
             #expect(rows.count == count && rows.allSatisfy { $0.state == .delivered },
                     "\(rows.filter { $0.state != .delivered }.map { "\($0.state) \($0.reasonCode ?? "") \($0.reason ?? "")" })")
@@ -166,6 +214,10 @@ struct FITConnectBackendTests {
             #expect(rows.filter { !acceptedHashes.contains($0.payloadSHA256 ?? "") }.isEmpty,
                     "every payload decrypted, its hash checked and accepted")
             #expect(submissions.allSatisfy { $0.state != "rejected" })
+            // Submits whose answer was lost were recognised from the event log; their accepts must still match.
+            try await run.confirmAll(ledger)
+            let confirmed = try await ledger.submissions(states: nil, limit: nil).filter { $0.confirmation == .accepted }.count
+            #expect(confirmed == count, "every accept verified against the tags that were submitted: \(confirmed)")
             // A create whose answer was lost leaves a submission that is never submitted (FIT-Connect deletes them).
             let orphans = submissions.filter { $0.state == "created" }.count
             let repeated = submissions.filter { $0.submitRequests > 1 }.count
@@ -177,7 +229,7 @@ struct FITConnectBackendTests {
     @Test("a failure between create and submit resumes the recorded submission: one submission per delivery, not two")
     func crashBetweenCreateAndSubmit() async throws {
         let failed = FailOnce()
-        try await Self.run(count: 6, configure: { $0.afterCreate = { id in try await failed.first(id) } }) { standIn, ledger in
+        try await Self.run(count: 6, configure: { $0.afterCreate = { id in try await failed.first(id) } }) { standIn, ledger, _ in
             let rows = try await ledger.submissions(states: nil, limit: nil)
             #expect(rows.allSatisfy { $0.state == .delivered })
             let submissions = await standIn.fitConnectSubmissions
@@ -191,16 +243,62 @@ struct FITConnectBackendTests {
     func refusals() async throws {
         var small = Self.options
         small.keyBits = 2048
-        try await Self.run(small, count: 1) { standIn, ledger in
+        try await Self.run(small, count: 1) { standIn, ledger, _ in
             let row = try #require(try await ledger.submissions(states: nil, limit: nil).first)
             #expect(row.state == .dead && row.reasonCode == "postfach.rejected" && row.reason?.contains("4096") == true, "\(row.reason ?? "")")
             #expect(await standIn.fitConnectSubmissions.isEmpty)
         }
-        try await Self.run(count: 1, configure: { $0.schemaURI = "urn:other:{schema}" }) { standIn, ledger in
+        try await Self.run(count: 1, configure: { $0.schemaURI = "urn:other:{schema}" }) { standIn, ledger, _ in
             let row = try #require(try await ledger.submissions(states: nil, limit: nil).first)
             #expect(row.state == .dead && row.reason?.contains("does not take the schema") == true, "\(row.reason ?? "")")
             #expect(await standIn.fitConnectSubmissions.isEmpty)
         }
+    }
+}
+
+/// What a check of a stand-in run can use besides the stand-in and the ledger.
+struct StandInRun {
+    let pipeline: Pipeline
+    let base: String
+
+    /// `POST /_fit-connect/verdicts<query>` on the stand-in.
+    func release(_ query: String) async throws {
+        var request = HTTPClientRequest(url: base + "/_fit-connect/verdicts" + query)
+        request.method = .POST
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        #expect(response.status == .ok)
+    }
+
+    /// Asks for the receivers' answers until no row awaits one; guarded against a hang (an answer that never
+    /// comes), not against a slow machine: each round must record at least one more answer.
+    func confirmAll(_ ledger: some LedgerStore) async throws {
+        func pending() async throws -> Int {
+            try await ledger.submissions(states: [.delivered], limit: nil).filter { $0.confirmation == .pending }.count
+        }
+        var left = try await pending()
+        while left > 0 {
+            let pass = try await pipeline.checkConfirmations(limit: 1000)
+            let now = try await pending()
+            #expect(now < left || pass.asked == 0, "a pass records no answer: \(pass)")
+            if now >= left && pass.asked > 0 { return }
+            left = now
+        }
+    }
+}
+
+/// The claims of a Security Event Token a test looks at.
+struct Claims {
+    let submission: String
+    let event: String
+
+    init?(_ token: String) {
+        let segments = token.split(separator: ".")
+        guard segments.count == 3, let data = Base64URL.decode(segments[1]),
+              let claims = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let subject = claims["sub"] as? String, let events = claims["events"] as? [String: Any],
+              let event = events.keys.first else { return nil }
+        submission = String(subject.dropFirst("submission:".count))
+        self.event = event
     }
 }
 
@@ -242,7 +340,8 @@ func queuedPipeline(_ backend: any PostfachBackend, count: Int, in directory: UR
     let ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
     let pipeline = Pipeline(validator: Harness.validator, router: Harness.router, backends: BackendSelection(default: backend),
                             ledger: ledger, spool: try Spool(directory: directory.appendingPathComponent("spool")),
-                            retry: RetryPolicy(maxAttempts: 100, initialDelay: .milliseconds(5), maxDelay: .milliseconds(100)),
+                            retry: RetryPolicy(maxAttempts: 100, initialDelay: .milliseconds(5), maxDelay: .milliseconds(100),
+                                               confirmationCheck: .zero),
                             deliversOnIntake: false)
     let inbox = directory.appendingPathComponent("inbox")
     try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
