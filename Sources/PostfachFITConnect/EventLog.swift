@@ -7,18 +7,27 @@ import Postfach
 struct AuthenticationTags: Codable, Hashable, Sendable {
     var metadata: String
     var data: String?
+    /// By attachment id; nil or empty when there are none (Amtsbote sends none).
+    var attachments: [String: String]?
 
-    init(metadata: String, data: String?) {
+    init(metadata: String, data: String?, attachments: [String: String]? = nil) {
         self.metadata = metadata
         self.data = data
+        self.attachments = attachments
     }
 
-    /// The tags of an event payload (`{"authenticationTags": {"metadata": …, "data": …}}`); nil without them.
+    /// The tags of an event payload (`{"authenticationTags": {"metadata": …, "data": …, "attachments": {…}}}`); nil
+    /// without them.
     init?(payload: [String: Any]) {
         guard let tags = payload["authenticationTags"] as? [String: Any], let metadata = tags["metadata"] as? String else {
             return nil
         }
-        self.init(metadata: metadata, data: tags["data"] as? String)
+        self.init(metadata: metadata, data: tags["data"] as? String, attachments: tags["attachments"] as? [String: String])
+    }
+
+    /// Whether two statements name the same parts (no attachments and an empty list are the same).
+    func names(sameAs other: AuthenticationTags) -> Bool {
+        metadata == other.metadata && data == other.data && (attachments ?? [:]) == (other.attachments ?? [:])
     }
 }
 
@@ -85,7 +94,7 @@ extension FITConnectBackend {
                         return Confirmation(verdict: .rejected, evidence: event.token, issuedAt: event.issuedAt,
                                             problems: problems.isEmpty ? ["rejected without a stated reason"] : problems)
                     }
-                    guard let sent = submitted, AuthenticationTags(payload: event.payload) == sent else {
+                    guard let sent = submitted, AuthenticationTags(payload: event.payload)?.names(sameAs: sent) == true else {
                         throw PostfachError(code: .confirmationInvalid,
                                             message: "the accept event names other authentication tags than were submitted")
                     }

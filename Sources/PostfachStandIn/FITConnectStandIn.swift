@@ -129,6 +129,12 @@ public struct FITConnectSubmission: Sendable, Hashable {
     public var problems: [String]
     /// Submit requests for this submission (a second one is refused).
     public var submitRequests: Int
+    /// Attachment ids announced at create, in order.
+    public var announcedAttachments: [String] = []
+    /// Uploaded attachments by id: the compact JWE as uploaded (a later upload replaces it, as FIT-Connect allows).
+    var attachments: [String: String] = [:]
+    /// Attachments uploaded so far.
+    public var uploadedAttachments: Int { attachments.count }
 }
 
 /// The FIT-Connect state: tokens handed out, submissions, the event log per case.
@@ -146,10 +152,10 @@ actor FITConnectState {
 
     func knows(token: String) -> Bool { tokens.contains(token) }
 
-    func create(destination: String, service: String?) -> FITConnectSubmission {
+    func create(destination: String, service: String?, attachments: [String]) -> FITConnectSubmission {
         let submission = FITConnectSubmission(submissionID: UUID().uuidString.lowercased(), caseID: UUID().uuidString.lowercased(),
                                               destinationID: destination, serviceIdentifier: service, state: "created",
-                                              dataSHA256: nil, problems: [], submitRequests: 0)
+                                              dataSHA256: nil, problems: [], submitRequests: 0, announcedAttachments: attachments)
         submissions[submission.submissionID] = submission
         order.append(submission.submissionID)
         return submission
@@ -177,7 +183,10 @@ actor FITConnectState {
 /// A receiver's verdict the stand-in keeps back until released.
 struct HeldVerdict: Sendable {
     var submission: FITConnectSubmission
+    /// The tags of the metadata and the data.
     var authenticationTags: [String: String]
+    /// The tags of the attachments, by id.
+    var attachmentTags: [String: String]
 }
 
 /// The subset of the FIT-Connect Submission API v1 a sender needs, as a local stand-in (Docs/backends.md):
@@ -237,6 +246,14 @@ struct FITConnectStandIn: Sendable {
                 try await faulty(context) { try await submit(request, id: context.parameters.get("submission") ?? "") }
             }
         }
+        router.put("/v1/submissions/:submission/attachments/:attachment") { request, context in
+            try await authorized(request) {
+                try await faulty(context) {
+                    try await upload(request, submission: context.parameters.get("submission") ?? "",
+                                     attachment: context.parameters.get("attachment") ?? "")
+                }
+            }
+        }
         router.get("/v1/cases/:case/events") { request, context in
             try await authorized(request) {
                 guard let log = await state.events(ofCase: context.parameters.get("case") ?? "") else {
@@ -256,15 +273,14 @@ struct FITConnectStandIn: Sendable {
             let query = request.uri.queryParameters
             let forge = query.get("forge") == "1", tamper = query.get("tamper") == "1", reject = query.get("reject") == "1"
             let held = forge || tamper ? await state.held : await state.takeHeld()
-            for verdict in held {
-                var submission = verdict.submission, tags = verdict.authenticationTags
-                if tamper { tags["data"] = Base64URL.encode(Data(repeating: 7, count: 16)) }
+            for var verdict in held {
+                if tamper { verdict.authenticationTags["data"] = Base64URL.encode(Data(repeating: 7, count: 16)) }
                 if reject {
-                    submission.state = "rejected"
-                    submission.problems = ["the receiving office cannot process this application (stand-in)"]
-                    await state.update(submission)
+                    verdict.submission.state = "rejected"
+                    verdict.submission.problems = ["the receiving office cannot process this application (stand-in)"]
+                    await state.update(verdict.submission)
                 }
-                await state.append(event: try self.verdict(submission, tags: tags, forged: forge), toCase: submission.caseID)
+                await state.append(event: try self.verdict(verdict, forged: forge), toCase: verdict.submission.caseID)
             }
             return json(.ok, ["released": held.count])
         }
@@ -320,13 +336,36 @@ struct FITConnectStandIn: Sendable {
     func create(_ request: Request) async throws -> Response {
         guard let body = try? JSONSerialization.jsonObject(with: Data(try await request.body.collect(upTo: 1 << 20).readableBytesView)) as? [String: Any],
               let destination = body["destinationId"] as? String, UUID(uuidString: destination) != nil,
-              let announced = body["announcedAttachments"] as? [Any], announced.isEmpty,
+              let announced = body["announcedAttachments"] as? [String], announced.count <= 100,
+              announced.allSatisfy({ UUID(uuidString: $0) != nil }), Set(announced).count == announced.count,
               let service = body["serviceType"] as? [String: Any], service["name"] is String else {
-            return problem(.badRequest, "invalid-request", "destinationId, announcedAttachments (empty) and serviceType.name are required")
+            return problem(.badRequest, "invalid-request",
+                           "destinationId, announcedAttachments (distinct UUIDs, at most 100) and serviceType.name are required")
         }
-        let submission = await state.create(destination: destination, service: service["identifier"] as? String)
+        let submission = await state.create(destination: destination, service: service["identifier"] as? String,
+                                            attachments: announced.map { $0.lowercased() })
         await state.append(event: try set("create-submission", submission, issuer: "stand-in"), toCase: submission.caseID)
         return json(.created, ["destinationId": destination, "submissionId": submission.submissionID, "caseId": submission.caseID])
+    }
+
+    /// `PUT /v1/submissions/{id}/attachments/{attachmentId}`: a compact JWE (`application/jose`) for an announced
+    /// attachment of a submission not yet submitted; 204.
+    func upload(_ request: Request, submission id: String, attachment: String) async throws -> Response {
+        guard var submission = await state.submissions[id] else { return problem(.notFound, "submission-not-found", "no such submission") }
+        guard request.headers[.contentType]?.lowercased().hasPrefix("application/jose") == true else {
+            return problem(.unsupportedMediaType, "unsupported-media-type", "an attachment is a compact JWE sent as application/jose")
+        }
+        guard submission.state == "created" else {
+            return problem(.unprocessableContent, "submission-state-invalid", "the submission was submitted already")
+        }
+        guard submission.announcedAttachments.contains(attachment.lowercased()) else {
+            return problem(.unprocessableContent, "attachment-not-announced", "this attachment id was not announced at create")
+        }
+        let body = String(buffer: try await request.body.collect(upTo: 64 << 20))
+        guard (try? JWE.parts(of: body)) != nil else { return problem(.badRequest, "invalid-request", "the body is no compact JWE") }
+        submission.attachments[attachment.lowercased()] = body
+        await state.update(submission)
+        return Response(status: .noContent)
     }
 
     func submit(_ request: Request, id: String) async throws -> Response {
@@ -340,18 +379,25 @@ struct FITConnectStandIn: Sendable {
               let metadataJWE = body["encryptedMetadata"] as? String else {
             return problem(.badRequest, "invalid-request", "encryptedMetadata is required")
         }
+        let missing = submission.announcedAttachments.filter { submission.attachments[$0] == nil }
+        guard missing.isEmpty else {
+            return problem(.unprocessableContent, "missing-attachments", "announced attachments were not uploaded: \(missing.joined(separator: ", "))")
+        }
         let dataJWE = body["encryptedData"] as? String
         var problems: [String] = []
         var tags: [String: String] = [:]
         var data: Data?
+        var attachmentTags: [String: String] = [:]
         do {
             tags["metadata"] = try JWE.parts(of: metadataJWE).authenticationTag
             if let dataJWE { tags["data"] = try JWE.parts(of: dataJWE).authenticationTag }
+            for (id, jwe) in submission.attachments { attachmentTags[id] = try JWE.parts(of: jwe).authenticationTag }
         } catch { return problem(.badRequest, "invalid-request", "encryptedMetadata and encryptedData must be compact JWEs") }
         do {
             let metadata = try JWE.decrypt(metadataJWE, with: keys.encryption).plaintext
             if let dataJWE { data = try JWE.decrypt(dataJWE, with: keys.encryption).plaintext }
-            problems = Self.check(metadata: metadata, data: data, schemas: options.schemaURIs)
+            let attachments = try submission.attachments.mapValues { try JWE.decrypt($0, with: keys.encryption).plaintext }
+            problems = Self.check(metadata: metadata, data: data, attachments: attachments, schemas: options.schemaURIs)
         } catch {
             problems = ["decryption: \(error)"]
         }
@@ -359,13 +405,16 @@ struct FITConnectStandIn: Sendable {
         submission.problems = problems
         submission.dataSHA256 = data.map { SHA256.hash(data: $0).map { String(format: "%02x", $0) }.joined() }
         await state.update(submission)
+        var eventTags: [String: Any] = tags
+        if !attachmentTags.isEmpty { eventTags["attachments"] = attachmentTags }
         await state.append(event: try set("submit-submission", submission, issuer: "stand-in",
-                                          payload: ["authenticationTags": tags]), toCase: submission.caseID)
+                                          payload: ["authenticationTags": eventTags]), toCase: submission.caseID)
         // The receiver's answer, signed with the destination's key.
+        let held = HeldVerdict(submission: submission, authenticationTags: tags, attachmentTags: attachmentTags)
         if options.holdVerdicts {
-            await state.hold(HeldVerdict(submission: submission, authenticationTags: tags))
+            await state.hold(held)
         } else {
-            await state.append(event: try verdict(submission, tags: tags), toCase: submission.caseID)
+            await state.append(event: try verdict(held), toCase: submission.caseID)
         }
         return json(.accepted, ["destinationId": submission.destinationID, "submissionId": submission.submissionID,
                                 "caseId": submission.caseID, "attachments": [String]()])
@@ -373,8 +422,10 @@ struct FITConnectStandIn: Sendable {
 
     /// The receiver's accept (naming the authentication tags it received) or reject (with its problems), signed
     /// with the destination's signature key; `forged`: with another key under the destination key's id.
-    func verdict(_ submission: FITConnectSubmission, tags: [String: String], forged: Bool = false) throws -> String {
-        let key = forged ? keys.serviceSigning : keys.destinationSigning
+    func verdict(_ held: HeldVerdict, forged: Bool = false) throws -> String {
+        let key = forged ? keys.serviceSigning : keys.destinationSigning, submission = held.submission
+        var tags: [String: Any] = held.authenticationTags
+        if !held.attachmentTags.isEmpty { tags["attachments"] = held.attachmentTags }
         return submission.problems.isEmpty
             ? try set("accept-submission", submission, issuer: submission.destinationID, payload: ["authenticationTags": tags],
                       key: key, kid: keys.destinationSigningKid)
@@ -384,27 +435,42 @@ struct FITConnectStandIn: Sendable {
     }
 
     /// What a receiver checks: the metadata's content structure, the data's SHA-512, the schema.
-    static func check(metadata: Data, data: Data?, schemas: [String]) -> [String] {
+    static func check(metadata: Data, data: Data?, attachments: [String: Data] = [:], schemas: [String]) -> [String] {
         guard let object = try? JSONSerialization.jsonObject(with: metadata) as? [String: Any],
               let structure = object["contentStructure"] as? [String: Any],
-              let attachments = structure["attachments"] as? [Any] else {
+              let listed = structure["attachments"] as? [[String: Any]] else {
             return ["metadata: no contentStructure with attachments"]
         }
         var problems: [String] = []
-        if !attachments.isEmpty { problems.append("metadata: attachments announced that were never uploaded") }
+        // Each uploaded attachment listed once, with its SHA-512, purpose and media type; nothing listed that was not uploaded.
+        let ids = listed.compactMap { ($0["attachmentId"] as? String)?.lowercased() }
+        if Set(ids) != Set(attachments.keys) || ids.count != listed.count {
+            problems.append("metadata: the attachments listed are not the attachments uploaded")
+        }
+        for entry in listed {
+            guard let id = (entry["attachmentId"] as? String)?.lowercased(), let bytes = attachments[id] else { continue }
+            let hash = entry["hash"] as? [String: Any]
+            if hash?["type"] as? String != "sha512" || hash?["content"] as? String != sha512Hex(bytes) {
+                problems.append("attachment \(id): the SHA-512 in the metadata does not match")
+            }
+            if !["form", "attachment", "report"].contains(entry["purpose"] as? String ?? "") || !(entry["mimeType"] is String) {
+                problems.append("attachment \(id): purpose or mimeType missing")
+            }
+        }
         guard let data else { return problems + ["data: missing"] }
         guard let declared = structure["data"] as? [String: Any], let hash = declared["hash"] as? [String: Any],
               let schema = declared["submissionSchema"] as? [String: Any] else {
             return problems + ["metadata: contentStructure.data lacks hash or submissionSchema"]
         }
-        let sha512 = SHA512.hash(data: data).map { String(format: "%02x", $0) }.joined()
-        if hash["type"] as? String != "sha512" || hash["content"] as? String != sha512 {
+        if hash["type"] as? String != "sha512" || hash["content"] as? String != sha512Hex(data) {
             problems.append("data: the SHA-512 in the metadata does not match the data")
         }
         if schema["mimeType"] as? String != "application/xml" { problems.append("metadata: submissionSchema.mimeType is not application/xml") }
         if !schemas.contains(schema["schemaUri"] as? String ?? "") { problems.append("metadata: the destination does not accept this schema") }
         return problems
     }
+
+    static func sha512Hex(_ data: Data) -> String { SHA512.hash(data: data).map { String(format: "%02x", $0) }.joined() }
 
     /// A Security Event Token (RFC 8417) for one event of a submission, signed with PS512.
     func set(_ event: String, _ submission: FITConnectSubmission, issuer: String, payload: [String: Any]? = nil,

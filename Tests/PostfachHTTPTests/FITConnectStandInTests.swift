@@ -120,4 +120,67 @@ struct FITConnectStandInTests {
         #expect(all.first?.dataSHA256 == SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined())
         try await standIn.stop()
     }
+
+    @Test("attachments: announced at create, uploaded as application/jose, required at submit, hashed in the metadata, tagged in the events")
+    func attachments() async throws {
+        let standIn = try await RunningStandIn.start(fitConnect: FITConnectOptions(clientSecret: "s3cret", schemaURIs: [Self.schema]))
+        var client = Client(base: "http://127.0.0.1:\(standIn.port)")
+        let granted = try await client.send(.POST, "/token", form: "grant_type=client_credentials&client_id=amtsbote-test&client_secret=s3cret")
+        client.token = try #require(granted.body["access_token"] as? String)
+        let destinationID = UUID().uuidString.lowercased()
+        let kid = try #require(try await client.send(.GET, "/v1/destinations/\(destinationID)").body["encryptionKid"] as? String)
+        let key = try RSAJWK(json: try await client.send(.GET, "/v1/destinations/\(destinationID)/keys/\(kid)").body)
+        func hex(_ data: Data) -> String { SHA512.hash(data: data).map { String(format: "%02x", $0) }.joined() }
+        func upload(_ submission: String, _ attachment: String, _ body: String, type: String = "application/jose") async throws -> Int {
+            var request = HTTPClientRequest(url: client.base + "/v1/submissions/\(submission)/attachments/\(attachment)")
+            request.method = .PUT
+            request.headers.add(name: "Authorization", value: "Bearer \(client.token ?? "")")
+            request.headers.add(name: "Content-Type", value: type)
+            request.body = .bytes(ByteBuffer(string: body))
+            return Int(try await HTTPClient.shared.execute(request, timeout: .seconds(60)).status.code)
+        }
+
+        let data = Data("<antrag/>".utf8), pdf = Data("%PDF-1.7 Nachweis".utf8)
+        let attachmentID = UUID().uuidString.lowercased()
+        /// Creates a submission announcing one attachment; submits data, metadata listing `listedHash` for it.
+        func submission(upload body: Bool, listedHash: String) async throws -> (status: Int, caseID: String, tag: String?) {
+            let created = try await client.send(.POST, "/v1/submissions", json: [
+                "destinationId": destinationID, "announcedAttachments": [attachmentID], "serviceType": ["name": "Anmeldung"]])
+            let id = try #require(created.body["submissionId"] as? String)
+            let encrypted = try JWE.encrypt(pdf, for: key.encryptionKey, keyID: kid, contentType: "application/pdf")
+            if body {
+                #expect(try await upload(id, attachmentID, encrypted, type: "application/pdf") == 415)
+                #expect(try await upload(id, UUID().uuidString.lowercased(), encrypted) == 422, "not announced")
+                #expect(try await upload(id, attachmentID, encrypted) == 204)
+            }
+            let metadata = try JSONSerialization.data(withJSONObject: [
+                "contentStructure": ["data": ["hash": ["type": "sha512", "content": hex(data)],
+                                              "submissionSchema": ["schemaUri": Self.schema, "mimeType": "application/xml"]],
+                                     "attachments": [["attachmentId": attachmentID, "hash": ["type": "sha512", "content": listedHash],
+                                                      "purpose": "attachment", "mimeType": "application/pdf"]]]])
+            let submitted = try await client.send(.PUT, "/v1/submissions/\(id)", json: [
+                "encryptedMetadata": try JWE.encrypt(metadata, for: key.encryptionKey, keyID: kid),
+                "encryptedData": try JWE.encrypt(data, for: key.encryptionKey, keyID: kid)])
+            return (submitted.status, try #require(created.body["caseId"] as? String),
+                    body ? try JWE.parts(of: encrypted).authenticationTag : nil)
+        }
+
+        #expect(try await submission(upload: false, listedHash: hex(pdf)).status == 422, "an announced attachment missing")
+        let good = try await submission(upload: true, listedHash: hex(pdf))
+        #expect(good.status == 202)
+        let bad = try await submission(upload: true, listedHash: hex(Data("other".utf8)))
+        #expect(bad.status == 202)
+        let states = await standIn.server.fitConnectSubmissions.map(\.state)
+        #expect(states == ["created", "accepted", "rejected"], "the receiver checks each attachment's SHA-512: \(states)")
+
+        let log = try #require(try await client.send(.GET, "/v1/cases/\(good.caseID)/events").body["eventLog"] as? [String])
+        let accepts = log.compactMap { token -> [String: Any]? in
+            let claims = try? JSONSerialization.jsonObject(with: Base64URL.decode(token.split(separator: ".")[1])!) as? [String: Any]
+            return (claims?["events"] as? [String: Any])?.first { $0.key.hasSuffix("/accept-submission") }?.value as? [String: Any]
+        }
+        let accept = try #require(accepts.first)
+        let tags = try #require(accept["authenticationTags"] as? [String: Any])
+        #expect((tags["attachments"] as? [String: String])?[attachmentID] == good.tag, "the accept names the attachment's tag")
+        try await standIn.stop()
+    }
 }
