@@ -144,7 +144,8 @@ public final class FITConnectBackend: PostfachBackend {
         } catch let error as PostfachError where error.code == .rejected && error.message.contains("HTTP 422") {
             // An earlier attempt submitted it and then lost its answer: it arrived once, and counts. What it sent
             // is what the delivery service's submit event names.
-            guard let submitted = try? await submitEvent(of: reference) else { throw error }
+            // Reading the log can fail for a passing reason too: that retries, it does not make the delivery dead.
+            guard let submitted = try await submitEvent(of: reference) else { throw error }
             reference.authenticationTags = submitted.authenticationTags
             try await context.record(try Self.encoded(reference))
             return receipt(delivery, reference, alreadyPresent: true)

@@ -198,13 +198,14 @@ struct FITConnectStandIn: Sendable {
     let options: FITConnectOptions
     let keys: FITConnectKeys
     let state = FITConnectState()
-    /// Injected into create and submit: 429 and 503 before acting; a dropped connection or a slow answer after.
+    /// Injected into every API call (token, destination, keys, create, upload, submit, events): 429 and 503 before
+    /// acting; a dropped connection or a slow answer after.
     let faults: StandInFaults
     let dice: Dice
     static let events = "https://schema.fitko.de/fit-connect/events/"
 
     func register(on router: Router<StandInContext>) {
-        router.post("/token") { request, _ in try await token(request) }
+        router.post("/token") { request, context in try await faulty(context) { try await token(request) } }
         router.get("/.well-known/jwks.json") { _, _ in
             json(.ok, ["keys": [try keys.signatureJWK(of: keys.serviceSigning, kid: keys.serviceKid)]])
         }
@@ -225,17 +226,11 @@ struct FITConnectStandIn: Sendable {
             return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
         }
         router.get("/v1/destinations/:destination") { request, context in
-            try await authorized(request) { try destination(context.parameters.get("destination") ?? "") }
+            try await authorized(request) { try await faulty(context) { try destination(context.parameters.get("destination") ?? "") } }
         }
         router.get("/v1/destinations/:destination/keys/:kid") { request, context in
             try await authorized(request) {
-                switch context.parameters.get("kid") {
-                case keys.encryptionKid: return json(.ok, try keys.encryptionJWK)
-                case keys.destinationSigningKid:
-                    return json(.ok, try keys.signatureJWK(of: keys.destinationSigning, kid: keys.destinationSigningKid,
-                                                           x5c: [keys.destinationSigningCertificate]))
-                default: return problem(.notFound, "key-not-found", "no such key")
-                }
+                try await faulty(context) { try keyAnswer(context.parameters.get("kid")) }
             }
         }
         router.post("/v1/submissions") { request, context in
@@ -255,7 +250,7 @@ struct FITConnectStandIn: Sendable {
             }
         }
         router.get("/v1/cases/:case/events") { request, context in
-            try await authorized(request) {
+            try await authorized(request) { try await faulty(context) {
                 guard let log = await state.events(ofCase: context.parameters.get("case") ?? "") else {
                     return problem(.notFound, "case-not-found", "no such case")
                 }
@@ -264,7 +259,7 @@ struct FITConnectStandIn: Sendable {
                 let offset = min(max(request.uri.queryParameters.get("offset").flatMap { Int($0) } ?? 0, 0), log.count)
                 let page = Array(log[offset..<min(offset + limit, log.count)])
                 return json(.ok, ["count": page.count, "offset": offset, "totalCount": log.count, "eventLog": page])
-            }
+            } }
         }
         // Releases the verdicts held back (``FITConnectOptions/holdVerdicts``). `?reject=1` turns them into rejections.
         // `?forge=1` adds events signed with a key that is not the destination's, `?tamper=1` accepts naming other
@@ -283,6 +278,17 @@ struct FITConnectStandIn: Sendable {
                 await state.append(event: try self.verdict(verdict, forged: forge), toCase: verdict.submission.caseID)
             }
             return json(.ok, ["released": held.count])
+        }
+    }
+
+    /// A destination's key by id: the encryption key, or the signature key of accept and reject events.
+    func keyAnswer(_ kid: String?) throws -> Response {
+        switch kid {
+        case keys.encryptionKid: return json(.ok, try keys.encryptionJWK)
+        case keys.destinationSigningKid:
+            return json(.ok, try keys.signatureJWK(of: keys.destinationSigning, kid: keys.destinationSigningKid,
+                                                   x5c: [keys.destinationSigningCertificate]))
+        default: return problem(.notFound, "key-not-found", "no such key")
         }
     }
 

@@ -197,7 +197,7 @@ struct FITConnectBackendTests {
 
     /// 200 deliveries by default (the stand-in decrypts two RSA-4096 JWEs per submission, slow in a debug build);
     /// `AMTSBOTE_FIT_CONNECT_FAULT_DELIVERIES=1000` for the full run recorded in Docs/reliability.md.
-    @Test("deliveries with 429s, 503s, slow answers and dropped connections on create and submit: each submitted and accepted once")
+    @Test("deliveries with 429s, 503s, slow answers and dropped connections on every FIT-Connect call: each submitted and accepted once")
     func underFaults() async throws {
         let count = Int(ProcessInfo.processInfo.environment["AMTSBOTE_FIT_CONNECT_FAULT_DELIVERIES"] ?? "") ?? 200
         let faults = StandInFaults(rateLimited: 0.03, unavailable: 0.03, slow: 0.02, reset: 0.03, retryAfterSeconds: 1,
@@ -270,17 +270,21 @@ struct StandInRun {
     }
 
     /// Asks for the receivers' answers until no row awaits one; guarded against a hang (an answer that never
-    /// comes), not against a slow machine: each round must record at least one more answer.
+    /// comes), not against a slow machine: 50 rounds in a row without a new answer end it (with injected faults a
+    /// round can miss the few rows left; 50 misses in a row do not happen by chance).
     func confirmAll(_ ledger: some LedgerStore) async throws {
         func pending() async throws -> Int {
             try await ledger.submissions(states: [.delivered], limit: nil).filter { $0.confirmation == .pending }.count
         }
-        var left = try await pending()
+        var left = try await pending(), idle = 0
         while left > 0 {
             let pass = try await pipeline.checkConfirmations(limit: 1000)
             let now = try await pending()
-            #expect(now < left || pass.asked == 0, "a pass records no answer: \(pass)")
-            if now >= left && pass.asked > 0 { return }
+            idle = now < left ? 0 : idle + 1
+            if idle == 50 {
+                Issue.record("50 rounds without a new answer; \(now) rows still wait, last round: \(pass)")
+                return
+            }
             left = now
         }
     }
