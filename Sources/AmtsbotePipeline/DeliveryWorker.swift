@@ -43,11 +43,12 @@ public struct DeliveryWorker: Sendable {
         let ledger = pipeline.ledger
         let state = WorkerState()
         let wake = WakeUps()
-        stop.onStop { wake.signal() }
+        let confirming = ConfirmationPass()
+        // A stop also cancels a pass over the receivers' answers: it holds no lease, and nothing of it is lost.
+        stop.onStop { wake.signal(); confirming.cancel() }
         var lastRescue = ContinuousClock.now - .seconds(3600)
         // Receivers' answers about earlier deliveries are asked for beside the deliveries, one pass at a time.
         var lastConfirmations = ContinuousClock.now - .seconds(3600)
-        let confirming = ConfirmationPass()
         let confirmationPoll = min(max(pipeline.retry.confirmationCheck / 5, .seconds(1)), .seconds(30))
         // A discarding group: a finished attempt's task is released at once. A plain task group keeps every finished
         // child until its result is consumed, which a worker that runs for days never does (17 KB per delivery).
@@ -64,14 +65,21 @@ public struct DeliveryWorker: Sendable {
                         lastRescue = .now
                     }
                     if wanted > 0 { claimed = try await claim(wanted) }
-                    if !drain, ContinuousClock.now - lastConfirmations >= confirmationPoll, confirming.begin() {
+                    if !drain, ContinuousClock.now - lastConfirmations >= confirmationPoll || confirming.wantsMore,
+                       confirming.begin() {
                         lastConfirmations = .now
                         group.addTask {
-                            defer { confirming.end() }
-                            do { _ = try await pipeline.checkConfirmations(until: stop) } catch {
+                            let batch = 100
+                            let pass = Task { try await pipeline.checkConfirmations(limit: batch, until: stop) }
+                            confirming.track(pass)
+                            var full = false
+                            do { full = try await pass.value.asked == batch } catch where !(error is CancellationError) {
                                 pipeline.logger.warning("receivers' answers not checked", metadata: [
                                     "code": "\((error as? LedgerError)?.code ?? "ledger.unavailable")"])
-                            }
+                            } catch {}
+                            // A full batch: more may be due, and the next pass starts at once.
+                            confirming.end(full: full)
+                            if full { wake.signal() }
                         }
                     }
                 } catch let error as LedgerError where error.code == "ledger.unavailable" {
@@ -125,10 +133,15 @@ public struct DeliveryWorker: Sendable {
             // The group waits for the attempts in flight before it returns.
         }
         if drain && !stop.isStopped {
-            // Drained: the receivers' answers that are due now are asked for once before the worker ends.
-            while true {
-                let pass = try await pipeline.checkConfirmations(limit: 500, until: stop)
-                if pass.asked < 500 || pass.accepted + pass.rejected == 0 { break }
+            // Drained: the receivers' answers that are due now are asked for once before the worker ends. A ledger
+            // that cannot answer now leaves them for the next worker; the deliveries are done.
+            do {
+                while true {
+                    let pass = try await pipeline.checkConfirmations(limit: 500, until: stop)
+                    if pass.asked < 500 || pass.accepted + pass.rejected + pass.overdue == 0 { break }
+                }
+            } catch let error as LedgerError {
+                pipeline.logger.warning("receivers' answers not checked", metadata: ["code": "\(error.code)"])
             }
         }
         return state.summary
@@ -210,23 +223,53 @@ public final class StopSignal: @unchecked Sendable {
     }
 }
 
-/// Whether a pass over the receivers' answers runs (one at a time per worker).
+/// The worker's pass over the receivers' answers: one at a time, the next at once after a full batch, cancelled
+/// when the worker stops.
 final class ConfirmationPass: @unchecked Sendable {
     // Safety: every access holds the lock.
     private let lock = NSLock()
     private var running = false
+    private var full = false
+    private var cancelled = false
+    private var task: Task<ConfirmationSummary, any Error>?
 
-    /// `true` when no pass ran and this call starts one.
+    /// `true` when no pass runs and this call starts one.
     func begin() -> Bool {
         lock.lock(); defer { lock.unlock() }
-        guard !running else { return false }
+        guard !running, !cancelled else { return false }
         running = true
         return true
     }
 
-    func end() {
+    /// The running pass, to cancel on a stop.
+    func track(_ pass: Task<ConfirmationSummary, any Error>) {
+        lock.lock()
+        task = pass
+        let cancelNow = cancelled
+        lock.unlock()
+        if cancelNow { pass.cancel() }
+    }
+
+    /// The pass ended; `full`: it took a whole batch.
+    func end(full: Bool) {
         lock.lock(); defer { lock.unlock() }
         running = false
+        task = nil
+        self.full = full
+    }
+
+    /// The last pass took a whole batch: more may be due now.
+    var wantsMore: Bool {
+        lock.lock(); defer { lock.unlock() }
+        return full && !running
+    }
+
+    func cancel() {
+        lock.lock()
+        cancelled = true
+        let pass = task
+        lock.unlock()
+        pass?.cancel()
     }
 }
 

@@ -69,8 +69,9 @@ public protocol LedgerStore: Sendable {
     func dueConfirmations(limit: Int, recheckAfter: Duration) async throws -> [Submission]
     /// Records the receiver's answer on a delivered row that awaits one (compare-and-set: only while the row is
     /// `delivered` with `confirmation` = `pending`): writes `confirmation`, `confirmationEvidence`, `confirmedAt`,
-    /// `reasonCode` and `reason` of `answered`, and clears `confirmationDueAt`. `false`: the row awaits no answer
-    /// (another worker recorded it first); nothing was written.
+    /// `reasonCode` and `reason` of `answered`, and clears `confirmationDueAt` unless `answered` is still `pending`
+    /// (an answer that was not counted, whose reason is kept while the row waits on). `false`: the row awaits no
+    /// answer (another worker recorded it first); nothing was written.
     func recordConfirmation(_ answered: Submission) async throws -> Bool
     /// Puts every `running` row whose lease expired back in the queue, due now; returns those rows.
     func requeueExpiredLeases() async throws -> [Submission]

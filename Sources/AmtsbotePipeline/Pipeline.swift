@@ -24,11 +24,14 @@ public struct RetryPolicy: Sendable, Hashable {
     /// How long after a delivery, and then between two checks, the receiving side is asked for its answer
     /// (FIT-Connect's accept or reject) while none has come.
     public var confirmationCheck: Duration
+    /// How long after a delivery its receiver may take to answer; a row still without an answer then is marked
+    /// `overdue` (`postfach.confirmation-overdue`) and no longer asked about.
+    public var confirmationDeadline: Duration
 
     public init(maxAttempts: Int = 5, initialDelay: Duration = .seconds(1), multiplier: Double = 2,
                 maxDelay: Duration = .seconds(60), fullJitter: Bool = true, attemptTimeout: Duration? = .seconds(120),
                 lease: Duration = .seconds(30), heartbeat: Duration? = .seconds(10),
-                confirmationCheck: Duration = .seconds(300)) {
+                confirmationCheck: Duration = .seconds(300), confirmationDeadline: Duration = .seconds(30 * 86_400)) {
         self.maxAttempts = maxAttempts
         self.initialDelay = initialDelay
         self.multiplier = multiplier
@@ -38,6 +41,7 @@ public struct RetryPolicy: Sendable, Hashable {
         self.lease = lease
         self.heartbeat = heartbeat
         self.confirmationCheck = confirmationCheck
+        self.confirmationDeadline = confirmationDeadline
     }
 
     /// The capped exponential delay after the `attempt`-th failure (1-based): the upper bound of the wait.
@@ -70,6 +74,14 @@ public struct BackendSelection: Sendable {
     }
 
     public func backend(for postfach: String) -> any PostfachBackend { overrides[postfach] ?? defaultBackend }
+
+    /// The backend that asks about an earlier delivery by a backend of `kind`: the Postfach's own when it is of that
+    /// kind (the configuration may have moved the Postfach since), else the first configured one of that kind.
+    public func backend(for postfach: String, kind: String) -> (any PostfachBackend)? {
+        let own = backend(for: postfach)
+        if own.kind == kind { return own }
+        return ([defaultBackend] + overrides.values.map { $0 } + others).first { $0.kind == kind }
+    }
 
     /// Lets every backend release what it holds (connection pools); once, when the process is done with them.
     public func shutdown() async {

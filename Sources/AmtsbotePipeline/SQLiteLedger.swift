@@ -404,9 +404,10 @@ public final class SQLiteLedger: LedgerStore {
         guard let id = answered.id else { return false }
         return try write { db in
             try db.execute(sql: """
-                UPDATE submission SET confirmation = ?, confirmationEvidence = ?, confirmedAt = ?, confirmationDueAt = NULL,
-                    reasonCode = ?, reason = ?, updatedAt = ?
-                WHERE id = ? AND state = 'delivered' AND confirmation = 'pending'
+                UPDATE submission SET confirmation = ?1, confirmationEvidence = ?2, confirmedAt = ?3,
+                    confirmationDueAt = CASE WHEN ?1 = 'pending' THEN confirmationDueAt END,
+                    reasonCode = ?4, reason = ?5, updatedAt = ?6
+                WHERE id = ?7 AND state = 'delivered' AND confirmation = 'pending'
                 """, arguments: [answered.confirmation?.rawValue, answered.confirmationEvidence, answered.confirmedAt,
                                  answered.reasonCode, answered.reason, Date(), id])
             return db.changesCount == 1

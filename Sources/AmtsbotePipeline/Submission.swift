@@ -40,6 +40,8 @@ public enum ConfirmationState: String, Codable, Sendable, CaseIterable {
     case accepted
     /// The receiver rejected the delivery after taking it; its statement and reasons are kept (`postfach.receiver-rejected`).
     case rejected
+    /// No answer came within ``RetryPolicy/confirmationDeadline`` (`postfach.confirmation-overdue`); no longer asked.
+    case overdue
 }
 
 /// One row of the ledger: a submission and its delivery to the one Postfach routing chose.

@@ -425,7 +425,8 @@ public final class PostgresLedger: LedgerStore {
         return try await !fetch("""
             UPDATE submission SET confirmation = \(answered.confirmation?.rawValue),
                 confirmation_evidence = \(answered.confirmationEvidence), confirmed_at = \(answered.confirmedAt),
-                confirmation_due_at = NULL, reason_code = \(answered.reasonCode), reason = \(answered.reason),
+                confirmation_due_at = CASE WHEN \(answered.confirmation == .pending) THEN confirmation_due_at END,
+                reason_code = \(answered.reasonCode), reason = \(answered.reason),
                 updated_at = clock_timestamp()
             WHERE id = \(id) AND state = 'delivered' AND confirmation = 'pending'
             RETURNING \(unescaped: Self.columns)

@@ -287,6 +287,15 @@ public enum LedgerConformance {
         let rechecked = try #require(try await ledger.submission(delivered[0].id!)?.confirmationDueAt)
         #expect(rechecked > Date().addingTimeInterval(500))
 
+        // An answer not counted: its reason is kept, and the row waits on with its next check unchanged.
+        var untrusted = due[0]
+        untrusted.reasonCode = "postfach.confirmation-invalid"
+        untrusted.reason = "signature"
+        #expect(try await otherLedger.recordConfirmation(untrusted))
+        let stillWaiting = try #require(try await ledger.submission(delivered[0].id!))
+        #expect(stillWaiting.confirmation == .pending && stillWaiting.reasonCode == "postfach.confirmation-invalid")
+        #expect(stillWaiting.confirmationDueAt.map { abs($0.timeIntervalSince(rechecked)) < 1 } == true)
+
         var answered = due[0]
         answered.confirmation = .rejected
         answered.confirmationEvidence = "header.claims.signature"

@@ -1,6 +1,7 @@
 import Foundation
 import JOSE
 import Postfach
+import X509
 
 /// The authentication tags of a submission's encrypted parts: the last segment of each compact JWE. The
 /// receiver's accept event names the tags of what it decrypted; a sender compares them with what it sent.
@@ -40,7 +41,8 @@ struct SecurityEvent {
     var subject: String
     var transaction: String?
     var issuedAt: Date
-    /// The event's name: the last segment of its URI (`accept-submission`).
+    /// The event's name: its URI after `https://schema.fitko.de/fit-connect/events/` (`accept-submission`); empty
+    /// for any other URI.
     var name: String
     var payload: [String: Any]
 
@@ -62,7 +64,8 @@ struct SecurityEvent {
         self.subject = subject
         transaction = claims["txn"] as? String
         issuedAt = (claims["iat"] as? NSNumber).map { Date(timeIntervalSince1970: $0.doubleValue) } ?? Date(timeIntervalSince1970: 0)
-        name = String(uri.split(separator: "/").last ?? "")
+        let prefix = "https://schema.fitko.de/fit-connect/events/"
+        name = uri.hasPrefix(prefix) ? String(uri.dropFirst(prefix.count)) : ""
         self.payload = payload as? [String: Any] ?? [:]
     }
 }
@@ -79,13 +82,8 @@ extension FITConnectBackend {
             throw PostfachError(code: .confirmationInvalid, message: "no FIT-Connect submission is recorded for this delivery")
         }
         var untrusted: String?
-        var submitted = reference.authenticationTags
         for event in try await events(of: reference) {
             switch event.name {
-            case "submit-submission":
-                // Tags recorded before an attempt whose answer was lost may be another attempt's: the delivery
-                // service's own submit event names what was submitted.
-                if submitted == nil { submitted = AuthenticationTags(payload: event.payload) }
             case "accept-submission", "reject-submission":
                 do {
                     try await verify(event, of: reference)
@@ -94,7 +92,9 @@ extension FITConnectBackend {
                         return Confirmation(verdict: .rejected, evidence: event.token, issuedAt: event.issuedAt,
                                             problems: problems.isEmpty ? ["rejected without a stated reason"] : problems)
                     }
-                    guard let sent = submitted, AuthenticationTags(payload: event.payload)?.names(sameAs: sent) == true else {
+                    // Only the receiver's own statement counts about what it decrypted: it must name one of our
+                    // encryptions (never the delivery service's word for it).
+                    guard let named = AuthenticationTags(payload: event.payload), reference.sent(named) else {
                         throw PostfachError(code: .confirmationInvalid,
                                             message: "the accept event names other authentication tags than were submitted")
                     }
@@ -155,7 +155,14 @@ extension FITConnectBackend {
         guard key.bitCount >= 4096 else {
             throw untrusted("the destination's signature key has \(key.bitCount) bits; FIT-Connect requires 4096")
         }
-        if !configuration.trustRoots.isEmpty { try await checkChain(of: key, failing: .confirmationInvalid) }
+        if !configuration.trustRoots.isEmpty {
+            try await checkChain(of: key, failing: .confirmationInvalid)
+            // The certificate must be one for signing, not the encryption key's.
+            guard let der = key.certificateChain.first, let leaf = try? Certificate(derEncoded: Array(der)),
+                  (try? leaf.extensions.keyUsage)??.digitalSignature == true else {
+                throw untrusted("the destination's signature key certificate does not allow digital signatures")
+            }
+        }
         do { _ = try JWS.verify(event.token, with: try key.verificationKey, algorithms: ["PS512"]) } catch {
             throw untrusted("the \(event.name) event's signature does not verify with the destination's key: \(error)")
         }

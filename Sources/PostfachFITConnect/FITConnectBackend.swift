@@ -68,12 +68,16 @@ public final class FITConnectBackend: PostfachBackend {
     }
 
     /// What the ledger keeps of a FIT-Connect delivery: the ids the server assigned, and the authentication tags of
-    /// what was submitted (which the receiver's accept event must name).
+    /// every encryption an attempt sent to the submit (the receiver's accept must name one of them: each holds our
+    /// exact bytes, and nothing else does).
     struct Reference: Codable {
         var destinationId: String
         var submissionId: String
         var caseId: String
-        var authenticationTags: AuthenticationTags?
+        var sentTags: [AuthenticationTags]?
+
+        /// Whether `tags` name content this sender encrypted for this submission.
+        func sent(_ tags: AuthenticationTags) -> Bool { (sentTags ?? []).contains { $0.names(sameAs: tags) } }
     }
 
     public init(configuration: Configuration) throws {
@@ -134,20 +138,22 @@ public final class FITConnectBackend: PostfachBackend {
         let metadata = try Self.metadata(for: data, schemaURI: schemaURI, delivery: delivery)
         let encryptedData = try JWE.encrypt(data, for: key.encryptionKey, keyID: key.kid, contentType: "application/xml")
         let encryptedMetadata = try JWE.encrypt(metadata, for: key.encryptionKey, keyID: key.kid, contentType: "application/json")
-        // What the receiver's accept event must name, recorded before the submit that sends it.
-        reference.authenticationTags = AuthenticationTags(metadata: try JWE.parts(of: encryptedMetadata).authenticationTag,
-                                                          data: try JWE.parts(of: encryptedData).authenticationTag)
+        // What the receiver's accept may name, recorded before the submit that sends it (each attempt's own
+        // encryption; the last 50 are kept).
+        let tags = AuthenticationTags(metadata: try JWE.parts(of: encryptedMetadata).authenticationTag,
+                                      data: try JWE.parts(of: encryptedData).authenticationTag)
+        reference.sentTags = Array(((reference.sentTags ?? []) + [tags]).suffix(50))
         try await context.record(try Self.encoded(reference))
         do {
             _ = try await object("PUT", "/v1/submissions/\(reference.submissionId)",
                                  json: ["encryptedMetadata": encryptedMetadata, "encryptedData": encryptedData])
         } catch let error as PostfachError where error.code == .rejected && error.message.contains("HTTP 422") {
-            // An earlier attempt submitted it and then lost its answer: it arrived once, and counts. What it sent
-            // is what the delivery service's submit event names.
-            // Reading the log can fail for a passing reason too: that retries, it does not make the delivery dead.
+            // An earlier attempt submitted it and then lost its answer: it arrived once, and counts. Reading the log
+            // can fail for a passing reason too: that retries, it does not make the delivery dead.
             guard let submitted = try await submitEvent(of: reference) else { throw error }
-            reference.authenticationTags = submitted.authenticationTags
-            try await context.record(try Self.encoded(reference))
+            if let named = submitted.authenticationTags, !reference.sent(named) {
+                throw PostfachError(code: .conflict, message: "the FIT-Connect submission was submitted with content this sender never encrypted")
+            }
             return receipt(delivery, reference, alreadyPresent: true)
         }
         return receipt(delivery, reference, alreadyPresent: false)

@@ -163,6 +163,13 @@ actor FITConnectState {
 
     func update(_ submission: FITConnectSubmission) { submissions[submission.submissionID] = submission }
 
+    /// Stores an attachment of a submission not yet submitted; `false` when it was submitted meanwhile.
+    func attach(_ jwe: String, id: String, to submissionID: String) -> Bool {
+        guard submissions[submissionID]?.state == "created" else { return false }
+        submissions[submissionID]?.attachments[id] = jwe
+        return true
+    }
+
     func append(event: String, toCase caseID: String) { events[caseID, default: []].append(event) }
 
     /// Verdicts kept back (``FITConnectOptions/holdVerdicts``), in order: case and how to sign them when released.
@@ -269,8 +276,10 @@ struct FITConnectStandIn: Sendable {
             let forge = query.get("forge") == "1", tamper = query.get("tamper") == "1", reject = query.get("reject") == "1"
             let held = forge || tamper ? await state.held : await state.takeHeld()
             for var verdict in held {
+                // Forged and tampered answers are accepts; the genuine verdicts stay held for a later release.
+                if forge || tamper { verdict.submission.problems = [] }
                 if tamper { verdict.authenticationTags["data"] = Base64URL.encode(Data(repeating: 7, count: 16)) }
-                if reject {
+                if reject && !(forge || tamper) {
                     verdict.submission.state = "rejected"
                     verdict.submission.problems = ["the receiving office cannot process this application (stand-in)"]
                     await state.update(verdict.submission)
@@ -357,7 +366,7 @@ struct FITConnectStandIn: Sendable {
     /// `PUT /v1/submissions/{id}/attachments/{attachmentId}`: a compact JWE (`application/jose`) for an announced
     /// attachment of a submission not yet submitted; 204.
     func upload(_ request: Request, submission id: String, attachment: String) async throws -> Response {
-        guard var submission = await state.submissions[id] else { return problem(.notFound, "submission-not-found", "no such submission") }
+        guard let submission = await state.submissions[id] else { return problem(.notFound, "submission-not-found", "no such submission") }
         guard request.headers[.contentType]?.lowercased().hasPrefix("application/jose") == true else {
             return problem(.unsupportedMediaType, "unsupported-media-type", "an attachment is a compact JWE sent as application/jose")
         }
@@ -369,8 +378,10 @@ struct FITConnectStandIn: Sendable {
         }
         let body = String(buffer: try await request.body.collect(upTo: 64 << 20))
         guard (try? JWE.parts(of: body)) != nil else { return problem(.badRequest, "invalid-request", "the body is no compact JWE") }
-        submission.attachments[attachment.lowercased()] = body
-        await state.update(submission)
+        // Stored in one step of the state, so that a submit meanwhile is not overwritten.
+        guard await state.attach(body, id: attachment.lowercased(), to: id) else {
+            return problem(.unprocessableContent, "submission-state-invalid", "the submission was submitted already")
+        }
         return Response(status: .noContent)
     }
 

@@ -62,6 +62,8 @@ struct AmtsboteConfiguration: Codable {
         var heartbeatSeconds: Double?
         /// How long after a delivery, and between checks, a receiver that answers later is asked (default 300).
         var confirmationCheckSeconds: Double?
+        /// How long after a delivery the receiver may take to answer before the row is marked overdue (default 30 days).
+        var confirmationDeadlineSeconds: Double?
     }
 
     var format: String?
@@ -166,7 +168,8 @@ extension AmtsboteConfiguration {
         "routing": ["tables", "municipalities", "retiredKeys", "dvdvPrefixes"],
         "postfaecher": ["default", "overrides"],
         "retry": ["maxAttempts", "initialDelaySeconds", "multiplier", "maxDelaySeconds", "attemptTimeoutSeconds",
-                  "leaseSeconds", "heartbeatSeconds", "confirmationCheckSeconds"],
+                  "leaseSeconds", "heartbeatSeconds", "confirmationCheckSeconds",
+                  "confirmationDeadlineSeconds"],
     ]
 
     /// Reads and checks a configuration file. Every error names the file, the key path and what is expected.
@@ -493,7 +496,8 @@ struct LoadedPipeline {
             attemptTimeout: (retry?.attemptTimeoutSeconds ?? 120) > 0
                 ? .milliseconds(Int64((retry?.attemptTimeoutSeconds ?? 120) * 1000)) : nil,
             lease: lease, heartbeat: heartbeat > .zero ? heartbeat : nil,
-            confirmationCheck: .milliseconds(Int64(max(0, retry?.confirmationCheckSeconds ?? 300) * 1000)))
+            confirmationCheck: .milliseconds(Int64(max(0, retry?.confirmationCheckSeconds ?? 300) * 1000)),
+            confirmationDeadline: .milliseconds(Int64(max(0, retry?.confirmationDeadlineSeconds ?? 2_592_000) * 1000)))
         return Pipeline(validator: validator, router: router,
                         backends: BackendSelection(default: defaultBackend, overrides: overrides, others: Array(backends.values)),
                         ledger: ledger, spool: try Spool(directory: resolve(configuration.spool)), payloads: payloads,

@@ -118,9 +118,11 @@ struct SubmissionRecord: Encodable {
         switch state {
         case "delivered":
             let answer = switch confirmation {
+            case "pending" where reasonCode != nil: ", awaiting the receiver's answer (an answer not counted: \(reasonCode ?? ""): \(reason ?? ""))"
             case "pending": ", awaiting the receiver's answer"
             case "accepted": ", accepted by the receiver"
             case "rejected": ", then rejected by the receiver: \(reasonCode ?? "?"): \(reason ?? "")"
+            case "overdue": ", no answer from the receiver: \(reasonCode ?? "?")"
             default: ""
             }
             return "\(source): delivered -> \(postfach ?? "?") (\(location ?? "?"))\(answer)\(number)"

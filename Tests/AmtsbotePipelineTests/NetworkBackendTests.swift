@@ -178,11 +178,26 @@ struct FITConnectBackendTests {
             try await run.release("?tamper=1")
             pass = try await run.pipeline.checkConfirmations()
             #expect(pass.failed == 3 && pass.accepted == 0, "an accept of other content is not counted: \(pass)")
-            #expect(try await ledger.submissions(states: nil, limit: nil).allSatisfy { $0.confirmation == .pending })
+            let waiting = try await ledger.submissions(states: nil, limit: nil)
+            #expect(waiting.allSatisfy { $0.confirmation == .pending && $0.reasonCode == "postfach.confirmation-invalid" },
+                    "the answer not counted stays visible on the row: \(waiting.map { "\($0.confirmation?.rawValue ?? "") \($0.reasonCode ?? "")" })")
             try await run.release("")
             try await run.confirmAll(ledger)
-            #expect(try await ledger.submissions(states: nil, limit: nil).allSatisfy { $0.confirmation == .accepted },
+            #expect(try await ledger.submissions(states: nil, limit: nil).allSatisfy { $0.confirmation == .accepted && $0.reasonCode == nil },
                     "the genuine accept after the forged and tampered ones counts")
+        }
+        try await Self.run(hold, count: 2) { standIn, ledger, run in
+            // No answer within the deadline: marked overdue, no longer asked.
+            let impatient = Pipeline(validator: run.pipeline.validator, router: run.pipeline.router, backends: run.pipeline.backends,
+                                     ledger: ledger, spool: run.pipeline.spool,
+                                     retry: RetryPolicy(confirmationCheck: .zero, confirmationDeadline: .zero), deliversOnIntake: false)
+            let pass = try await impatient.checkConfirmations()
+            #expect(pass.overdue == 2, "\(pass)")
+            for row in try await ledger.submissions(states: nil, limit: nil) {
+                #expect(row.confirmation == .overdue && row.reasonCode == "postfach.confirmation-overdue")
+            }
+            try await run.release("")
+            #expect(try await impatient.checkConfirmations().asked == 0, "an overdue row is not asked again")
         }
         try await Self.run(hold, count: 2) { standIn, ledger, run in
             try await run.release("?reject=1")
