@@ -55,6 +55,22 @@ var package = Package(
             name: "CXMLShim",
             dependencies: ["CLibXML2"]
         ),
+        // libxslt as found by pkg-config; Debian: libxslt1-dev.
+        .systemLibrary(
+            name: "CLibXSLT",
+            pkgConfig: "libxslt",
+            providers: [.apt(["libxslt1-dev"])]
+        ),
+        // The only code that includes libxslt headers: sandboxed XSLT 1.0 behind opaque handles (CXSLTShim.h).
+        .target(
+            name: "CXSLTShim",
+            dependencies: ["CLibXSLT", "CLibXML2", "CXMLShim"]
+        ),
+        // XSLT transformations of validated payloads: compiled stylesheets, parameters, limits, stable codes.
+        .target(
+            name: "XoevTransform",
+            dependencies: ["CXSLTShim", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // Streaming XSD validation: schema sets, compiled schemas, diagnostics, limits.
         .target(
             name: "XoevValidation",
@@ -218,6 +234,10 @@ var package = Package(
             name: "XoevValidationTests",
             dependencies: ["XoevValidation", "CXMLShim", "AmtsboteTestSupport"],
             exclude: ["Golden"]
+        ),
+        .testTarget(
+            name: "XoevTransformTests",
+            dependencies: ["XoevTransform", "AmtsboteTestSupport"]
         ),
         .testTarget(
             name: "XoevReportsTests",

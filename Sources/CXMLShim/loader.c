@@ -67,6 +67,8 @@ void axs_own_parse_enter_reporting(axs_stray_report report, void *data) {
 }
 
 void axs_own_parse_enter(void) { axs_own_parse_enter_reporting(NULL, NULL); }
+void axs_own_parse_begin(void) { axs_global_init(); axs_own_parse_enter(); }
+void axs_own_parse_end(void) { axs_own_parse_leave(); }
 
 void axs_own_parse_leave(void) {
     if (--own_parses > 0) return;

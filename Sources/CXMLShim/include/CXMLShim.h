@@ -28,6 +28,14 @@ extern "C" {
  */
 void axs_global_init(void);
 
+/**
+ * Marks an Amtsbote parse on this thread for a layer outside this shim (the XSLT shim): until the matching
+ * axs_own_parse_end, libxml2's external entity loader refuses every load on this thread, and libxml2's
+ * thread-wide error messages stay inside. Nested calls count.
+ */
+void axs_own_parse_begin(void);
+void axs_own_parse_end(void);
+
 /** The libxml2 loaded at run time, as libxml2 spells its version (xmlParserVersion): "20914" for 2.9.14, possibly
  * followed by a suffix. */
 const char *axs_libxml2_version(void);
