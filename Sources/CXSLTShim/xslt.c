@@ -303,13 +303,32 @@ static int write_output(void *context, const char *bytes, int length) {
 
 static int close_output(void *context) { (void)context; return 0; }
 
+/* 1 when the input must be refused before libxml2 parses it: a DOCTYPE before the first element (no internal
+ * subset is ever parsed, so no entity expansion can start), or UTF-16/32 (a NUL byte in the first four bytes, or
+ * their byte-order marks), which the byte check could not read. */
+static int refuse_before_parsing(const char *input, size_t length) {
+    const unsigned char *bytes = (const unsigned char *)input;
+    if (length >= 2 && ((bytes[0] == 0xFE && bytes[1] == 0xFF) || (bytes[0] == 0xFF && bytes[1] == 0xFE))) return 1;
+    for (size_t i = 0; i < length && i < 4; i++) if (bytes[i] == 0) return 1;
+    for (size_t i = 0; i + 1 < length; i++) {
+        if (bytes[i] != '<') continue;
+        unsigned char next = bytes[i + 1];
+        if (next == '!' && length - i >= 9 && memcmp(bytes + i, "<!DOCTYPE", 9) == 0) return 1;
+        if (next != '!' && next != '?') return 0;   /* the first element: no DOCTYPE may follow */
+    }
+    return 0;
+}
+
 axt_status axt_transform(const axt_stylesheet *stylesheet, const char *input, size_t length,
                          const char *const *names, const char *const *values, int count,
                          long long max_output, long timeout_ms,
                          axt_write_fn write, void *write_context,
                          axt_message_fn report_fn, void *report_context) {
     global_init();
-    if (length > INT_MAX) return AXT_INPUT_REFUSED;
+    if (length > INT_MAX || refuse_before_parsing(input, length)) {
+        if (report_fn != NULL) report_fn(report_context, NULL, 0, "the input has a DOCTYPE or is not UTF-8, which is refused");
+        return AXT_INPUT_REFUSED;
+    }
     run_scope scope = { .root = stylesheet->root, .report = report_fn, .context = report_context, .withhold_plain = 1 };
     run_scope *saved = current;
     current = &scope;

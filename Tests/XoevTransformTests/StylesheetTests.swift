@@ -145,7 +145,10 @@ struct StylesheetTests {
     func inputs() throws {
         try Self.folder(["copy.xsl": Self.stylesheet("<xsl:template match=\"/\"><xsl:copy-of select=\".\"/></xsl:template>")]) { directory in
             let sheet = try Stylesheet(path: directory.appendingPathComponent("copy.xsl").path)
-            for input in ["<!DOCTYPE a [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><a>&e;</a>", "<a><b></a>"] {
+            let laughs = "<?xml version=\"1.0\"?><!-- c --><!DOCTYPE a [<!ENTITY a \"aaaaaaaaaa\">"
+                + (1...40).map { "<!ENTITY a\($0) \"" + String(repeating: "&a\($0 == 1 ? "" : String($0 - 1));", count: 10) + "\">" }.joined()
+                + "]><a>&a40;</a>"
+            for input in ["<!DOCTYPE a [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><a>&e;</a>", "<a><b></a>", laughs] {
                 #expect(throws: TransformError.self) { try sheet.transform(Data(input.utf8)) }
                 do { _ = try sheet.transform(Data(input.utf8)) } catch let error as TransformError {
                     #expect(error.code == .inputRefused, "\(error)")
