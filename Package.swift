@@ -237,7 +237,7 @@ var package = Package(
         ),
         .testTarget(
             name: "XoevTransformTests",
-            dependencies: ["XoevTransform", "AmtsboteTestSupport"]
+            dependencies: ["XoevTransform", "XoevValidation", "AmtsboteTestSupport"]
         ),
         .testTarget(
             name: "XoevReportsTests",
