@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import XoevValidation
 
 /// Process exit codes, documented in `--help` and README.
 enum ExitStatus: Int32 {
@@ -35,9 +36,13 @@ struct Amtsbote: AsyncParsableCommand {
           6  the ledger cannot be reached (a PostgreSQL server down): nothing was recorded
           When several apply, the highest wins, except that 2 stops before any document is read.
         """,
+        version: "amtsbote \(Amtsbote.version) (libxml2 \(Validator.libxml2Version))",
         subcommands: [ValidateCommand.self, SubmitCommand.self, RouteCommand.self, DeliveriesCommand.self,
                       RetryCommand.self, WorkerCommand.self, ServeCommand.self, PurgeCommand.self, ExplainCommand.self]
     )
+
+    /// The release of this build (`amtsbote --version`).
+    static let version = "0.9.0"
 
     /// Runs the command and maps every failure to a documented exit code (argument errors are 2, not 64).
     static func main() async {

@@ -170,6 +170,13 @@ struct CLITests {
         #expect(!result.stderr.isEmpty)
     }
 
+    @Test("--version names the release and the libxml2 in use, exit 0")
+    func version() throws {
+        let result = try CLI.run(["--version"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.hasPrefix("amtsbote ") && result.stdout.contains("(libxml2 2."), "\(result.stdout)")
+    }
+
     @Test("--help documents the exit codes")
     func help() throws {
         let result = try CLI.run(["validate", "--help"])
