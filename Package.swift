@@ -151,7 +151,7 @@ var package = Package(
         .target(
             name: "AmtsbotePipeline",
             dependencies: [
-                "XoevValidation", "XoevRouting", "Postfach",
+                "XoevValidation", "XoevRouting", "Postfach", "XoevTransform",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -196,6 +196,7 @@ var package = Package(
             name: "amtsbote",
             dependencies: [
                 "XoevValidation",
+                "XoevTransform",
                 "XoevRouting",
                 "Postfach",
                 "AmtsbotePipeline",
@@ -293,7 +294,7 @@ var package = Package(
         .testTarget(
             name: "AmtsboteCLITests",
             dependencies: ["amtsbote", "amtsbote-testserver", "XoevValidation", "AmtsbotePipeline", "AmtsbotePostgres", "AmtsboteTestSupport",
-                           "PostgresTestSupport"]
+                           "PostgresTestSupport", .product(name: "Crypto", package: "swift-crypto")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import XoevTransform
 import Metrics
 import Postfach
 import XoevRouting
@@ -106,6 +107,8 @@ public struct Pipeline: Sendable {
     /// Whether an intake makes the first delivery attempt itself (the embedded default). `false`: it only queues,
     /// and workers (``DeliveryWorker``, `amtsbote worker`) deliver.
     public let deliversOnIntake: Bool
+    /// Transformations between routing and delivery (first matching rule wins); empty: payloads travel unchanged.
+    public let transformations: [TransformationRule]
     let logger: Logger
     /// Rows the pipelines of this process are working on right now (so that `recover` can tell this process's own
     /// stranded rows, left by an error in a long-running process, from the ones in progress). Process-wide, since
@@ -115,7 +118,8 @@ public struct Pipeline: Sendable {
 
     public init(validator: Validator, router: Router, backends: BackendSelection, ledger: any LedgerStore, spool: Spool,
                 payloads: any PayloadStore = FilesystemPayloadStore(), retry: RetryPolicy = RetryPolicy(),
-                deliversOnIntake: Bool = true, logger: Logger = Logger(label: "amtsbote.pipeline")) {
+                deliversOnIntake: Bool = true, transformations: [TransformationRule] = [],
+                logger: Logger = Logger(label: "amtsbote.pipeline")) {
         self.validator = validator
         self.router = router
         self.backends = backends
@@ -124,6 +128,7 @@ public struct Pipeline: Sendable {
         self.payloads = payloads
         self.retry = retry
         self.deliversOnIntake = deliversOnIntake
+        self.transformations = transformations
         self.logger = logger
     }
 
@@ -328,17 +333,33 @@ public struct Pipeline: Sendable {
             // row. The abandoned call is cancelled and left to end on its own; should it still complete, the next
             // attempt finds the delivery present (backends are idempotent per id) and nothing is doubled.
             let limit = retry.attemptTimeout
-            let receipt = try await withDeadline(limit, onTimeout: {
+            let rule = transformation(postfach: postfach, schemaId: submission.schemaId)
+            let scratch = spool.directory
+            let parameters = [
+                "deliveryId": deliveryId, "receivedAt": ISO8601DateFormatter().string(from: receivedAt), "postfach": postfach,
+                "schemaId": submission.schemaId ?? "", "submission": "\(id)", "leika": leika ?? "",
+                "ags": submission.routingKeys.flatMap { try? JSONDecoder().decode(StoredKeys.self, from: Data($0.utf8)) }?.ags ?? "",
+            ]
+            let (receipt, transformed) = try await withDeadline(limit, onTimeout: {
                 PostfachError(code: .timeout, message: "no answer within \(limit?.seconds ?? 0) s")
             }) {
                 try await payloads.withLocalFile(location) { file in
-                    let delivery = Delivery(id: deliveryId, postfach: postfach, payload: file, payloadSHA256: sha,
+                    var delivery = Delivery(id: deliveryId, postfach: postfach, payload: file, payloadSHA256: sha,
                                             payloadSize: size, receivedAt: receivedAt, metadata: metadata)
-                    return try await backend.deliver(delivery, context: context)
+                    guard let rule else { return (try await backend.deliver(delivery, context: context), nil as TransformationRecord?) }
+                    // The payload as the Postfach expects it; the original stays in the store as received.
+                    let staged = try Self.transform(file, with: rule, parameters: parameters, originalSHA256: sha, scratch: scratch)
+                    defer { unlink(staged.file.path) }
+                    delivery.payload = staged.file
+                    delivery.payloadSHA256 = staged.record.outputSHA256
+                    delivery.payloadSize = staged.record.outputSize
+                    delivery.metadata.extra["originalSHA256"] = sha
+                    delivery.metadata.extra["transformation"] = rule.name
+                    return (try await backend.deliver(delivery, context: context), staged.record)
                 }
             }
             submission.state = .delivered
-            submission.receipt = String(decoding: try JSONEncoder.receipts.encode(receipt), as: UTF8.self)
+            submission.receipt = try Self.storedReceipt(receipt, transformation: transformed)
             if receipt.awaitsConfirmation {
                 submission.confirmation = .pending
                 submission.confirmationDueAt = Date().addingTimeInterval(retry.confirmationCheck.seconds)
@@ -347,6 +368,20 @@ public struct Pipeline: Sendable {
             submission.reason = nil
             submission.nextAttemptAt = nil
             logger.info("delivered", metadata: ["submission": "\(id)", "postfach": "\(postfach)"])
+        } catch let failure as TransformError {
+            // Kept with its reason and never delivered half-transformed; only a run stopped by its time limit is
+            // tried again.
+            submission.reasonCode = failure.code.rawValue
+            submission.reason = String(failure.description.prefix(2000))
+            if failure.isTransient && submission.attempts < retry.maxAttempts {
+                submission.state = .queued
+                submission.nextAttemptAt = Date().addingTimeInterval(retry.wait(afterAttempt: submission.attempts).seconds)
+            } else {
+                submission.state = .dead
+                submission.nextAttemptAt = nil
+            }
+            logger.warning("transformation failed", metadata: ["submission": "\(id)", "postfach": "\(postfach)",
+                                                              "code": "\(failure.code)", "attempt": "\(submission.attempts)"])
         } catch {
             let failure = error as? PostfachError
                 ?? PostfachError(code: error is CancellationError ? .cancelled : .unavailable, message: "\(error)")

@@ -112,6 +112,8 @@ public struct TransformError: Error, Sendable, Hashable, CustomStringConvertible
         public static let outputTooLarge = Code(rawValue: "transform.output-too-large")
         /// The input is not well-formed or has a DOCTYPE.
         public static let inputRefused = Code(rawValue: "transform.input-refused")
+        /// The output is not valid against the transformation's target schema.
+        public static let outputInvalid = Code(rawValue: "transform.output-invalid")
     }
 
     public var code: Code

@@ -7,6 +7,7 @@ import Postfach
 import PostfachFITConnect
 import PostfachHTTP
 import XoevRouting
+import XoevTransform
 import XoevValidation
 
 /// The configuration file of `submit`, `route`, `deliveries` and `retry` (Docs/configuration.md). Paths are
@@ -82,6 +83,22 @@ struct AmtsboteConfiguration: Codable {
     var retention: [String: String]?
     /// `amtsbote serve`: listener, clients, limits (Docs/service.md).
     var service: Service?
+    /// Transformations between routing and delivery, first match wins (Docs/transform.md).
+    var transformations: [Transformation]?
+
+    struct Transformation: Codable {
+        var name: String?
+        /// The Postfach the rule applies to; nil: every Postfach.
+        var postfach: String?
+        /// The schema id of the payload; nil: every schema.
+        var schema: String?
+        /// XSLT 1.0 stylesheets, run in order; paths relative to the configuration file.
+        var stylesheets: [String]
+        /// An XSD the output must be valid against; relative to the configuration file.
+        var targetSchema: String?
+        var timeoutSeconds: Double?
+        var maxOutputBytes: Int64?
+    }
 
     struct Service: Codable {
         struct Client: Codable {
@@ -161,7 +178,7 @@ extension AmtsboteConfiguration {
     /// The keys each object of the file may have; any other key is an error (a typo must not fall back to a default).
     static let knownKeys: [String: Set<String>] = [
         "": ["format", "schemas", "codeLists", "missingCodeLists", "routing", "backends", "postfaecher", "ledger", "spool", "retry",
-             "retention", "service"],
+             "retention", "service", "transformations"],
         "service": ["listen", "metricsListen", "workers", "maxBodyBytes", "maxQueueDepth", "maxConcurrentIntakes",
                     "idleTimeoutSeconds", "retryAfterSeconds", "idempotencyKeyRetentionHours", "clients", "tls"],
         "retention": Set(SubmissionState.allCases.filter(\.isFinal).map(\.rawValue)),
@@ -220,6 +237,13 @@ extension AmtsboteConfiguration {
             if let unknown = (service["tls"] as? [String: Any])?.keys.filter({ !tlsKeys.contains($0) }).sorted().first {
                 throw ConfigurationError("\(path): unknown key 'service.tls.\(unknown)' "
                                          + "(known here: \(tlsKeys.joined(separator: ", ")))")
+            }
+        }
+        let transformationKeys = ["maxOutputBytes", "name", "postfach", "schema", "stylesheets", "targetSchema", "timeoutSeconds"]
+        for (index, rule) in (top["transformations"] as? [Any] ?? []).enumerated() {
+            if let unknown = (rule as? [String: Any])?.keys.filter({ !transformationKeys.contains($0) }).sorted().first {
+                throw ConfigurationError("\(path): unknown key 'transformations[\(index)].\(unknown)' "
+                                         + "(known here: \(transformationKeys.joined(separator: ", ")))")
             }
         }
         for (state, text) in (configuration.retention ?? [:]).sorted(by: { $0.key < $1.key })
@@ -501,7 +525,40 @@ struct LoadedPipeline {
         return Pipeline(validator: validator, router: router,
                         backends: BackendSelection(default: defaultBackend, overrides: overrides, others: Array(backends.values)),
                         ledger: ledger, spool: try Spool(directory: resolve(configuration.spool)), payloads: payloads,
-                        retry: policy, deliversOnIntake: purpose == .delivery && !ledger.isShared)
+                        retry: policy, deliversOnIntake: purpose == .delivery && !ledger.isShared,
+                        transformations: try AmtsboteConfiguration.transformations(configuration, resolve: resolve))
+    }
+}
+
+extension AmtsboteConfiguration {
+    /// The transformations, compiled: every stylesheet once, now, so that a broken one is a configuration error
+    /// (exit 2) naming its file and line rather than a failed delivery later.
+    static func transformations(_ configuration: AmtsboteConfiguration, resolve: (String) -> URL) throws -> [TransformationRule] {
+        try (configuration.transformations ?? []).enumerated().map { index, rule in
+            let key = "transformations[\(index)]"
+            guard !rule.stylesheets.isEmpty else { throw ConfigurationError("key '\(key).stylesheets': at least one stylesheet") }
+            let steps = try rule.stylesheets.enumerated().map { step, path in
+                do { return try Stylesheet(path: resolve(path).path) } catch let error as TransformError {
+                    throw ConfigurationError("key '\(key).stylesheets[\(step)]': \(error)")
+                }
+            }
+            var target: Validator?
+            if let xsd = rule.targetSchema {
+                do { target = Validator(schemas: try SchemaSet(xsd: resolve(xsd).path)) } catch {
+                    throw ConfigurationError("key '\(key).targetSchema': \(error)")
+                }
+            }
+            if let seconds = rule.timeoutSeconds, !(seconds > 0 && seconds <= 3600) {
+                throw ConfigurationError("key '\(key).timeoutSeconds': expected seconds between 0 and 3600, found \(seconds)")
+            }
+            if let bytes = rule.maxOutputBytes, bytes <= 0 {
+                throw ConfigurationError("key '\(key).maxOutputBytes': expected a positive number of bytes")
+            }
+            let limits = TransformLimits(timeout: .milliseconds(Int64((rule.timeoutSeconds ?? 10) * 1000)),
+                                         maxOutputBytes: rule.maxOutputBytes ?? 64 << 20)
+            return TransformationRule(name: rule.name ?? "transformation \(index + 1)", postfach: rule.postfach,
+                                      schemaId: rule.schema, steps: steps, target: target, limits: limits)
+        }
     }
 }
 

@@ -1,0 +1,93 @@
+import Crypto
+import Foundation
+import Postfach
+import XoevTransform
+import XoevValidation
+
+/// One transformation of the configuration: the deliveries it applies to (by Postfach and schema id; nil matches
+/// every one), its stylesheets in order, and optionally the schema its output must be valid against.
+public struct TransformationRule: Sendable {
+    /// The rule's name, recorded with each delivery it transformed.
+    public var name: String
+    public var postfach: String?
+    public var schemaId: String?
+    /// Run in order, each on the output of the one before.
+    public var steps: [Stylesheet]
+    /// Validates the output before delivery; nil: not validated.
+    public var target: Validator?
+    public var limits: TransformLimits
+
+    public init(name: String, postfach: String? = nil, schemaId: String? = nil, steps: [Stylesheet], target: Validator? = nil,
+                limits: TransformLimits = TransformLimits()) {
+        self.name = name
+        self.postfach = postfach
+        self.schemaId = schemaId
+        self.steps = steps
+        self.target = target
+        self.limits = limits
+    }
+
+    func applies(postfach: String, schemaId: String?) -> Bool {
+        (self.postfach == nil || self.postfach == postfach) && (self.schemaId == nil || self.schemaId == schemaId)
+    }
+}
+
+/// What the ledger records of a transformation, in the stored receipt: the rule, each step's stylesheet and SHA-256,
+/// and the hashes of the payload as received and as delivered.
+public struct TransformationRecord: Codable, Sendable, Hashable {
+    public struct Step: Codable, Sendable, Hashable {
+        public var stylesheet: String
+        public var sha256: String
+    }
+
+    public var rule: String
+    public var steps: [Step]
+    public var originalSHA256: String
+    public var outputSHA256: String
+    public var outputSize: Int64
+}
+
+extension Pipeline {
+    /// The first rule that applies to a delivery to `postfach` of a payload valid against `schemaId`.
+    func transformation(postfach: String, schemaId: String?) -> TransformationRule? {
+        transformations.first { $0.applies(postfach: postfach, schemaId: schemaId) }
+    }
+
+    /// Runs `rule` on the payload in `file` and writes the output to a scratch file beside the spool (removed by
+    /// the caller). The parameters every stylesheet may declare: `deliveryId`, `receivedAt` (xs:dateTime, UTC),
+    /// `postfach`, `schemaId`, `submission`, `leika`, `ags`.
+    static func transform(_ file: URL, with rule: TransformationRule, parameters: [String: String], originalSHA256: String,
+                          scratch: URL) throws -> (file: URL, record: TransformationRecord) {
+        var data = try Data(contentsOf: file)
+        for step in rule.steps { data = try step.transform(data, parameters: parameters, limits: rule.limits) }
+        if let target = rule.target {
+            let report = target.validate(bytes: Array(data), named: "output of \(rule.name)")
+            if !report.isValid {
+                // Codes and places only: a message may quote the output's values.
+                let first = report.errors.first
+                throw TransformError(code: .outputInvalid, file: rule.steps.last?.path ?? rule.name, line: 0,
+                                     message: "the output of '\(rule.name)' is not valid against its target schema: "
+                                         + (first.map { "\($0.code) at line \($0.line), column \($0.column)" } ?? report.verdict.rawValue))
+            }
+        }
+        let output = scratch.appendingPathComponent(".transformed-\(UUID().uuidString).xml")
+        try data.write(to: output)
+        let record = TransformationRecord(
+            rule: rule.name, steps: rule.steps.map { .init(stylesheet: ($0.path as NSString).lastPathComponent, sha256: $0.sha256) },
+            originalSHA256: originalSHA256, outputSHA256: SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined(),
+            outputSize: Int64(data.count))
+        return (output, record)
+    }
+
+    /// The receipt as the ledger keeps it, with the transformation that ran before the delivery, if one did.
+    static func storedReceipt(_ receipt: Receipt, transformation: TransformationRecord?) throws -> String {
+        let encoded = try JSONEncoder.receipts.encode(receipt)
+        guard let transformation else { return String(decoding: encoded, as: UTF8.self) }
+        guard var object = try JSONSerialization.jsonObject(with: encoded) as? [String: Any] else {
+            return String(decoding: encoded, as: UTF8.self)
+        }
+        object["transformation"] = try JSONSerialization.jsonObject(with: try JSONEncoder.receipts.encode(transformation))
+        return String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]),
+                      as: UTF8.self)
+    }
+}
