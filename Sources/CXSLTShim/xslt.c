@@ -334,7 +334,7 @@ axt_status axt_transform(const axt_stylesheet *stylesheet, const char *input, si
     current = &scope;
     axs_own_parse_begin();
     axt_status status = AXT_OK;
-    xmlDocPtr doc = xmlReadMemory(input, (int)length, "input.xml", NULL, XML_PARSE_NONET | XML_PARSE_NOCDATA);
+    xmlDocPtr doc = xmlReadMemory(input, (int)length, "transform-input", NULL, XML_PARSE_NONET | XML_PARSE_NOCDATA);
     if (doc == NULL || doc->intSubset != NULL || doc->extSubset != NULL) {
         report(&scope, NULL, 0, doc == NULL ? "the input is not well-formed" : "the input has a DOCTYPE, which is refused");
         if (doc != NULL) xmlFreeDoc(doc);
