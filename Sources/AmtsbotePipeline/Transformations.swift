@@ -27,8 +27,34 @@ public struct TransformationRule: Sendable {
         self.limits = limits
     }
 
-    func applies(postfach: String, schemaId: String?) -> Bool {
+    /// Whether the rule applies to a delivery to `postfach` of a payload valid against `schemaId`.
+    public func applies(postfach: String, schemaId: String?) -> Bool {
         (self.postfach == nil || self.postfach == postfach) && (self.schemaId == nil || self.schemaId == schemaId)
+    }
+
+    /// Runs the steps on `data` and validates the output against the target schema, if the rule names one.
+    /// - Throws: ``TransformError`` (`transform.output-invalid` when the output does not fit the target schema; its
+    ///   message names the first finding's code and place, never a value).
+    public func run(_ data: Data, parameters: [String: String]) throws -> Data {
+        var data = data
+        for step in steps { data = try step.transform(data, parameters: parameters, limits: limits) }
+        if let target {
+            let report = target.validate(bytes: Array(data), named: "output of \(name)")
+            if !report.isValid {
+                let first = report.errors.first
+                throw TransformError(code: .outputInvalid, file: steps.last?.path ?? name, line: 0,
+                                     message: "the output of '\(name)' is not valid against its target schema: "
+                                         + (first.map { "\($0.code) at line \($0.line), column \($0.column)" } ?? report.verdict.rawValue))
+            }
+        }
+        return data
+    }
+}
+
+extension Array where Element == TransformationRule {
+    /// The first rule that applies to a delivery to `postfach` of a payload valid against `schemaId`.
+    public func rule(postfach: String, schemaId: String?) -> TransformationRule? {
+        first { $0.applies(postfach: postfach, schemaId: schemaId) }
     }
 }
 
@@ -50,7 +76,7 @@ public struct TransformationRecord: Codable, Sendable, Hashable {
 extension Pipeline {
     /// The first rule that applies to a delivery to `postfach` of a payload valid against `schemaId`.
     func transformation(postfach: String, schemaId: String?) -> TransformationRule? {
-        transformations.first { $0.applies(postfach: postfach, schemaId: schemaId) }
+        transformations.rule(postfach: postfach, schemaId: schemaId)
     }
 
     /// Runs `rule` on the payload in `file` and writes the output to a scratch file beside the spool (removed by
@@ -58,18 +84,7 @@ extension Pipeline {
     /// `postfach`, `schemaId`, `submission`, `leika`, `ags`.
     static func transform(_ file: URL, with rule: TransformationRule, parameters: [String: String], originalSHA256: String,
                           scratch: URL) throws -> (file: URL, record: TransformationRecord) {
-        var data = try Data(contentsOf: file)
-        for step in rule.steps { data = try step.transform(data, parameters: parameters, limits: rule.limits) }
-        if let target = rule.target {
-            let report = target.validate(bytes: Array(data), named: "output of \(rule.name)")
-            if !report.isValid {
-                // Codes and places only: a message may quote the output's values.
-                let first = report.errors.first
-                throw TransformError(code: .outputInvalid, file: rule.steps.last?.path ?? rule.name, line: 0,
-                                     message: "the output of '\(rule.name)' is not valid against its target schema: "
-                                         + (first.map { "\($0.code) at line \($0.line), column \($0.column)" } ?? report.verdict.rawValue))
-            }
-        }
+        let data = try rule.run(try Data(contentsOf: file), parameters: parameters)
         let output = scratch.appendingPathComponent(".transformed-\(UUID().uuidString).xml")
         try data.write(to: output)
         let record = TransformationRecord(

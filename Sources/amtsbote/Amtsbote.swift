@@ -38,7 +38,8 @@ struct Amtsbote: AsyncParsableCommand {
         """,
         version: "amtsbote \(Amtsbote.version) (libxml2 \(Validator.libxml2Version))",
         subcommands: [ValidateCommand.self, SubmitCommand.self, RouteCommand.self, DeliveriesCommand.self,
-                      RetryCommand.self, WorkerCommand.self, ServeCommand.self, PurgeCommand.self, ExplainCommand.self]
+                      RetryCommand.self, WorkerCommand.self, ServeCommand.self, PurgeCommand.self, TransformCommand.self,
+                      ExplainCommand.self]
     )
 
     /// The release of this build (`amtsbote --version`).

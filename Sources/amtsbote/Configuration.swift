@@ -367,6 +367,8 @@ struct LoadedPipeline {
     let retention: RetentionPolicy
     /// The `service` section (`amtsbote serve`), if any.
     let service: AmtsboteConfiguration.Service?
+    /// The configured transformations, compiled.
+    let transformations: [TransformationRule]
 
     /// What a command needs: deciding only (no ledger), listing (the ledger read-only; nothing is changed, no
     /// backend is touched), or delivering (everything).
@@ -428,6 +430,7 @@ struct LoadedPipeline {
                                  requireClientCertificate: tls.requireClientCertificate)
         }
         self.service = service
+        transformations = try AmtsboteConfiguration.transformations(configuration, resolve: resolve)
         let environmentLedger = try LedgerSetting.fromEnvironment()
         let ledgerSetting = environmentLedger ?? configuration.ledger
         let postgres = try ledgerSetting.postgresConfiguration(fromEnvironment: environmentLedger != nil, resolve: resolve)
@@ -471,7 +474,7 @@ struct LoadedPipeline {
         do {
             let assembled = try await Self.assemble(configuration, backends: backends, postgres: postgres,
                                                     ledgerSetting: ledgerSetting, validator: validator, router: router,
-                                                    purpose: purpose, resolve: resolve)
+                                                    transformations: transformations, purpose: purpose, resolve: resolve)
             pipeline = assembled
             ledger = assembled.ledger
             payloads = assembled.payloads
@@ -484,7 +487,8 @@ struct LoadedPipeline {
     /// The ledger, the payload store and the pipeline over the backends made from the configuration.
     private static func assemble(_ configuration: AmtsboteConfiguration, backends: [String: any PostfachBackend],
                                  postgres: PostgresLedgerConfiguration?, ledgerSetting: LedgerSetting, validator: Validator,
-                                 router: Router, purpose: Purpose, resolve: (String) -> URL) async throws -> Pipeline {
+                                 router: Router, transformations: [TransformationRule], purpose: Purpose,
+                                 resolve: (String) -> URL) async throws -> Pipeline {
         guard let defaultBackend = backends[configuration.postfaecher.default] else {
             throw ConfigurationError("postfaecher.default names no configured backend ('\(configuration.postfaecher.default)')")
         }
@@ -526,7 +530,7 @@ struct LoadedPipeline {
                         backends: BackendSelection(default: defaultBackend, overrides: overrides, others: Array(backends.values)),
                         ledger: ledger, spool: try Spool(directory: resolve(configuration.spool)), payloads: payloads,
                         retry: policy, deliversOnIntake: purpose == .delivery && !ledger.isShared,
-                        transformations: try AmtsboteConfiguration.transformations(configuration, resolve: resolve))
+                        transformations: transformations)
     }
 }
 

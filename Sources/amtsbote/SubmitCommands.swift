@@ -130,6 +130,13 @@ struct RouteCommand: AsyncParsableCommand {
             let line = DryRun.decide(outcome, router: loaded.router)
             status = max(status, line.status)
             out.append(line.text(explain: explain) + "\n")
+            // The transformation a delivery would get (Docs/transform.md).
+            if explain, case .report(let report) = outcome, let postfach = line.record.postfach, line.decision != nil,
+               let rule = loaded.transformations.rule(postfach: postfach, schemaId: report.schema) {
+                let steps = rule.steps.map { "\(($0.path as NSString).lastPathComponent) (sha256 \($0.sha256.prefix(12))…)" }
+                out.append("    transformation '\(rule.name)': " + steps.joined(separator: " → ")
+                           + (rule.target == nil ? "" : "; output validated against its target schema") + "\n")
+            }
         }
         out.flush()
         throw ExitCode(status.rawValue)

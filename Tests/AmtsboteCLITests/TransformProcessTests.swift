@@ -70,6 +70,24 @@ struct TransformProcessTests {
         #expect(listed.stdout.contains("\"reasonCode\":\"transform.access-refused\""), "\(listed.stdout)")
     }
 
+    @Test("amtsbote transform shows the output without delivering; route --explain names the steps")
+    func dryRun() throws {
+        let directory = try TestEnvironment.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = try Self.configuration(in: directory)
+        let shown = try CLI.run(["transform", "--config", config.path, "Samples/valid/wohnsitz-anmeldung-koeln.xml"])
+        #expect(shown.status == 0, "\(shown.stderr)")
+        #expect(shown.stdout.contains("<mi:meldewesenImport") && shown.stderr.contains("by 'meldewesen-import'"), "\(shown.stderr)")
+        let unchanged = try CLI.run(["transform", "--config", config.path, "Samples/valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml"])
+        #expect(unchanged.status == 0 && unchanged.stderr.contains("travels unchanged"))
+        #expect(unchanged.stdout == (try String(contentsOf: Self.samples.appendingPathComponent("valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml"), encoding: .utf8)))
+        let invalid = try CLI.run(["transform", "--config", config.path, "Samples/invalid/gewerbe-ohne-betrieb.xml"])
+        #expect(invalid.status == 1 && invalid.stdout.isEmpty, "\(invalid.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("transform-postfach").path), "nothing delivered")
+        let explained = try CLI.run(["route", "--explain", "--config", config.path, "Samples/valid/wohnsitz-anmeldung-koeln.xml"])
+        #expect(explained.stdout.contains("transformation 'meldewesen-import': wohnsitz-meldewesen-import.xsl (sha256 "), "\(explained.stdout)")
+    }
+
     @Test("a broken stylesheet is a configuration error naming its file and line (exit 2), before anything is read")
     func broken() throws {
         let directory = try TestEnvironment.temporaryDirectory()
