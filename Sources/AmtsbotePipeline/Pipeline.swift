@@ -333,13 +333,12 @@ public struct Pipeline: Sendable {
             // row. The abandoned call is cancelled and left to end on its own; should it still complete, the next
             // attempt finds the delivery present (backends are idempotent per id) and nothing is doubled.
             let limit = retry.attemptTimeout
-            let rule = transformation(postfach: postfach, schemaId: submission.schemaId)
+            let rule = transformations.rule(postfach: postfach, schemaId: submission.schemaId)
             let scratch = spool.directory
-            let parameters = [
-                "deliveryId": deliveryId, "receivedAt": ISO8601DateFormatter().string(from: receivedAt), "postfach": postfach,
-                "schemaId": submission.schemaId ?? "", "submission": "\(id)", "leika": leika ?? "",
-                "ags": submission.routingKeys.flatMap { try? JSONDecoder().decode(StoredKeys.self, from: Data($0.utf8)) }?.ags ?? "",
-            ]
+            let parameters = TransformationRule.parameters(
+                deliveryId: deliveryId, receivedAt: receivedAt, postfach: postfach, schemaId: submission.schemaId,
+                submission: id, leika: leika,
+                ags: submission.routingKeys.flatMap { try? JSONDecoder().decode(StoredKeys.self, from: Data($0.utf8)) }?.ags)
             let (receipt, transformed) = try await withDeadline(limit, onTimeout: {
                 PostfachError(code: .timeout, message: "no answer within \(limit?.seconds ?? 0) s")
             }) {

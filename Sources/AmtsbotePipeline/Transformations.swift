@@ -27,6 +27,14 @@ public struct TransformationRule: Sendable {
         self.limits = limits
     }
 
+    /// The parameters every stylesheet may declare as `xsl:param`, from the facts of one delivery: `deliveryId`,
+    /// `receivedAt` (xs:dateTime, UTC), `postfach`, `schemaId`, `submission` (the ledger id), `leika`, `ags`.
+    public static func parameters(deliveryId: String, receivedAt: Date, postfach: String, schemaId: String?,
+                                  submission: Int64?, leika: String?, ags: String?) -> [String: String] {
+        ["deliveryId": deliveryId, "receivedAt": ISO8601DateFormatter().string(from: receivedAt), "postfach": postfach,
+         "schemaId": schemaId ?? "", "submission": submission.map { "\($0)" } ?? "0", "leika": leika ?? "", "ags": ags ?? ""]
+    }
+
     /// Whether the rule applies to a delivery to `postfach` of a payload valid against `schemaId`.
     public func applies(postfach: String, schemaId: String?) -> Bool {
         (self.postfach == nil || self.postfach == postfach) && (self.schemaId == nil || self.schemaId == schemaId)
@@ -74,14 +82,8 @@ public struct TransformationRecord: Codable, Sendable, Hashable {
 }
 
 extension Pipeline {
-    /// The first rule that applies to a delivery to `postfach` of a payload valid against `schemaId`.
-    func transformation(postfach: String, schemaId: String?) -> TransformationRule? {
-        transformations.rule(postfach: postfach, schemaId: schemaId)
-    }
-
     /// Runs `rule` on the payload in `file` and writes the output to a scratch file beside the spool (removed by
-    /// the caller). The parameters every stylesheet may declare: `deliveryId`, `receivedAt` (xs:dateTime, UTC),
-    /// `postfach`, `schemaId`, `submission`, `leika`, `ags`.
+    /// the caller).
     static func transform(_ file: URL, with rule: TransformationRule, parameters: [String: String], originalSHA256: String,
                           scratch: URL) throws -> (file: URL, record: TransformationRecord) {
         let data = try rule.run(try Data(contentsOf: file), parameters: parameters)

@@ -49,11 +49,9 @@ struct TransformCommand: AsyncParsableCommand {
         var result = input
         if let rule = loaded.transformations.rule(postfach: target, schemaId: report.schema) {
             let keys = RoutingKeys(captured: report.captured)
-            let parameters = [
-                "deliveryId": report.captured["messageId"] ?? "dry-run", "receivedAt": ISO8601DateFormatter().string(from: Date()),
-                "postfach": target, "schemaId": report.schema ?? "", "submission": "0", "leika": keys.leistung ?? "",
-                "ags": keys.ags ?? "",
-            ]
+            let parameters = TransformationRule.parameters(
+                deliveryId: report.captured["messageId"] ?? "dry-run", receivedAt: Date(), postfach: target,
+                schemaId: report.schema, submission: nil, leika: keys.leistung, ags: keys.ags)
             do { result = try rule.run(input, parameters: parameters) } catch let error as TransformError {
                 FileHandle.standardError.write(Data("\(report.document): \(error.code): \(error)\n".utf8))
                 throw ExitCode(ExitStatus.deliveryFailed.rawValue)
