@@ -5,6 +5,8 @@
     generate.py unique OUT.xml  [--mb 200]   one Hundesteuer-Anmeldung with many hund (xs:unique on chipnummer)
     generate.py small  DIR      [--count 10000]  files of 5-20 KB (Gewerbeanmeldung with 10-45 Vertreter)
     generate.py stream -        [--mb 2048]  the large document written to standard output, never stored
+    generate.py wohnsitz DIR    [--count 2000]  Wohnsitz-Anmeldungen for Köln of about 14 KB (10 persons each),
+                                             the input of the sample transformation (scripts/bench-transform)
 
 Same arguments, same bytes: the generator uses a fixed seed.
 """
@@ -98,14 +100,50 @@ def write_small(directory, count):
         with open(os.path.join(directory, f"gewerbe-{i:05d}.xml"), "w", encoding="utf-8") as f:
             f.write(text)
 
+def wohnsitz_person(number, rnd):
+    code = lambda uri, version, value: f'listURI="{uri}" listVersionID="{version}"><bas:code>{value}</bas:code>'
+    return (f"  <wa:person>\n    <wa:laufendeNummer>{number}</wa:laufendeNummer>\n    <wa:natuerlichePerson>\n"
+            f"      <bas:familienname>{rnd.choice(NAMES)}</bas:familienname>\n      <bas:vorname>{rnd.choice(VORNAMEN)}</bas:vorname>\n"
+            f"      <bas:vorname>{rnd.choice(VORNAMEN)}</bas:vorname>\n"
+            f"      <bas:geburtsdatum>19{rnd.randint(40, 99)}-0{rnd.randint(1, 9)}-1{rnd.randint(0, 9)}</bas:geburtsdatum>\n"
+            f"      <bas:geburtsort>Bonn</bas:geburtsort>\n"
+            f"      <bas:staatsangehoerigkeit {code('urn:de:dsmeld:schluesseltabelle:staat', '2024-08-01', '000')}</bas:staatsangehoerigkeit>\n"
+            f"      <bas:staatsangehoerigkeit {code('urn:de:dsmeld:schluesseltabelle:staat', '2024-08-01', rnd.choice(['121', '129', '163']))}</bas:staatsangehoerigkeit>\n"
+            f"    </wa:natuerlichePerson>\n"
+            f"    <wa:geschlecht {code('urn:de:dsmeld:schluesseltabelle:geschlecht', '2023-11-01', rnd.choice('mwdx'))}</wa:geschlecht>\n"
+            f"    <wa:familienstand {code('urn:de:dsmeld:schluesseltabelle:familienstand', '2023-11-01', rnd.choice(['LD', 'VH', 'VW']))}</wa:familienstand>\n"
+            f"    <wa:religionszugehoerigkeit {code('urn:de:dsmeld:schluesseltabelle:religion', '2023-11-01', rnd.choice(['ev', 'rk', 'lt']))}</wa:religionszugehoerigkeit>\n"
+            f"  </wa:person>\n")
+
+def write_wohnsitz(directory, count):
+    os.makedirs(directory, exist_ok=True)
+    rnd = random.Random(7)
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Samples", "valid", "wohnsitz-anmeldung-koeln.xml"),
+              encoding="utf-8") as f:
+        sample = f.read()
+    head, rest = sample.split("  <wa:person>", 1)
+    head += ("  <wa:bisherigeWohnung>\n    <bas:strasse>Alte Gasse</bas:strasse>\n    <bas:hausnummer>7</bas:hausnummer>\n"
+             "    <bas:postleitzahl>53111</bas:postleitzahl>\n    <bas:ort>Bonn</bas:ort>\n"
+             "    <bas:gemeindeschluessel>05314000</bas:gemeindeschluessel>\n  </wa:bisherigeWohnung>\n")
+    tail = "  <wa:wohnungsgeberbestaetigungLiegtVor>" + rest.split("<wa:wohnungsgeberbestaetigungLiegtVor>", 1)[1]
+    uuid = "3f2b9c1e-8d4a-4e6b-9a7c-1d2e3f4a5b6c"
+    assert uuid in head
+    for i in range(count):
+        text = (head.replace(uuid, f"d0000000-0000-4000-8000-{i:012d}")
+                + "".join(wohnsitz_person(n, rnd) for n in range(1, 11)) + tail)
+        with open(os.path.join(directory, f"wohnsitz-{i:05d}.xml"), "w", encoding="utf-8") as f:
+            f.write(text)
+
 ap = argparse.ArgumentParser()
-ap.add_argument("kind", choices=["large", "unique", "small", "stream"])
+ap.add_argument("kind", choices=["large", "unique", "small", "stream", "wohnsitz"])
 ap.add_argument("out")
 ap.add_argument("--mb", type=int, default=200)
 ap.add_argument("--count", type=int, default=10000)
 a = ap.parse_args()
 if a.kind == "small":
     write_small(a.out, a.count)
+elif a.kind == "wohnsitz":
+    write_wohnsitz(a.out, a.count if a.count != 10000 else 2000)
 elif a.kind == "stream":
     try:
         write_large(sys.stdout.buffer, a.mb if a.mb != 200 else 2048)

@@ -152,7 +152,21 @@ struct AmtsboteConfiguration: Codable {
             spool: data + "/spool",
             retry: nil,
             retention: nil,
-            service: nil)
+            service: nil,
+            transformations: sampleTransformation.map { [$0] })
+    }
+
+    /// The embedded default's sample transformation: Köln's Postfach receives a Wohnsitz-Anmeldung in the
+    /// (fictitious) Meldewesen import format (Docs/transform.md). Left out where the schema set beside the
+    /// installation does not carry the stylesheet.
+    private static var sampleTransformation: Transformation? {
+        guard let schemas = Installation.find("Schemas", containing: "transform/wohnsitz-meldewesen-import.xsl")?.path else {
+            return nil
+        }
+        return Transformation(name: "meldewesen-import", postfach: "gemeinde-05315000-koeln", schema: "wohnsitz.anmeldung-1.0",
+                              stylesheets: [schemas + "/transform/wohnsitz-meldewesen-import.xsl"],
+                              targetSchema: schemas + "/fachverfahren/meldewesen-import.xsd",
+                              timeoutSeconds: 10, maxOutputBytes: nil)
     }
 }
 

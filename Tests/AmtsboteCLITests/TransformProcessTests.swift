@@ -23,8 +23,15 @@ struct TransformProcessTests {
         return file
     }
 
-    static func sha256(_ url: URL) throws -> String {
-        SHA256.hash(data: try Data(contentsOf: url)).map { String(format: "%02x", $0) }.joined()
+    static func sha256(_ url: URL) throws -> String { sha256(try Data(contentsOf: url)) }
+    static func sha256(_ data: Data) -> String { SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() }
+
+    /// The hash of the payload as received that a filesystem Postfach's file was made from: its metadata's
+    /// `originalSHA256` when a transformation ran, else the delivered bytes' own.
+    static func originalSHA256(ofDelivered file: URL) throws -> String? {
+        let metadata = try JSONSerialization.jsonObject(with: Data(contentsOf: file.deletingPathExtension().appendingPathExtension("json")))
+        let fields = metadata as? [String: Any]
+        return fields?["originalSHA256"] as? String ?? fields?["payloadSHA256"] as? String
     }
 
     @Test("the sample configuration delivers each Wohnsitz-Anmeldung as a Meldewesen import, naming both hashes; other forms unchanged")
