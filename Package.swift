@@ -177,7 +177,7 @@ var package = Package(
         .target(
             name: "AmtsboteService",
             dependencies: [
-                "AmtsbotePipeline", "XoevReports", "XoevValidation",
+                "AmtsbotePipeline", "Postfach", "XoevReports", "XoevValidation",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

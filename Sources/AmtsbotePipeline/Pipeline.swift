@@ -348,8 +348,8 @@ public struct Pipeline: Sendable {
                     guard let rule else { return (try await backend.deliver(delivery, context: context), nil as TransformationRecord?) }
                     // The payload as the Postfach expects it; the original stays in the store as received.
                     let staged = try Self.transform(file, with: rule, parameters: parameters, originalSHA256: sha, scratch: scratch)
-                    defer { unlink(staged.file.path) }
-                    delivery.payload = staged.file
+                    defer { staged.output.remove() }
+                    delivery.payload = staged.output.file
                     delivery.payloadSHA256 = staged.record.outputSHA256
                     delivery.payloadSize = staged.record.outputSize
                     delivery.metadata.extra["originalSHA256"] = sha

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Postfach
 import XoevValidation
 
 /// What reading one submission produced: the payload on disk, its hash, and the validation report.
@@ -145,7 +146,7 @@ public final class SpoolWriter: @unchecked Sendable {
         }
         let dir = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 { fsync(dir); close(dir) }
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let digest = Hex.lowercase(hasher.finalize())
         return Intake(report: document.finish(), path: final, sha256: digest, size: size, truncated: truncated)
     }
 

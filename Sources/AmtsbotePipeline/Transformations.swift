@@ -31,7 +31,7 @@ public struct TransformationRule: Sendable {
     /// `receivedAt` (xs:dateTime, UTC), `postfach`, `schemaId`, `submission` (the ledger id), `leika`, `ags`.
     public static func parameters(deliveryId: String, receivedAt: Date, postfach: String, schemaId: String?,
                                   submission: Int64?, leika: String?, ags: String?) -> [String: String] {
-        ["deliveryId": deliveryId, "receivedAt": ISO8601DateFormatter().string(from: receivedAt), "postfach": postfach,
+        ["deliveryId": deliveryId, "receivedAt": InternetDateTime.string(from: receivedAt), "postfach": postfach,
          "schemaId": schemaId ?? "", "submission": submission.map { "\($0)" } ?? "0", "leika": leika ?? "", "ags": ags ?? ""]
     }
 
@@ -82,29 +82,84 @@ public struct TransformationRecord: Codable, Sendable, Hashable {
 }
 
 extension Pipeline {
-    /// Runs `rule` on the payload in `file` and writes the output to a scratch file beside the spool (removed by
-    /// the caller).
+    /// Runs `rule` on the payload in `file` and stages the output in a scratch file in `scratch` (the spool's
+    /// folder) for the backend to read; ``StagedOutput/remove()`` ends it.
     static func transform(_ file: URL, with rule: TransformationRule, parameters: [String: String], originalSHA256: String,
-                          scratch: URL) throws -> (file: URL, record: TransformationRecord) {
+                          scratch: URL) throws -> (output: StagedOutput, record: TransformationRecord) {
         let data = try rule.run(try Data(contentsOf: file), parameters: parameters)
-        let output = scratch.appendingPathComponent(".transformed-\(UUID().uuidString).xml")
-        try data.write(to: output)
+        let output = try StagedOutput(data, in: scratch)
         let record = TransformationRecord(
             rule: rule.name, steps: rule.steps.map { .init(stylesheet: ($0.path as NSString).lastPathComponent, sha256: $0.sha256) },
-            originalSHA256: originalSHA256, outputSHA256: SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined(),
+            originalSHA256: originalSHA256, outputSHA256: Hex.lowercase(SHA256.hash(data: data)),
             outputSize: Int64(data.count))
         return (output, record)
     }
 
     /// The receipt as the ledger keeps it, with the transformation that ran before the delivery, if one did.
     static func storedReceipt(_ receipt: Receipt, transformation: TransformationRecord?) throws -> String {
-        let encoded = try JSONEncoder.receipts.encode(receipt)
-        guard let transformation else { return String(decoding: encoded, as: UTF8.self) }
-        guard var object = try JSONSerialization.jsonObject(with: encoded) as? [String: Any] else {
-            return String(decoding: encoded, as: UTF8.self)
+        String(decoding: try JSONEncoder.receipts.encode(StoredReceipt(receipt: receipt, transformation: transformation)),
+               as: UTF8.self)
+    }
+}
+
+/// The receipt's fields and, beside them, the transformation that ran before the delivery.
+private struct StoredReceipt: Encodable {
+    let receipt: Receipt
+    let transformation: TransformationRecord?
+
+    private enum CodingKeys: String, CodingKey { case transformation }
+
+    func encode(to encoder: any Encoder) throws {
+        try receipt.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(transformation, forKey: .transformation)
+    }
+}
+
+/// A transformation's output while a backend delivers it. On Linux the file has no name in any folder (created and
+/// unlinked at once; the backend opens it as `/proc/self/fd/N`), so a process that dies mid-delivery leaves nothing
+/// behind; elsewhere it is a hidden file in the spool folder, removed afterwards.
+struct StagedOutput {
+    /// Where the backend reads the output.
+    let file: URL
+    private let descriptor: Int32
+    private let named: Bool
+
+    init(_ data: Data, in folder: URL) throws {
+        var template = Array(folder.appendingPathComponent(".transformed-XXXXXX").path.utf8CString)
+        let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard descriptor >= 0, fcntl(descriptor, F_SETFD, FD_CLOEXEC) == 0 else {
+            throw PostfachError(code: .unavailable, message: "cannot stage the transformed payload: \(String(cString: strerror(errno)))")
         }
-        object["transformation"] = try JSONSerialization.jsonObject(with: try JSONEncoder.receipts.encode(transformation))
-        return String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]),
-                      as: UTF8.self)
+        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        #if os(Linux)
+        unlink(path)
+        file = URL(fileURLWithPath: "/proc/self/fd/\(descriptor)")
+        named = false
+        #else
+        file = URL(fileURLWithPath: path)
+        named = true
+        #endif
+        self.descriptor = descriptor
+        let written = data.withUnsafeBytes { buffer -> Bool in
+            var offset = 0
+            while offset < buffer.count {
+                let count = write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+                if count < 0 { if errno == EINTR { continue }; return false }
+                offset += count
+            }
+            return true
+        }
+        guard written else {
+            let reason = String(cString: strerror(errno))
+            remove()
+            throw PostfachError(code: .unavailable, message: "cannot stage the transformed payload: \(reason)")
+        }
+    }
+
+    /// Ends the staging: the output is gone.
+    func remove() {
+        if named { unlink(file.path) }
+        close(descriptor)
     }
 }

@@ -6,6 +6,7 @@ import HTTPTypes
 import Logging
 import Metrics
 import NIOCore
+import Postfach
 import XoevReports
 import XoevValidation
 
@@ -181,7 +182,7 @@ struct SubmissionRoutes: Sendable {
             cut(context)
             throw ProblemError(tooLarge())
         }
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let digest = Hex.lowercase(hasher.finalize())
         guard digest == outcome.requestSHA256 else {
             throw ProblemError(Problem(.unprocessableContent, "service.idempotency-mismatch",
                                        "this Idempotency-Key was used with another body"))

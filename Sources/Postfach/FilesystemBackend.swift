@@ -96,7 +96,7 @@ public struct FilesystemBackend: PostfachBackend {
     /// Appends one line to the journal (one `write` with `O_APPEND`, so lines of concurrent processes never mix).
     private func record(_ delivery: Delivery, _ outcome: String) {
         guard let journal else { return }
-        let line = "\(ISO8601DateFormatter().string(from: Date())) \(delivery.postfach) \(delivery.id) "
+        let line = "\(InternetDateTime.string(from: Date())) \(delivery.postfach) \(delivery.id) "
             + "\(delivery.payloadSHA256) \(outcome)\n"
         let fd = open(journal.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
         guard fd >= 0 else { return }
@@ -127,13 +127,29 @@ public struct FilesystemBackend: PostfachBackend {
     }
 
     private func metadataJSON(_ delivery: Delivery) throws -> Data {
-        var object: [String: Any] = delivery.metadata.fields
-        object["id"] = delivery.id
-        object["postfach"] = delivery.postfach
-        object["payloadSHA256"] = delivery.payloadSHA256
-        object["payloadSize"] = delivery.payloadSize
-        object["receivedAt"] = ISO8601DateFormatter().string(from: delivery.receivedAt)
-        return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
+        var object = delivery.metadata.fields.mapValues(MetadataValue.text)
+        object["id"] = .text(delivery.id)
+        object["postfach"] = .text(delivery.postfach)
+        object["payloadSHA256"] = .text(delivery.payloadSHA256)
+        object["payloadSize"] = .number(delivery.payloadSize)
+        object["receivedAt"] = .text(InternetDateTime.string(from: delivery.receivedAt))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        return try encoder.encode(object)
+    }
+
+    /// A value of the metadata file: text, or the payload's size.
+    private enum MetadataValue: Encodable {
+        case text(String)
+        case number(Int64)
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .text(let text): try container.encode(text)
+            case .number(let number): try container.encode(number)
+            }
+        }
     }
 
     /// Streams `source` to `target` in chunks, checking for cancellation, then fsyncs.

@@ -338,3 +338,26 @@ extension Duration {
         return overflow ? Int64.max : product + attoseconds / 1_000_000_000
     }
 }
+
+/// Points in time as the delivery records write them: ISO 8601, UTC, whole seconds (`2026-11-02T08:14:27Z`).
+public enum InternetDateTime {
+    /// The text of `date`. Formats without ICU (unlike a new `ISO8601DateFormatter` per call, which costs more
+    /// than the rest of a small delivery's bookkeeping).
+    public static func string(from date: Date) -> String { date.formatted(.iso8601) }
+}
+
+/// Bytes as lowercase hexadecimal text, as hashes are written in receipts, metadata and the ledger.
+public enum Hex {
+    private static let digits = Array("0123456789abcdef".utf8)
+
+    /// `bytes` (a digest, for example) as two lowercase hex digits per byte.
+    public static func lowercase(_ bytes: some Sequence<UInt8>) -> String {
+        var text: [UInt8] = []
+        text.reserveCapacity(bytes.underestimatedCount * 2)
+        for byte in bytes {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+}

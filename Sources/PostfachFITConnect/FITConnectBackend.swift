@@ -232,7 +232,7 @@ public final class FITConnectBackend: PostfachBackend {
         var metadata: [String: Any] = [
             "$schema": "https://schema.fitko.de/fit-connect/metadata/1.0.0/metadata.schema.json",
             "contentStructure": [
-                "data": ["hash": ["type": "sha512", "content": SHA512.hash(data: data).map { String(format: "%02x", $0) }.joined()],
+                "data": ["hash": ["type": "sha512", "content": Hex.lowercase(SHA512.hash(data: data))],
                          "submissionSchema": ["schemaUri": schemaURI, "mimeType": "application/xml"]],
                 "attachments": [Any](),
             ],

@@ -247,7 +247,7 @@ public final class HTTPBackend: PostfachBackend {
     /// percent-encoded).
     static func metadataHeaders(_ delivery: Delivery, style: MetadataStyle) -> [(String, String)] {
         var fields = delivery.metadata.fields
-        fields["receivedAt"] = ISO8601DateFormatter().string(from: delivery.receivedAt)
+        fields["receivedAt"] = InternetDateTime.string(from: delivery.receivedAt)
         switch style {
         case .jsonHeader:
             guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes]),

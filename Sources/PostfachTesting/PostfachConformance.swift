@@ -179,5 +179,5 @@ import Crypto
 
 /// SHA-256 of `data`, lower-case hex.
 public func sha256Hex(_ data: Data) -> String {
-    SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    Hex.lowercase(SHA256.hash(data: data))
 }
