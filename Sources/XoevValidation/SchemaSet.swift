@@ -2,40 +2,57 @@ import CXMLShim
 import Foundation
 
 /// A set of compiled schemas and the rules that pick one per document. Compile once, share everywhere: a schema
-/// set is immutable and safe to use from many threads at once.
+/// set is safe to use from many threads at once.
 public final class SchemaSet: Sendable {
+    /// When the schemas of a set are compiled.
+    public enum Compilation: Sendable {
+        /// Every schema while the set loads: a service reports its readiness only after all compiled, and a set
+        /// where none compiles is refused at once (``ValidationError`` with code `config.no-usable-schema`).
+        case atStart
+        /// Each schema when the first document selects it, once, under a lock (a document waits for it): a
+        /// command that validates one file compiles one schema. Compile errors appear in ``loadDiagnostics``
+        /// from then on, and the documents that selected a broken schema are refused with `schema.unavailable`.
+        case onFirstUse
+    }
+
     /// One manifest entry after loading: where its XSD is and whether it compiled.
     public struct Entry: Sendable {
         /// The rule as written in the manifest.
         public let rule: SchemaManifest.Entry
         /// Absolute path of the XSD.
         public let xsdPath: String
-        /// `false` when the XSD could not be compiled; see ``SchemaSet/loadDiagnostics``.
+        /// `false` when the XSD could not be compiled; see ``SchemaSet/loadDiagnostics``. In a set compiled
+        /// ``Compilation/onFirstUse`` asking compiles the schema.
         public var isUsable: Bool { compiled != nil }
-        let compiled: CompiledSchema?
+        var compiled: CompiledSchema? { schema.compiled() }
+        let schema: SchemaCompilation
         let captures: CaptureSet?
     }
 
     /// The entries in manifest order.
     public let entries: [Entry]
-    /// What loading found: compile errors with schema file and line, unresolvable locations, skipped imports.
-    public let loadDiagnostics: [Diagnostic]
     /// Namespaces the set knows, sorted, for "no schema" messages.
     public let knownNamespaces: [String]
+    /// The compilations, one per XSD file, in manifest order.
+    private let compilations: [SchemaCompilation]
+
+    /// What loading found: compile errors with schema file and line, unresolvable locations, skipped imports
+    /// (for a set compiled ``Compilation/onFirstUse``: of the schemas compiled so far).
+    public var loadDiagnostics: [Diagnostic] { compilations.flatMap { $0.diagnostics() } }
 
     /// Loads the manifest at `path` (a JSON file, or a directory holding `amtsbote-schemas.json`) and compiles
-    /// every XSD it names once.
+    /// every XSD it names once, at start or on first use.
     ///
     /// - Throws: ``ValidationError`` when the manifest or a catalog cannot be read, or no schema compiles.
-    public convenience init(manifestAt path: String) throws {
+    public convenience init(manifestAt path: String, compilation: Compilation = .atStart) throws {
         let (manifest, directory) = try SchemaManifest.load(from: path)
-        try self.init(manifest: manifest, relativeTo: directory)
+        try self.init(manifest: manifest, relativeTo: directory, compilation: compilation)
     }
 
     /// Compiles the schemas of a manifest whose relative paths resolve against `directory`.
     ///
-    /// - Throws: ``ValidationError`` when a catalog cannot be read or no schema compiles.
-    public init(manifest: SchemaManifest, relativeTo directory: String) throws {
+    /// - Throws: ``ValidationError`` when a catalog cannot be read or (compiling at start) no schema compiles.
+    public init(manifest: SchemaManifest, relativeTo directory: String, compilation: Compilation = .atStart) throws {
         axs_global_init()
         let base = Self.absolute(manifest.baseDirectory ?? ".", relativeTo: directory)
         let allowedRoot = Self.realPath(base) ?? base
@@ -49,33 +66,36 @@ public final class SchemaSet: Sendable {
             catalogs.append(LoadedCatalog(handle: handle))
         }
 
-        let sink = DiagnosticSink()
-        var compiledByPath: [String: CompiledSchema?] = [:]
+        var byPath: [String: SchemaCompilation] = [:]
+        var compilations: [SchemaCompilation] = []
         var entries: [Entry] = []
         for rule in manifest.schemas {
             let xsdPath = Self.absolute(rule.xsd, relativeTo: base)
-            if compiledByPath[xsdPath] == nil {
-                compiledByPath[xsdPath] = Self.compile(xsdPath, catalogs: catalogs, allowedRoot: allowedRoot, sink: sink)
-            }
-            entries.append(Entry(rule: rule, xsdPath: xsdPath, compiled: compiledByPath[xsdPath] ?? nil,
-                                 captures: CaptureSet(rule.effectiveCaptures)))
+            let schema = byPath[xsdPath] ?? {
+                let new = SchemaCompilation(path: xsdPath, catalogs: catalogs, allowedRoot: allowedRoot)
+                byPath[xsdPath] = new
+                compilations.append(new)
+                return new
+            }()
+            entries.append(Entry(rule: rule, xsdPath: xsdPath, schema: schema, captures: CaptureSet(rule.effectiveCaptures)))
         }
-        withExtendedLifetime(catalogs) {}
 
         self.entries = entries
-        self.loadDiagnostics = sink.diagnostics
+        self.compilations = compilations
         self.knownNamespaces = Array(Set(manifest.schemas.map(\.namespace))).sorted()
-        if !entries.isEmpty && !entries.contains(where: \.isUsable) {
-            let first = sink.diagnostics.first(where: { $0.severity >= .error })
+        guard compilation == .atStart else { return }
+        if !compilations.isEmpty && !compilations.contains(where: { $0.compiled() != nil }) {
+            let diagnostics = loadDiagnostics
+            let first = diagnostics.first(where: { $0.severity >= .error })
             throw ValidationError(
                 code: .noUsableSchema, file: first?.file ?? directory,
                 message: "no schema of the set could be compiled" + (first.map { ": line \($0.line): \($0.message)" } ?? ""),
-                findings: sink.diagnostics)
+                findings: diagnostics)
         }
     }
 
-    /// A set of one XSD that validates every document (like `xmllint --schema`). Files it loads must lie under
-    /// `allowedRoot` (default: the XSD's directory) or be mapped by `catalogs`.
+    /// A set of one XSD that validates every document (like `xmllint --schema`), compiled at once. Files it loads
+    /// must lie under `allowedRoot` (default: the XSD's directory) or be mapped by `catalogs`.
     public convenience init(xsd: String, catalogs: [String] = [], allowedRoot: String? = nil) throws {
         let cwd = FileManager.default.currentDirectoryPath
         let xsdPath = Self.absolute(xsd, relativeTo: cwd)
@@ -87,27 +107,6 @@ public final class SchemaSet: Sendable {
         try self.init(manifest: manifest, relativeTo: cwd)
     }
 
-    private static func compile(_ path: String, catalogs: [LoadedCatalog], allowedRoot: String,
-                                sink: DiagnosticSink) -> CompiledSchema? {
-        guard FileManager.default.isReadableFile(atPath: path) else {
-            sink.diagnostics.append(Diagnostic(severity: .error, code: "schema.missing",
-                                               message: "the schema file cannot be read", file: path))
-            return nil
-        }
-        let catalogHandles: [OpaquePointer?] = catalogs.map { $0.handle }
-        let handle: OpaquePointer? = catalogHandles.withUnsafeBufferPointer { catalogBuffer in
-            allowedRoot.withCString { rootPointer in
-                var roots: [UnsafePointer<CChar>?] = [rootPointer]
-                return roots.withUnsafeMutableBufferPointer { rootBuffer in
-                    axs_schema_compile(path, catalogBuffer.baseAddress, Int32(catalogBuffer.count),
-                                       rootBuffer.baseAddress, Int32(rootBuffer.count),
-                                       DiagnosticSink.callback, Unmanaged.passUnretained(sink).toOpaque())
-                }
-            }
-        }
-        return handle.map(CompiledSchema.init(handle:))
-    }
-
     static func absolute(_ path: String, relativeTo directory: String) -> String {
         let joined = path.hasPrefix("/") ? path : (directory as NSString).appendingPathComponent(path)
         return (joined as NSString).standardizingPath
@@ -117,12 +116,6 @@ public final class SchemaSet: Sendable {
         guard let resolved = realpath(path, nil) else { return nil }
         defer { free(resolved) }
         return String(cString: resolved)
-    }
-
-    /// Finds, once per schema, the elements whose code list the schema fixes, for the code-list check (reading the
-    /// schema documents again: done only when code lists are used).
-    func prepareCodeLists() {
-        for entry in entries { if let compiled = entry.compiled { axs_schema_prepare_codes(compiled.handle) } }
     }
 
     // MARK: - Selection
@@ -158,12 +151,75 @@ public final class SchemaSet: Sendable {
                 }
             }
             guard let compiled = entry.compiled else {
+                let cause = entry.schema.diagnostics().first { $0.severity >= .error }
+                    .map { ": line \($0.line): \($0.message)" } ?? "; see the load errors"
                 return .refused(code: "schema.unavailable",
-                                message: "the schema '\(entry.rule.id)' for \(root) did not compile (\(entry.xsdPath)); see the load errors")
+                                message: "the schema '\(entry.rule.id)' for \(root) did not compile (\(entry.xsdPath))\(cause)")
             }
             return .schema(entry, compiled)
         }
         return .refused(code: "schema.version-mismatch",
                         message: "\(root) declares \(documentVersion ?? "no version"), but the schema set has version \(versionsSeen.joined(separator: ", ")) for it")
     }
+}
+
+/// One XSD file of a set and its compilation, done once: at start, or by the first document that needs it.
+final class SchemaCompilation: @unchecked Sendable {
+    // Safety: every mutable member is read and written under `lock`; the compiled schema is immutable.
+    let path: String
+    private let lock = NSLock()
+    private var catalogs: [LoadedCatalog]
+    private let allowedRoot: String
+    private var done = false
+    private var result: CompiledSchema?
+    private var found: [Diagnostic] = []
+
+    init(path: String, catalogs: [LoadedCatalog], allowedRoot: String) {
+        self.path = path
+        self.catalogs = catalogs
+        self.allowedRoot = allowedRoot
+    }
+
+    /// The compiled schema, compiling it on the first call; `nil` when it does not compile.
+    func compiled() -> CompiledSchema? {
+        lock.lock()
+        defer { lock.unlock() }
+        if !done {
+            let sink = DiagnosticSink()
+            result = Self.compile(path, catalogs: catalogs, allowedRoot: allowedRoot, sink: sink)
+            found = sink.diagnostics
+            catalogs = []   // only needed while compiling
+            done = true
+        }
+        return result
+    }
+
+    /// What compiling found; empty before the compilation.
+    func diagnostics() -> [Diagnostic] {
+        lock.lock()
+        defer { lock.unlock() }
+        return found
+    }
+
+    private static func compile(_ path: String, catalogs: [LoadedCatalog], allowedRoot: String,
+                                sink: DiagnosticSink) -> CompiledSchema? {
+        guard FileManager.default.isReadableFile(atPath: path) else {
+            sink.diagnostics.append(Diagnostic(severity: .error, code: "schema.missing",
+                                               message: "the schema file cannot be read", file: path))
+            return nil
+        }
+        let catalogHandles: [OpaquePointer?] = catalogs.map { $0.handle }
+        let handle: OpaquePointer? = catalogHandles.withUnsafeBufferPointer { catalogBuffer in
+            allowedRoot.withCString { rootPointer in
+                var roots: [UnsafePointer<CChar>?] = [rootPointer]
+                return roots.withUnsafeMutableBufferPointer { rootBuffer in
+                    axs_schema_compile(path, catalogBuffer.baseAddress, Int32(catalogBuffer.count),
+                                       rootBuffer.baseAddress, Int32(rootBuffer.count),
+                                       DiagnosticSink.callback, Unmanaged.passUnretained(sink).toOpaque())
+                }
+            }
+        }
+        return handle.map(CompiledSchema.init(handle:))
+    }
+
 }

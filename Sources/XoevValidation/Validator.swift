@@ -33,7 +33,6 @@ public struct Validator: Sendable {
     /// Starts an incremental validation: feed the bytes as they arrive, then call ``DocumentValidation/finish()``.
     public func startDocument(named name: String) -> DocumentValidation {
         let checking = (codeLists?.count ?? 0) > 0
-        if checking { schemas.prepareCodeLists() }   // once per schema; afterwards an atomic load
         return DocumentValidation(name: name, schemas: schemas, limits: limits, codeLists: checking ? codeLists : nil)
     }
 
@@ -138,7 +137,10 @@ public final class DocumentValidation {
         handle = axs_doc_new(name, &cLimits, DocumentContext.selectCallback, DiagnosticSink.callback,
                              Unmanaged.passUnretained(context).toOpaque())
         context.handle = handle
-        if codeLists != nil { axs_doc_collect_codes(handle, 1) }
+        if codeLists != nil {
+            axs_doc_collect_codes(handle, 1)
+            context.collectsCodes = true
+        }
     }
 
     deinit { axs_doc_free(handle) }
@@ -239,6 +241,8 @@ final class DocumentContext: DiagnosticSink {
     var handle: OpaquePointer?
     /// Kept alive while the document uses it.
     var captureSet: CaptureSet?
+    /// Code lists are checked: the selected schema's fixed code lists are needed.
+    var collectsCodes = false
 
     init(schemas: SchemaSet) {
         self.schemas = schemas
@@ -280,6 +284,9 @@ final class DocumentContext: DiagnosticSink {
         case .schema(let entry, let compiled):
             document.selectedSchema = entry.rule.id
             document.useCaptures(entry.captures)
+            // Finds, once per schema, the elements whose code list the schema fixes (reading the schema
+            // documents again: only for schemas that documents checked against code lists select).
+            if document.collectsCodes { axs_schema_prepare_codes(compiled.handle) }
             return compiled.handle
         case .refused(let code, let message):
             let prefix = raw.prefix.map { String(cString: $0) } ?? ""

@@ -155,6 +155,9 @@ struct ValidateCommand: ParsableCommand {
             reporter.write(outcome)
         }
         progress.finish()
+        // Schemas compiled on first use report their compile errors now (documents that selected a broken one
+        // were refused with schema.unavailable and its first error).
+        if xsd == nil { Self.log(schemaSet.loadDiagnostics, logger: logger) }
         reporter.finish(tally)
         do {
             try htmlReport?.finish(tally)
@@ -192,10 +195,17 @@ struct ValidateCommand: ParsableCommand {
             set = try SchemaSet(xsd: xsd, catalogs: catalog, allowedRoot: schemaRoot)
         } else {
             let location = try SchemaLocation.resolve(explicit: schemas)
-            set = try SchemaSet(manifestAt: location)
+            // Only the schemas the documents select are compiled: one file, one schema (start-up time).
+            set = try SchemaSet(manifestAt: location, compilation: .onFirstUse)
             folder = location.hasSuffix(".json") ? (location as NSString).deletingLastPathComponent : location
+            return (set, folder)
         }
-        for d in set.loadDiagnostics {
+        Self.log(set.loadDiagnostics, logger: logger)
+        return (set, folder)
+    }
+
+    private static func log(_ diagnostics: [Diagnostic], logger: Logger) {
+        for d in diagnostics {
             let place = "\(d.file ?? "schema"):\(d.line)"
             if d.severity >= .error {
                 logger.error("\(place): \(d.code): \(d.message)")
@@ -203,7 +213,6 @@ struct ValidateCommand: ParsableCommand {
                 logger.warning("\(place): \(d.code): \(d.message)")
             }
         }
-        return (set, folder)
     }
 }
 

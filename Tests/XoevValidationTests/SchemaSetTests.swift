@@ -98,6 +98,37 @@ struct SchemaSetTests {
         #expect(orphan.errors.first?.code == "schema.unavailable")
     }
 
+    @Test("compiled on first use: a schema no document selects is never compiled; a broken one is named when selected")
+    func compiledOnFirstUse() async throws {
+        let directory = try Self.write([
+            "good.xsd": Self.simpleXSD,
+            "bad.xsd": #"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="x" type="nope"/></xs:schema>"#,
+            "amtsbote-schemas.json": """
+                {"schemas": [{"id": "good", "xsd": "good.xsd", "namespace": "urn:t:1"},
+                             {"id": "bad", "xsd": "bad.xsd", "namespace": ""}]}
+                """,
+        ])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let set = try SchemaSet(manifestAt: directory.path, compilation: .onFirstUse)
+        #expect(set.loadDiagnostics.isEmpty, "nothing compiled yet")
+        let validator = Validator(schemas: set)
+        let document = Array(#"<antrag xmlns="urn:t:1"><wert>1</wert></antrag>"#.utf8)
+        // Documents at once wait for the one compilation.
+        let verdicts = await withTaskGroup(of: Bool.self) { group in
+            for i in 0..<16 { group.addTask { validator.validate(bytes: document, named: "a\(i)").isValid } }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(verdicts.allSatisfy { $0 })
+        #expect(set.loadDiagnostics.isEmpty, "the broken schema was not compiled: no document selected it")
+        let orphan = validator.validate(bytes: Array("<x>1</x>".utf8), named: "b")
+        let refusal = try #require(orphan.errors.first)
+        #expect(refusal.code == "schema.unavailable")
+        #expect(refusal.message.contains("line 1:"), "the refusal names the compile error: \(refusal.message)")
+        let finding = try #require(set.loadDiagnostics.first { $0.severity >= .error })
+        #expect(finding.file?.hasSuffix("bad.xsd") == true)
+        #expect(set.entries.map(\.isUsable) == [true, false])
+    }
+
     static func namespaceSplit(secondDeclares second: String) -> [String: String] {
         let xs = #"xmlns:xs="http://www.w3.org/2001/XMLSchema""#
         return [
