@@ -18,8 +18,12 @@ static atomic_int init_done = 0;
 /* The loader installed before ours: written once, before ours is installed, then only read. */
 static xmlExternalEntityLoader previous_loader = NULL;
 
-void axs_loader_enter(axs_resolve_scope *scope) { current_scope = scope; }
-void axs_loader_leave(void) { current_scope = NULL; }
+axs_resolve_scope *axs_loader_enter(axs_resolve_scope *scope) {
+    axs_resolve_scope *enclosing = current_scope;
+    current_scope = scope;
+    return enclosing;
+}
+void axs_loader_leave(axs_resolve_scope *enclosing) { current_scope = enclosing; }
 
 /* libxml2's thread-wide error channels. Some messages have no parser context to travel through (an encoding
  * error while the push parser converts a chunk, "xmlParseChunk: encoder error"): libxml2 hands them to the
@@ -54,8 +58,24 @@ static void on_stray_structured(void *context, axs_error error) {
     if (stray_report != NULL) stray_report(stray_report_data, error, NULL);
 }
 
+/* Reporters of the enclosing own parses: a schema compiled on first use runs inside the parse of the document that
+ * selected it, and its stray messages belong to the compile, not to that document. */
+enum { MAX_NESTED_PARSES = 8 };
+static _Thread_local axs_stray_report enclosing_report[MAX_NESTED_PARSES];
+static _Thread_local void *enclosing_report_data[MAX_NESTED_PARSES];
+
 void axs_own_parse_enter_reporting(axs_stray_report report, void *data) {
-    if (own_parses++ > 0) return;
+    if (own_parses > 0) {
+        if (own_parses < MAX_NESTED_PARSES) {   /* deeper (never in practice): the enclosing reporter stays */
+            enclosing_report[own_parses] = stray_report;
+            enclosing_report_data[own_parses] = stray_report_data;
+            stray_report = report;
+            stray_report_data = data;
+        }
+        own_parses++;
+        return;
+    }
+    own_parses++;
     saved_generic = xmlGenericError;
     saved_generic_context = xmlGenericErrorContext;
     saved_structured = xmlStructuredError;
@@ -71,7 +91,13 @@ void axs_own_parse_begin(void) { axs_global_init(); axs_own_parse_enter(); }
 void axs_own_parse_end(void) { axs_own_parse_leave(); }
 
 void axs_own_parse_leave(void) {
-    if (--own_parses > 0) return;
+    if (--own_parses > 0) {
+        if (own_parses < MAX_NESTED_PARSES) {
+            stray_report = enclosing_report[own_parses];
+            stray_report_data = enclosing_report_data[own_parses];
+        }
+        return;
+    }
     xmlSetGenericErrorFunc(saved_generic_context, saved_generic);
     xmlSetStructuredErrorFunc(saved_structured_context, saved_structured);
     stray_report = NULL;

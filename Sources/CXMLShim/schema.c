@@ -151,11 +151,11 @@ static void flush_pending(compile_state *state, int report) {
 static xmlSchemaPtr parse_with(xmlSchemaParserCtxtPtr parser, compile_state *state) {
     if (parser == NULL) return NULL;
     xmlSchemaSetParserStructuredErrors(parser, schema_parser_error, state);
-    axs_loader_enter(state->scope);
+    axs_resolve_scope *enclosing = axs_loader_enter(state->scope);
     axs_own_parse_enter_reporting(on_compile_stray, state);   /* libxml2's stray messages are not printed */
     xmlSchemaPtr xsd = xmlSchemaParse(parser);
     axs_own_parse_leave();
-    axs_loader_leave();
+    axs_loader_leave(enclosing);
     xmlSchemaFreeParserCtxt(parser);
     if (xsd != NULL && state->errors > 0) { xmlSchemaFree(xsd); return NULL; }
     return xsd;

@@ -71,8 +71,8 @@ void axs_schema_free_codes(axs_schema *schema);
 /* The targetNamespace of an XSD file (malloc'd), NULL when it has none or cannot be read. */
 char *axs_xsd_target_namespace(const char *path);
 
-void axs_loader_enter(axs_resolve_scope *scope);
-void axs_loader_leave(void);
+axs_resolve_scope *axs_loader_enter(axs_resolve_scope *scope);   /* returns the enclosing scope */
+void axs_loader_leave(axs_resolve_scope *enclosing);
 /* Marks an Amtsbote parse (document, code list, catalog) on this thread: while one runs, the loader refuses every
  * load outside a schema scope; otherwise it hands loads to the loader the process had before (see loader.c). */
 void axs_own_parse_enter(void);
@@ -80,7 +80,8 @@ void axs_own_parse_leave(void);
 /* A message libxml2 sent to the thread's error functions during an own parse: `error` for the structured
  * channel, else the generic channel's format string (never formatted: its arguments may quote document bytes). */
 typedef void (*axs_stray_report)(void *data, axs_error error, const char *generic_format);
-/* As axs_own_parse_enter; when this is the outermost own parse, stray messages go to `report`. */
+/* As axs_own_parse_enter; stray messages go to `report` (NULL: counted only) until the matching leave, which gives
+ * them back to the enclosing own parse's reporter. */
 void axs_own_parse_enter_reporting(axs_stray_report report, void *data);
 /* 1 once axs_global_init has installed the loader. */
 int axs_global_init_done(void);

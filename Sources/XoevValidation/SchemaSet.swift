@@ -84,7 +84,8 @@ public final class SchemaSet: Sendable {
         self.compilations = compilations
         self.knownNamespaces = Array(Set(manifest.schemas.map(\.namespace))).sorted()
         guard compilation == .atStart else { return }
-        if !compilations.isEmpty && !compilations.contains(where: { $0.compiled() != nil }) {
+        let usable = compilations.map { $0.compiled() != nil }   // every one, not only up to the first usable
+        if !usable.isEmpty && !usable.contains(true) {
             let diagnostics = loadDiagnostics
             let first = diagnostics.first(where: { $0.severity >= .error })
             throw ValidationError(

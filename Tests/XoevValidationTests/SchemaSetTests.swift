@@ -76,20 +76,24 @@ struct SchemaSetTests {
         #expect(throws: ValidationError.self) { try SchemaSet(manifestAt: directory.appendingPathComponent("set").path) }
     }
 
+    /// A set of two schemas: `good` for urn:t:1, `bad` (an undefined type, line 1) for documents without a namespace.
+    static let goodAndBroken = [
+        "good.xsd": simpleXSD,
+        "bad.xsd": #"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="x" type="nope"/></xs:schema>"#,
+        "amtsbote-schemas.json": """
+            {"schemas": [{"id": "good", "xsd": "good.xsd", "namespace": "urn:t:1"},
+                         {"id": "bad", "xsd": "bad.xsd", "namespace": ""}]}
+            """,
+    ]
+
     @Test("one broken schema does not take the others down")
     func brokenSchemaIsolated() throws {
-        let directory = try Self.write([
-            "good.xsd": Self.simpleXSD,
-            "bad.xsd": #"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="x" type="nope"/></xs:schema>"#,
-            "amtsbote-schemas.json": """
-                {"schemas": [{"id": "good", "xsd": "good.xsd", "namespace": "urn:t:1"},
-                             {"id": "bad", "xsd": "bad.xsd", "namespace": ""}]}
-                """,
-        ])
+        let directory = try Self.write(Self.goodAndBroken)
         defer { try? FileManager.default.removeItem(at: directory) }
         let set = try SchemaSet(manifestAt: directory.path)
-        #expect(set.entries.map(\.isUsable) == [true, false])
+        // Compiled at start: the broken schema's error is known before any document asks for it.
         let finding = try #require(set.loadDiagnostics.first { $0.severity >= .error })
+        #expect(set.entries.map(\.isUsable) == [true, false])
         #expect(finding.file?.hasSuffix("bad.xsd") == true)
         #expect(finding.line == 1)
         let validator = Validator(schemas: set)
@@ -100,14 +104,7 @@ struct SchemaSetTests {
 
     @Test("compiled on first use: a schema no document selects is never compiled; a broken one is named when selected")
     func compiledOnFirstUse() async throws {
-        let directory = try Self.write([
-            "good.xsd": Self.simpleXSD,
-            "bad.xsd": #"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="x" type="nope"/></xs:schema>"#,
-            "amtsbote-schemas.json": """
-                {"schemas": [{"id": "good", "xsd": "good.xsd", "namespace": "urn:t:1"},
-                             {"id": "bad", "xsd": "bad.xsd", "namespace": ""}]}
-                """,
-        ])
+        let directory = try Self.write(Self.goodAndBroken)
         defer { try? FileManager.default.removeItem(at: directory) }
         let set = try SchemaSet(manifestAt: directory.path, compilation: .onFirstUse)
         #expect(set.loadDiagnostics.isEmpty, "nothing compiled yet")
