@@ -7,6 +7,11 @@
     generate.py stream -        [--mb 2048]  the large document written to standard output, never stored
     generate.py wohnsitz DIR    [--count 2000]  Wohnsitz-Anmeldungen for Köln of about 14 KB (10 persons each),
                                              the input of the sample transformation (scripts/bench-transform)
+    generate.py antrag DIR      [--count 10000]  Sammelanträge for Benchmarks/antrag/antrag.xsd in five shapes
+                                             (small 2 KB, medium 14 KB, large 60 KB, deep: sections nested 60
+                                             levels, flat: 300 short positions), long enumerations, patterns and
+                                             local xs:unique
+    generate.py antrag-large OUT.xml [--mb 200]  one Sammelantrag of many Anträge (each with its local xs:unique)
 
 Same arguments, same bytes: the generator uses a fixed seed.
 """
@@ -134,14 +139,78 @@ def write_wohnsitz(directory, count):
         with open(os.path.join(directory, f"wohnsitz-{i:05d}.xml"), "w", encoding="utf-8") as f:
             f.write(text)
 
+ANTRAG_NS = "urn:example:amtsbote:benchmark:antrag:1"
+
+def antrag_person(number, rnd):
+    kontakt = ""
+    if rnd.random() < 0.7:
+        kontakt = f"<a:telefon>+49 {rnd.randint(30, 999)} {rnd.randint(100000, 9999999)}</a:telefon><a:email>{rnd.choice(VORNAMEN).lower()}.{number}@example.de</a:email>"
+    return (f"<a:antragsteller><a:personId>P{number:06d}</a:personId><a:familienname>{rnd.choice(NAMES)}</a:familienname>"
+            f"<a:vorname>{rnd.choice(VORNAMEN)}</a:vorname><a:geburtsdatum>19{rnd.randint(40, 99)}-0{rnd.randint(1, 9)}-1{rnd.randint(0, 9)}</a:geburtsdatum>"
+            f"<a:staat>{rnd.randint(0, 199):03d}</a:staat><a:anschrift><a:strasse>Hauptstraße</a:strasse>"
+            f"<a:hausnummer>{rnd.randint(1, 300)}{rnd.choice(['', 'a', 'b'])}</a:hausnummer><a:plz>{rnd.randint(10000, 99999)}</a:plz>"
+            f"<a:ort>Musterstadt</a:ort><a:ags>{rnd.randint(1000000, 16999999):08d}</a:ags></a:anschrift>{kontakt}</a:antragsteller>\n")
+
+def antrag_leistung(rnd):
+    return f"99{(rnd.randint(0, 119) * 7919) % 10**12:012d}"
+
+def antrag_position(number, rnd):
+    iban = f"<a:iban>DE{rnd.randint(10**19, 10**20 - 1)}</a:iban>" if rnd.random() < 0.3 else ""
+    return (f'<a:position art="{rnd.choice(["gebuehr", "auslage", "erstattung"])}"><a:nummer>{number}</a:nummer>'
+            f"<a:leistung>{antrag_leistung(rnd)}</a:leistung><a:betrag>{rnd.randint(0, 99999)}.{rnd.randint(0, 99):02d}</a:betrag>{iban}</a:position>\n")
+
+def antrag_abschnitt(depth, rnd):
+    inner = antrag_abschnitt(depth - 1, rnd) if depth > 1 else ""
+    return f"<a:abschnitt><a:titel>Abschnitt {depth}</a:titel><a:text>Angaben zum Vorhaben, Teil {depth}.</a:text>{inner}</a:abschnitt>"
+
+def antrag(i, shape, rnd):
+    persons, positions, depth, sections = {"small": (1, 3, 1, 1), "medium": (6, 50, 3, 4), "large": (20, 200, 3, 10),
+                                           "deep": (2, 5, 60, 2), "flat": (1, 300, 1, 0)}[shape]
+    text = (f"<a:antrag><a:id>{i:08x}-0000-4000-8000-{rnd.randint(0, 16**12 - 1):012x}</a:id>"
+            f"<a:eingang>2026-11-{rnd.randint(10, 28)}T09:{rnd.randint(10, 59)}:00+01:00</a:eingang>"
+            f"<a:leistung>{antrag_leistung(rnd)}</a:leistung><a:zustaendig>{rnd.randint(1000000, 16999999):08d}</a:zustaendig>\n")
+    text += "".join(antrag_person(n, rnd) for n in range(1, persons + 1))
+    text += "<a:positionen>\n" + "".join(antrag_position(n, rnd) for n in range(1, positions + 1)) + "</a:positionen>\n"
+    text += "".join(antrag_abschnitt(depth, rnd) + "\n" for _ in range(sections))
+    text += '<a:anlage><a:name>Nachweis.pdf</a:name><a:mime>application/pdf</a:mime><a:groesse>48211</a:groesse></a:anlage>\n'
+    return text + "</a:antrag>\n"
+
+ANTRAG_HEAD = f'<?xml version="1.0" encoding="UTF-8"?>\n<a:sammelantrag xmlns:a="{ANTRAG_NS}">\n'
+ANTRAG_TAIL = "</a:sammelantrag>\n"
+ANTRAG_SHAPES = ["small", "small", "medium", "medium", "medium", "large", "deep", "flat"]
+
+def write_antrag(directory, count):
+    os.makedirs(directory, exist_ok=True)
+    rnd = random.Random(11)
+    for i in range(count):
+        shape = ANTRAG_SHAPES[i % len(ANTRAG_SHAPES)]
+        with open(os.path.join(directory, f"antrag-{i:05d}-{shape}.xml"), "w", encoding="utf-8") as f:
+            f.write(ANTRAG_HEAD + antrag(i, shape, rnd) + ANTRAG_TAIL)
+
+def write_antrag_large(out, megabytes):
+    rnd = random.Random(12)
+    out.write(ANTRAG_HEAD.encode())
+    written, i = 0, 0
+    while written < megabytes * 2**20:
+        chunk = antrag(i, ANTRAG_SHAPES[i % len(ANTRAG_SHAPES)], rnd).encode()
+        out.write(chunk)
+        written += len(chunk)
+        i += 1
+    out.write(ANTRAG_TAIL.encode())
+
 ap = argparse.ArgumentParser()
-ap.add_argument("kind", choices=["large", "unique", "small", "stream", "wohnsitz"])
+ap.add_argument("kind", choices=["large", "unique", "small", "stream", "wohnsitz", "antrag", "antrag-large"])
 ap.add_argument("out")
 ap.add_argument("--mb", type=int, default=200)
 ap.add_argument("--count", type=int, default=10000)
 a = ap.parse_args()
 if a.kind == "small":
     write_small(a.out, a.count)
+elif a.kind == "antrag":
+    write_antrag(a.out, a.count)
+elif a.kind == "antrag-large":
+    with open(a.out, "wb") as f:
+        write_antrag_large(f, a.mb)
 elif a.kind == "wohnsitz":
     write_wohnsitz(a.out, a.count if a.count != 10000 else 2000)
 elif a.kind == "stream":

@@ -11,6 +11,8 @@ SCHEMAS = os.path.join(ROOT, "Schemas")
 CATALOG = os.path.join(SCHEMAS, "catalog.xml")
 GEWERBE_XSD = os.path.join(SCHEMAS, "gewerbe/gewerbeanzeige.xsd")
 HUNDE_XSD = os.path.join(SCHEMAS, "hundesteuer/hundesteueranmeldung.xsd")
+ANTRAG_XSD = os.path.join(ROOT, "Benchmarks/antrag/antrag.xsd")
+SECTIONS = ["large", "small", "startup", "flat", "stream", "antrag"]
 ENV = dict(os.environ, XML_CATALOG_FILES=CATALOG)
 
 PEAK_RSS = None   # the peak-rss helper (Benchmarks/peak-rss), set by main
@@ -125,7 +127,10 @@ def main():
     ap.add_argument("--flat-count", type=int, default=50000)
     ap.add_argument("--stream-mb", type=int, default=2048)
     ap.add_argument("--report", help="append the Markdown tables to this file")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help="which tables, comma-separated: " + ",".join(SECTIONS))
     a = ap.parse_args()
+    sections = set(a.sections.split(","))
+    if not sections <= set(SECTIONS): ap.error(f"unknown section in {a.sections}")
     global PEAK_RSS
     PEAK_RSS = a.peak_rss
     gen = [sys.executable, os.path.join(ROOT, "Benchmarks/generate.py")]
@@ -134,8 +139,8 @@ def main():
     large = os.path.join(a.work, "large.xml")
     unique = os.path.join(a.work, "unique.xml")
     small = os.path.join(a.work, "small")
-    if not os.path.exists(large): subprocess.check_call(gen + ["large", large, "--mb", str(a.large_mb)])
-    if not os.path.exists(unique): subprocess.check_call(gen + ["unique", unique, "--mb", str(a.large_mb)])
+    if "large" in sections and not os.path.exists(large): subprocess.check_call(gen + ["large", large, "--mb", str(a.large_mb)])
+    if "stream" in sections and not os.path.exists(unique): subprocess.check_call(gen + ["unique", unique, "--mb", str(a.large_mb)])
     if not os.path.exists(small): subprocess.check_call(gen + ["small", small, "--count", str(a.small_count)])
     small_files = sorted(os.path.join(small, f) for f in os.listdir(small))
     listing = os.path.join(a.work, "small.list")
@@ -155,68 +160,100 @@ def main():
     print(header)
     out.append(header)
 
-    # 1. One large document.
-    mb = os.path.getsize(large) / 2**20
-    tools = [("amtsbote", amts + ["--jobs", "1", large])]
-    if a.saxplug: tools.append(("C push+SAX plug (reference)", [a.saxplug, GEWERBE_XSD, large]))
     xerces = None
-    if have("SAX2Count"):
-        xerces = xerces_workloads(a.work, large, small_files)
-        if not xerces[2]:
-            print("SAX2Count did not report an error for an invalid copy: its rows are left out")
-            xerces = None
-    if xerces: tools.append(("Xerces-C SAX2Count -v=always -f", XERCES + [xerces[0]]))
-    if have("xmllint"):
-        tools.append(("xmllint --stream --schema", ["xmllint", "--nonet", "--stream", "--noout", "--schema", GEWERBE_XSD, large]))
-        tools.append(("xmllint --schema (tree)", ["xmllint", "--nonet", "--noout", "--schema", GEWERBE_XSD, large]))
-    if has_lxml: tools.append(("lxml (tree)", lxml_script(GEWERBE_XSD, large)))
-    out.append(table(f"One large document: {mb:.0f} MiB Gewerbeanmeldung", measure(tools, a.runs), "MiB/s", mb, "amtsbote"))
+    if "large" in sections:
+        # 1. One large document.
+        mb = os.path.getsize(large) / 2**20
+        tools = [("amtsbote", amts + ["--jobs", "1", large])]
+        if a.saxplug: tools.append(("C push+SAX plug (reference)", [a.saxplug, GEWERBE_XSD, large]))
+        if have("SAX2Count"):
+            xerces = xerces_workloads(a.work, large, small_files)
+            if not xerces[2]:
+                print("SAX2Count did not report an error for an invalid copy: its rows are left out")
+                xerces = None
+        if xerces: tools.append(("Xerces-C SAX2Count -v=always -f", XERCES + [xerces[0]]))
+        if have("xmllint"):
+            tools.append(("xmllint --stream --schema", ["xmllint", "--nonet", "--stream", "--noout", "--schema", GEWERBE_XSD, large]))
+            tools.append(("xmllint --schema (tree)", ["xmllint", "--nonet", "--noout", "--schema", GEWERBE_XSD, large]))
+        if has_lxml: tools.append(("lxml (tree)", lxml_script(GEWERBE_XSD, large)))
+        out.append(table(f"One large document: {mb:.0f} MiB Gewerbeanmeldung", measure(tools, a.runs), "MiB/s", mb, "amtsbote"))
 
-    # 2. Many small documents.
-    n = len(small_files)
-    tools = [("amtsbote --jobs 2", amts + ["--jobs", "2", small]), ("amtsbote --jobs 1", amts + ["--jobs", "1", small])]
-    if a.saxplug: tools.append(("C push+SAX plug, 1 thread (reference)", [a.saxplug, GEWERBE_XSD] + small_files))
-    if have("xmllint"):
-        tools.append(("xmllint --schema (tree), one process", ["xmllint", "--nonet", "--noout", "--schema", GEWERBE_XSD] + small_files))
-        tools.append(("xmllint --stream --schema, one process", ["xmllint", "--nonet", "--stream", "--noout", "--schema", GEWERBE_XSD] + small_files))
-        tools.append(("xargs -P2 xmllint --stream --schema", ["sh", "-c",
-            f"xargs -P2 -n 500 xmllint --nonet --stream --noout --schema {GEWERBE_XSD} < {listing}"]))
-    if has_lxml: tools.append(("lxml, one process", lxml_script(GEWERBE_XSD, "@" + listing)))
-    if xerces: tools.append(("Xerces-C SAX2Count -l, one process", XERCES + ["-l", xerces[1]]))
-    avg_kb = sum(os.path.getsize(f) for f in small_files) / n / 1024
-    out.append(table(f"{n:,} small documents ({avg_kb:.1f} KiB average)", measure(tools, a.runs), "files/s", n, "amtsbote --jobs 2"))
+    if "small" in sections:
+        # 2. Many small documents.
+        n = len(small_files)
+        tools = [("amtsbote --jobs 2", amts + ["--jobs", "2", small]), ("amtsbote --jobs 1", amts + ["--jobs", "1", small])]
+        if a.saxplug: tools.append(("C push+SAX plug, 1 thread (reference)", [a.saxplug, GEWERBE_XSD] + small_files))
+        if have("xmllint"):
+            tools.append(("xmllint --schema (tree), one process", ["xmllint", "--nonet", "--noout", "--schema", GEWERBE_XSD] + small_files))
+            tools.append(("xmllint --stream --schema, one process", ["xmllint", "--nonet", "--stream", "--noout", "--schema", GEWERBE_XSD] + small_files))
+            tools.append(("xargs -P2 xmllint --stream --schema", ["sh", "-c",
+                f"xargs -P2 -n 500 xmllint --nonet --stream --noout --schema {GEWERBE_XSD} < {listing}"]))
+        if has_lxml: tools.append(("lxml, one process", lxml_script(GEWERBE_XSD, "@" + listing)))
+        if xerces: tools.append(("Xerces-C SAX2Count -l, one process", XERCES + ["-l", xerces[1]]))
+        avg_kb = sum(os.path.getsize(f) for f in small_files) / n / 1024
+        out.append(table(f"{n:,} small documents ({avg_kb:.1f} KiB average)", measure(tools, a.runs), "files/s", n, "amtsbote --jobs 2"))
 
-    # 3. Start-up: one small file from process start.
-    one = small_files[0]
-    tools = [("amtsbote", amts + ["--jobs", "1", one])]
-    if have("xmllint"): tools.append(("xmllint --schema", ["xmllint", "--nonet", "--noout", "--schema", GEWERBE_XSD, one]))
-    if a.saxplug: tools.append(("C push+SAX plug", [a.saxplug, GEWERBE_XSD, one]))
-    out.append(table("One small file from process start (30 runs)", measure(tools, 30), "files/s", 1, "amtsbote"))
+    if "startup" in sections:
+        # 3. Start-up: one small file from process start.
+        one = small_files[0]
+        tools = [("amtsbote", amts + ["--jobs", "1", one])]
+        if have("xmllint"): tools.append(("xmllint --schema", ["xmllint", "--nonet", "--noout", "--schema", GEWERBE_XSD, one]))
+        if a.saxplug: tools.append(("C push+SAX plug", [a.saxplug, GEWERBE_XSD, one]))
+        out.append(table("One small file from process start (30 runs)", measure(tools, 30), "files/s", 1, "amtsbote"))
 
-    # 4. Flat memory: 10k vs more files in one run.
-    if a.flat_count > n:
-        many = os.path.join(a.work, "many")
-        if not os.path.exists(many): subprocess.check_call(gen + ["small", many, "--count", str(a.flat_count)])
-        r_small = run(amts + ["--jobs", "2", small])
-        r_many = run(amts + ["--jobs", "2", many])
-        text = (f"\n### Memory over many files\n\n| files | wall | peak RSS |\n|---|---|---|\n"
-                f"| {n:,} | {r_small[0]:.2f} s | {r_small[1]:.1f} MiB |\n| {a.flat_count:,} | {r_many[0]:.2f} s | {r_many[1]:.1f} MiB |\n"
-                f"\nDifference: {r_many[1] - r_small[1]:+.1f} MiB.")
+    if "flat" in sections:
+        # 4. Flat memory: 10k vs more files in one run.
+        if a.flat_count > n:
+            many = os.path.join(a.work, "many")
+            if not os.path.exists(many): subprocess.check_call(gen + ["small", many, "--count", str(a.flat_count)])
+            r_small = run(amts + ["--jobs", "2", small])
+            r_many = run(amts + ["--jobs", "2", many])
+            text = (f"\n### Memory over many files\n\n| files | wall | peak RSS |\n|---|---|---|\n"
+                    f"| {n:,} | {r_small[0]:.2f} s | {r_small[1]:.1f} MiB |\n| {a.flat_count:,} | {r_many[0]:.2f} s | {r_many[1]:.1f} MiB |\n"
+                    f"\nDifference: {r_many[1] - r_small[1]:+.1f} MiB.")
+            print(text)
+            out.append(text)
+
+    if "stream" in sections:
+        # 5. A 2 GB document streamed through standard input, never stored; and xs:unique.
+        producer = subprocess.Popen(gen + ["stream", "-", "--mb", str(a.stream_mb)], stdout=subprocess.PIPE)
+        r_stream = run(amts + ["--jobs", "1", "-"], stdin=producer.stdout)
+        producer.stdout.close()
+        producer.wait()
+        r_unique = run(amts + ["--jobs", "1", unique])
+        umb = os.path.getsize(unique) / 2**20
+        text = (f"\n### Memory on large documents\n\n| document | wall | peak RSS | exit |\n|---|---|---|---|\n"
+                f"| {a.stream_mb:,} MiB Gewerbeanmeldung through a pipe (generator included in wall time) | {r_stream[0]:.1f} s | {r_stream[1]:.1f} MiB | {r_stream[2]} |\n"
+                f"| {umb:.0f} MiB Hundesteuer-Anmeldung, xs:unique over every chipnummer | {r_unique[0]:.1f} s | {r_unique[1]:.1f} MiB | {r_unique[2]} |")
         print(text)
         out.append(text)
-
-    # 5. A 2 GB document streamed through standard input, never stored; and xs:unique.
-    producer = subprocess.Popen(gen + ["stream", "-", "--mb", str(a.stream_mb)], stdout=subprocess.PIPE)
-    r_stream = run(amts + ["--jobs", "1", "-"], stdin=producer.stdout)
-    producer.stdout.close()
-    producer.wait()
-    r_unique = run(amts + ["--jobs", "1", unique])
-    umb = os.path.getsize(unique) / 2**20
-    text = (f"\n### Memory on large documents\n\n| document | wall | peak RSS | exit |\n|---|---|---|---|\n"
-            f"| {a.stream_mb:,} MiB Gewerbeanmeldung through a pipe (generator included in wall time) | {r_stream[0]:.1f} s | {r_stream[1]:.1f} MiB | {r_stream[2]} |\n"
-            f"| {umb:.0f} MiB Hundesteuer-Anmeldung, xs:unique over every chipnummer | {r_unique[0]:.1f} s | {r_unique[1]:.1f} MiB | {r_unique[2]} |")
-    print(text)
-    out.append(text)
+    # 6. The varied workload: another schema (long enumerations, patterns, local xs:unique), five document shapes.
+    if "antrag" in sections:
+        antrag = os.path.join(a.work, "antrag")
+        antrag_large = os.path.join(a.work, "antrag-large.xml")
+        if not os.path.exists(antrag): subprocess.check_call(gen + ["antrag", antrag, "--count", str(a.small_count)])
+        if not os.path.exists(antrag_large): subprocess.check_call(gen + ["antrag-large", antrag_large, "--mb", str(a.large_mb)])
+        antrag_files = sorted(os.path.join(antrag, f) for f in os.listdir(antrag))
+        amts_antrag = [a.amtsbote, "validate", "--quiet", "--xsd", ANTRAG_XSD, "--max-size", "0", "--timeout", "0", "--no-code-lists"]
+        n = len(antrag_files)
+        tools = [("amtsbote --jobs 2", amts_antrag + ["--jobs", "2", antrag]), ("amtsbote --jobs 1", amts_antrag + ["--jobs", "1", antrag])]
+        if a.saxplug: tools.append(("C push+SAX plug, 1 thread (reference)", [a.saxplug, ANTRAG_XSD] + antrag_files))
+        if have("xmllint"):
+            tools.append(("xmllint --schema (tree), one process", ["xmllint", "--nonet", "--noout", "--schema", ANTRAG_XSD] + antrag_files))
+        if has_lxml:
+            antrag_listing = os.path.join(a.work, "antrag.list")
+            with open(antrag_listing, "w") as f: f.write("\n".join(antrag_files) + "\n")
+            tools.append(("lxml, one process", lxml_script(ANTRAG_XSD, "@" + antrag_listing)))
+        avg_kb = sum(os.path.getsize(f) for f in antrag_files) / n / 1024
+        out.append(table(f"{n:,} varied Sammelanträge ({avg_kb:.1f} KiB average; small, medium, large, deep, flat)",
+                         measure(tools, a.runs), "files/s", n, "amtsbote --jobs 1"))
+        mb = os.path.getsize(antrag_large) / 2**20
+        tools = [("amtsbote", amts_antrag + ["--jobs", "1", antrag_large])]
+        if a.saxplug: tools.append(("C push+SAX plug (reference)", [a.saxplug, ANTRAG_XSD, antrag_large]))
+        if have("xmllint"):
+            tools.append(("xmllint --stream --schema", ["xmllint", "--nonet", "--stream", "--noout", "--schema", ANTRAG_XSD, antrag_large]))
+        out.append(table(f"One large document: {mb:.0f} MiB Sammelantrag (local xs:unique in every Antrag)",
+                         measure(tools, a.runs), "MiB/s", mb, "amtsbote"))
     if a.report:
         with open(a.report, "a") as f: f.write("\n".join(out) + "\n")
 
