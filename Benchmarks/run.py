@@ -227,6 +227,7 @@ def main():
                 f"| {umb:.0f} MiB Hundesteuer-Anmeldung, xs:unique over every chipnummer | {r_unique[0]:.1f} s | {r_unique[1]:.1f} MiB | {r_unique[2]} |")
         print(text)
         out.append(text)
+
     # 6. The varied workload: another schema (long enumerations, patterns, local xs:unique), five document shapes.
     if "antrag" in sections:
         antrag = os.path.join(a.work, "antrag")
