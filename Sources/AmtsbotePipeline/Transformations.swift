@@ -128,10 +128,16 @@ struct StagedOutput {
     init(_ data: Data, in folder: URL) throws {
         var template = Array(folder.appendingPathComponent(".transformed-XXXXXX").path.utf8CString)
         let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard descriptor >= 0, fcntl(descriptor, F_SETFD, FD_CLOEXEC) == 0 else {
+        guard descriptor >= 0 else {
             throw PostfachError(code: .unavailable, message: "cannot stage the transformed payload: \(String(cString: strerror(errno)))")
         }
         let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        guard fcntl(descriptor, F_SETFD, FD_CLOEXEC) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(path)
+            close(descriptor)
+            throw PostfachError(code: .unavailable, message: "cannot stage the transformed payload: \(reason)")
+        }
         #if os(Linux)
         unlink(path)
         file = URL(fileURLWithPath: "/proc/self/fd/\(descriptor)")

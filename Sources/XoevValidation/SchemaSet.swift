@@ -222,5 +222,4 @@ final class SchemaCompilation: @unchecked Sendable {
         }
         return handle.map(CompiledSchema.init(handle:))
     }
-
 }
