@@ -182,7 +182,8 @@ public struct Pipeline: Sendable {
         let submission = try await ledger.recordReceived(source: name, at: Date(), origin: origin)
         inFlight.insert(submission.id)
         do {
-            let writer = try spool.begin(named: name, submission: submission.id ?? 0, validator: validator)
+            let writer = try spool.begin(named: name, submission: submission.id ?? 0, validator: validator,
+                                         inMemoryLimit: payloads.inMemoryLimit)
             return IncomingSubmission(recorded: submission, writer: writer, pipeline: self)
         } catch {
             defer { inFlight.remove(submission.id) }
@@ -210,7 +211,10 @@ public struct Pipeline: Sendable {
         var submission = recorded
         let id = submission.id ?? 0
         do {
-            submission.payloadLocation = try await payloads.keep(spooled: intake.path, submission: id)
+            switch intake.payload {
+            case .file(let spooled): submission.payloadLocation = try await payloads.keep(spooled: spooled, submission: id)
+            case .bytes(let bytes): submission.payloadLocation = try await payloads.keep(bytes: bytes, submission: id)
+            }
         } catch {
             return try await abandon(recorded, after: error)
         }
@@ -342,14 +346,14 @@ public struct Pipeline: Sendable {
             let (receipt, transformed) = try await withDeadline(limit, onTimeout: {
                 PostfachError(code: .timeout, message: "no answer within \(limit?.seconds ?? 0) s")
             }) {
-                try await payloads.withLocalFile(location) { file in
-                    var delivery = Delivery(id: deliveryId, postfach: postfach, payload: file, payloadSHA256: sha,
+                try await payloads.withPayload(location) { payload in
+                    var delivery = Delivery(id: deliveryId, postfach: postfach, payload: payload, payloadSHA256: sha,
                                             payloadSize: size, receivedAt: receivedAt, metadata: metadata)
                     guard let rule else { return (try await backend.deliver(delivery, context: context), nil as TransformationRecord?) }
                     // The payload as the Postfach expects it; the original stays in the store as received.
-                    let staged = try Self.transform(file, with: rule, parameters: parameters, originalSHA256: sha, scratch: scratch)
+                    let staged = try Self.transform(payload, with: rule, parameters: parameters, originalSHA256: sha, scratch: scratch)
                     defer { staged.output.remove() }
-                    delivery.payload = staged.output.file
+                    delivery.payload = .file(staged.output.file)
                     delivery.payloadSHA256 = staged.record.outputSHA256
                     delivery.payloadSize = staged.record.outputSize
                     delivery.metadata.extra["originalSHA256"] = sha

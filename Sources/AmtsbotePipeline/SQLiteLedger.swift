@@ -147,6 +147,13 @@ public final class SQLiteLedger: LedgerStore {
             // Only rows awaiting the receiver's answer: the checks read this index alone.
             try db.execute(sql: "CREATE INDEX submission_confirmation_due ON submission (confirmationDueAt, id) WHERE confirmation = 'pending'")
         }
+        migrator.registerMigration("v8-payload") { db in
+            // Small payloads of the service's intake (``SQLitePayloadStore``): kept here instead of a spool file.
+            try db.create(table: "payload") { t in
+                t.primaryKey("submissionId", .integer)
+                t.column("bytes", .blob).notNull()
+            }
+        }
         return migrator
     }
 
@@ -552,6 +559,33 @@ public final class SQLiteLedger: LedgerStore {
         guard let id = row.id else { return }
         try write { db in
             try db.execute(sql: "UPDATE submission SET spoolPath = NULL WHERE id = ? AND purgedAt IS NOT NULL", arguments: [id])
+        }
+    }
+
+    // MARK: Payloads kept in the ledger (SQLitePayloadStore)
+
+    /// Keeps `bytes` as the payload of `submission` (replacing an earlier one), in the next group commit of
+    /// intake writes: on disk when this returns.
+    func keepPayload(_ bytes: [UInt8], submission: Int64) async throws {
+        let blob = Data(bytes)
+        try await groupWrite { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO payload (submissionId, bytes) VALUES (?, ?)",
+                           arguments: [submission, blob])
+        }
+    }
+
+    /// The payload of `submission` kept in the ledger, or nil.
+    func payload(of submission: Int64) throws -> [UInt8]? {
+        try read { db in
+            try Data.fetchOne(db, sql: "SELECT bytes FROM payload WHERE submissionId = ?", arguments: [submission])
+                .map { [UInt8]($0) }
+        }
+    }
+
+    /// Deletes the payload of `submission` kept in the ledger (none counts as deleted).
+    func removePayload(of submission: Int64) throws {
+        try write { db in
+            try db.execute(sql: "DELETE FROM payload WHERE submissionId = ?", arguments: [submission])
         }
     }
 

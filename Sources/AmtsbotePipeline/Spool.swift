@@ -3,10 +3,12 @@ import Foundation
 import Postfach
 import XoevValidation
 
-/// What reading one submission produced: the payload on disk, its hash, and the validation report.
+/// What reading one submission produced: the payload (on disk, or in memory when it was small enough and the
+/// intake allowed it), its hash, and the validation report.
 public struct Intake: Sendable {
     public let report: ValidationReport
-    public let path: URL
+    /// The spool file (flushed and in place), or the bytes of a small payload that never needed one.
+    public let payload: PayloadSource
     public let sha256: String
     public let size: Int64
     /// The input was longer than the size limit; only the first `size` bytes are kept.
@@ -44,9 +46,12 @@ public struct Spool: Sendable {
         return try writer.finish()
     }
 
-    /// Starts keeping one payload that arrives in pieces (an HTTP body): see ``SpoolWriter``.
-    public func begin(named name: String, submission: Int64, validator: Validator) throws -> SpoolWriter {
-        try SpoolWriter(spool: self, named: name, submission: submission, validator: validator)
+    /// Starts keeping one payload that arrives in pieces (an HTTP body): see ``SpoolWriter``. A payload of at most
+    /// `inMemoryLimit` bytes stays in memory and no spool file is created for it.
+    public func begin(named name: String, submission: Int64, validator: Validator,
+                      inMemoryLimit: Int = 0) throws -> SpoolWriter {
+        try SpoolWriter(spool: self, named: name, submission: submission, validator: validator,
+                        inMemoryLimit: inMemoryLimit)
     }
 
     /// Removes the temporary file of one intake a crash interrupted.
@@ -80,12 +85,19 @@ public struct Spool: Sendable {
 
 /// One payload being kept: each piece is written to `.<submission>.xml.tmp`, hashed and fed to the validator in
 /// one pass; ``finish()`` flushes the file and moves it into place as `<submission>.xml`. Nothing is held beyond
-/// the piece being written. Not thread-safe: one task writes at a time.
+/// the piece being written, except that a writer with an in-memory limit keeps the first pieces in memory and
+/// creates the file only once the payload grows past that limit: a small payload never touches the disk here (its
+/// store keeps it durably). Not thread-safe: one task writes at a time.
 public final class SpoolWriter: @unchecked Sendable {
     private let final: URL
     private let temporary: URL
     private let directory: URL
-    private var output: Int32
+    /// The spool file, once there is one; -1 before (in memory) and after (finished or given up).
+    private var output: Int32 = -1
+    private var ended = false
+    /// The payload so far, while it stays within `inMemoryLimit`.
+    private var memory: [UInt8]?
+    private let inMemoryLimit: Int
     private let document: DocumentValidation
     private var decided = false
     private var hasher = SHA256()
@@ -95,32 +107,54 @@ public final class SpoolWriter: @unchecked Sendable {
     public private(set) var truncated = false
     private let cap: Int64
 
-    init(spool: Spool, named name: String, submission: Int64, validator: Validator) throws {
+    init(spool: Spool, named name: String, submission: Int64, validator: Validator, inMemoryLimit: Int = 0) throws {
         directory = spool.directory
         final = directory.appendingPathComponent("\(submission).xml")
         temporary = directory.appendingPathComponent(".\(submission).xml.tmp")
+        self.inMemoryLimit = max(0, inMemoryLimit)
+        document = validator.startDocument(named: name)
+        cap = validator.limits.maxBytes
+        if self.inMemoryLimit > 0 {
+            memory = []
+            memory?.reserveCapacity(min(self.inMemoryLimit, 16_384))
+        } else {
+            try openFile()
+        }
+    }
+
+    deinit { cancel() }
+
+    private func openFile() throws {
         output = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
         guard output >= 0 else {
             throw SpoolError("cannot create \(temporary.path): \(String(cString: strerror(errno)))")
         }
-        document = validator.startDocument(named: name)
-        cap = validator.limits.maxBytes
     }
-
-    deinit { cancel() }
 
     /// Keeps one piece. `false` once the input crossed the size limit: the rest is not wanted (the validator then
     /// reports `input.too-large`; the spool keeps the first bytes up to the limit).
     @discardableResult
     public func write(_ piece: UnsafeRawBufferPointer) throws -> Bool {
         guard !truncated else { return false }
+        guard !ended else { throw SpoolError("the spool file was already given up") }
         var count = piece.count
         if cap > 0 && size + Int64(count) > cap {
             count = Int(cap - size)
             truncated = true
         }
         let chunk = UnsafeRawBufferPointer(rebasing: piece[0..<count])
-        try Spool.writeAll(output, chunk)
+        if memory != nil, Int(size) + count > inMemoryLimit {
+            // Past the limit: from here on a file, starting with what memory held.
+            let held = memory ?? []
+            memory = nil
+            try openFile()
+            try held.withUnsafeBytes { try Spool.writeAll(output, $0) }
+        }
+        if memory != nil {
+            memory?.append(contentsOf: chunk)
+        } else {
+            try Spool.writeAll(output, chunk)
+        }
         hasher.update(bufferPointer: chunk)
         size += Int64(count)
         if !decided { decided = document.feed(chunk) }
@@ -132,30 +166,46 @@ public final class SpoolWriter: @unchecked Sendable {
         return true
     }
 
-    /// Flushes the payload to disk, moves it into place and returns the verdict.
+    /// Flushes the payload to disk and moves it into place (or hands over the bytes held in memory) and returns the
+    /// verdict.
     public func finish() throws -> Intake {
-        guard output >= 0 else { throw SpoolError("the spool file was already given up") }
-        defer { cancel() }
-        guard fsync(output) == 0 else { throw SpoolError("cannot flush the spool file: \(String(cString: strerror(errno)))") }
+        guard !ended else { throw SpoolError("the spool file was already given up") }
+        let digest = Hex.lowercase(hasher.finalize())
+        if let memory {
+            ended = true
+            self.memory = nil
+            return Intake(report: document.finish(), payload: .bytes(memory), sha256: digest, size: size,
+                          truncated: truncated)
+        }
+        guard fsync(output) == 0 else {
+            let reason = String(cString: strerror(errno))
+            cancel()
+            throw SpoolError("cannot flush the spool file: \(reason)")
+        }
+        ended = true
         close(output)
         output = -1
         guard rename(temporary.path, final.path) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(temporary.path)
+            _ = document.finish()
             throw SpoolError("cannot move the spool file into place: \(reason)")
         }
         let dir = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 { fsync(dir); close(dir) }
-        let digest = Hex.lowercase(hasher.finalize())
-        return Intake(report: document.finish(), path: final, sha256: digest, size: size, truncated: truncated)
+        return Intake(report: document.finish(), payload: .file(final), sha256: digest, size: size, truncated: truncated)
     }
 
-    /// Gives the payload up: the temporary file is removed (nothing was moved into place).
+    /// Gives the payload up: the temporary file is removed (nothing was moved into place), the bytes held dropped.
     public func cancel() {
-        guard output >= 0 else { return }
-        close(output)
-        output = -1
-        unlink(temporary.path)
+        guard !ended else { return }
+        ended = true
+        memory = nil
+        if output >= 0 {
+            close(output)
+            output = -1
+            unlink(temporary.path)
+        }
         _ = document.finish()
     }
 }

@@ -84,9 +84,9 @@ public struct TransformationRecord: Codable, Sendable, Hashable {
 extension Pipeline {
     /// Runs `rule` on the payload in `file` and stages the output in a scratch file in `scratch` (the spool's
     /// folder) for the backend to read; ``StagedOutput/remove()`` ends it.
-    static func transform(_ file: URL, with rule: TransformationRule, parameters: [String: String], originalSHA256: String,
-                          scratch: URL) throws -> (output: StagedOutput, record: TransformationRecord) {
-        let data = try rule.run(try Data(contentsOf: file), parameters: parameters)
+    static func transform(_ payload: PayloadSource, with rule: TransformationRule, parameters: [String: String],
+                          originalSHA256: String, scratch: URL) throws -> (output: StagedOutput, record: TransformationRecord) {
+        let data = try rule.run(try payload.contents(), parameters: parameters)
         let output = try StagedOutput(data, in: scratch)
         let record = TransformationRecord(
             rule: rule.name, steps: rule.steps.map { .init(stylesheet: ($0.path as NSString).lastPathComponent, sha256: $0.sha256) },

@@ -1,20 +1,25 @@
 import AmtsbotePipeline
 import Foundation
 import Logging
+import Postfach
 import PostgresNIO
 
 /// Payloads in the ledger's database, as chunks of at most ``chunkSize`` bytes: written from the spool file
 /// chunk by chunk in one transaction, read back chunk by chunk into a temporary file for a delivery. No process
-/// needs a shared file system, and none holds a whole payload in memory.
+/// needs a shared file system, and none holds a whole payload in memory. Small payloads (at most
+/// ``inMemoryLimit`` bytes) go both ways in memory: the service's intake hands them over without a spool file
+/// (one statement), and a delivery reads them without a temporary file.
 public struct PostgresPayloadStore: PayloadStore {
     public let ledger: PostgresLedger
     /// Where deliveries read their temporary copies (process-local).
     public let scratch: URL
+    public let inMemoryLimit: Int
     public static let chunkSize = 256 * 1024
 
-    public init(ledger: PostgresLedger, scratch: URL) throws {
+    public init(ledger: PostgresLedger, scratch: URL, inMemoryLimit: Int = 65_536) throws {
         self.ledger = ledger
         self.scratch = scratch
+        self.inMemoryLimit = min(max(0, inMemoryLimit), Self.chunkSize)
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
     }
 
@@ -56,6 +61,38 @@ public struct PostgresPayloadStore: PayloadStore {
         }
         unlink(file.path)
         return Self.prefix + String(submission)
+    }
+
+    public func keep(bytes: [UInt8], submission: Int64) async throws -> String {
+        guard bytes.count <= Self.chunkSize else { throw SpoolError("a payload in memory is at most one chunk") }
+        let logger = ledger.logger, ledger = ledger
+        let buffer = ByteBuffer(bytes: bytes)
+        try await ledger.run {
+            try await ledger.client.withTransaction(logger: logger) { connection in
+                try await connection.query("DELETE FROM payload_chunk WHERE submission_id = \(submission)", logger: logger)
+                try await connection.query("""
+                    INSERT INTO payload_chunk (submission_id, seq, data) VALUES (\(submission), 0, \(buffer))
+                    """, logger: logger)
+            }
+        }
+        return Self.prefix + String(submission)
+    }
+
+    /// A payload of one chunk within ``inMemoryLimit`` in memory; a larger one as a temporary file.
+    public func withPayload<T: Sendable>(_ location: String, _ body: (PayloadSource) async throws -> T) async throws -> T {
+        let id = try submissionID(location)
+        let logger = ledger.logger, ledger = ledger, limit = Int32(inMemoryLimit)
+        let small = try await ledger.run { () -> [UInt8]? in
+            let rows = try await ledger.client.query("""
+                SELECT data FROM payload_chunk WHERE submission_id = \(id) AND seq = 0 AND length(data) <= \(limit)
+                AND NOT EXISTS (SELECT 1 FROM payload_chunk WHERE submission_id = \(id) AND seq = 1)
+                """, logger: logger)
+            var found: [UInt8]?
+            for try await chunk in rows.decode(ByteBuffer.self) { found = Array(chunk.readableBytesView) }
+            return found
+        }
+        if let small { return try await body(.bytes(small)) }
+        return try await withLocalFile(location) { try await body(.file($0)) }
     }
 
     private func submissionID(_ location: String) throws -> Int64 {

@@ -431,6 +431,38 @@ public enum LedgerConformance {
         await #expect(throws: (any Error).self, "a removed payload cannot be read") {
             try await store.withLocalFile(location) { _ in () }
         }
+        try await checkPayloadsInMemory(store, submission: submission + 2)
+    }
+
+    /// A store that takes small payloads in memory (``PayloadStore/inMemoryLimit`` > 0) keeps them durably and hands
+    /// them back byte for byte, in memory and as a file; a store that does not says so by refusing them.
+    static func checkPayloadsInMemory(_ store: any PayloadStore, submission: Int64) async throws {
+        guard store.inMemoryLimit > 0 else {
+            await #expect(throws: (any Error).self, "a store without an in-memory limit refuses bytes") {
+                _ = try await store.keep(bytes: [1, 2, 3], submission: submission)
+            }
+            return
+        }
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<store.inMemoryLimit).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let location = try await store.keep(bytes: bytes, submission: submission)
+        let handed = try await store.withPayload(location) { try $0.contents() }
+        #expect(handed == Data(bytes), "a payload kept from memory arrives byte for byte")
+        #expect(try await store.withLocalFile(location) { try Data(contentsOf: $0) } == Data(bytes), "also as a file")
+        // Kept again under the same submission (an intake tried again): replaced, not doubled.
+        let again = try await store.keep(bytes: Array(bytes.prefix(10)), submission: submission)
+        #expect(try await store.withPayload(again) { try $0.contents() } == Data(bytes.prefix(10)))
+        let empty = try await store.keep(bytes: [], submission: submission + 1)
+        #expect(try await store.withPayload(empty) { try $0.contents() }.isEmpty, "an empty payload too")
+        try await store.removeIncomplete(submission: submission + 1)
+        await #expect(throws: (any Error).self, "an interrupted intake's payload is removed") {
+            try await store.withPayload(empty) { _ in () }
+        }
+        try await store.remove(again)
+        try await store.remove(again)  // Already gone: still fine.
+        await #expect(throws: (any Error).self, "a removed payload cannot be read") {
+            try await store.withPayload(again) { _ in () }
+        }
     }
 }
 

@@ -153,6 +153,19 @@ public struct FilesystemBackend: PostfachBackend {
     }
 
     /// Streams `source` to `target` in chunks, checking for cancellation, then fsyncs.
+    /// Writes the payload to `target` (created, flushed); `expectedSize` bytes or a `rejected` error.
+    static func copy(_ source: PayloadSource, to target: URL, expectedSize: Int64) async throws {
+        switch source {
+        case .file(let file):
+            try await copy(file, to: target, expectedSize: expectedSize)
+        case .bytes(let bytes):
+            guard bytes.count == expectedSize else {
+                throw PostfachError(code: .rejected, message: "the payload has \(bytes.count) bytes, \(expectedSize) expected")
+            }
+            try writeDurably(Data(bytes), to: target, what: "the payload")
+        }
+    }
+
     static func copy(_ source: URL, to target: URL, expectedSize: Int64) async throws {
         let input = open(source.path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw PostfachError(code: .rejected, message: "the payload file cannot be read") }
@@ -183,7 +196,7 @@ public struct FilesystemBackend: PostfachBackend {
         try posix(fsync(output), "cannot flush the payload to disk")
     }
 
-    static func writeDurably(_ data: Data, to url: URL) throws {
+    static func writeDurably(_ data: Data, to url: URL, what: String = "metadata") throws {
         let fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
         guard fd >= 0 else { try posix(-1, "cannot create a temporary file"); return }
         defer { close(fd) }
@@ -191,11 +204,11 @@ public struct FilesystemBackend: PostfachBackend {
             var offset = 0
             while offset < raw.count {
                 let written = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if written < 0 { if errno == EINTR { continue }; try posix(-1, "cannot write metadata") }
+                if written < 0 { if errno == EINTR { continue }; try posix(-1, "cannot write \(what)") }
                 offset += written
             }
         }
-        try posix(fsync(fd), "cannot flush metadata to disk")
+        try posix(fsync(fd), "cannot flush \(what) to disk")
     }
 
     static func syncDirectory(_ directory: URL) throws {

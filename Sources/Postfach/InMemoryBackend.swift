@@ -48,10 +48,7 @@ public actor InMemoryBackend: PostfachBackend {
             receipt.alreadyPresent = true
             return receipt
         }
-        let payload: Data
-        do { payload = try Data(contentsOf: delivery.payload) } catch {
-            throw PostfachError(code: .rejected, message: "the payload file cannot be read")
-        }
+        let payload = try delivery.payloadContents()
         // The last point a cancellation is honoured: storing is one step, so nothing partial is ever visible.
         if Task.isCancelled { throw PostfachError(code: .cancelled, message: "cancelled before the payload was stored") }
         let receipt = Receipt(deliveryID: delivery.id, postfach: delivery.postfach, backend: kind,

@@ -6,8 +6,9 @@ public struct Delivery: Sendable, Hashable {
     public var id: String
     /// Name of the Postfach (`[a-z0-9][a-z0-9._-]*`, at most 64), as decided by routing.
     public var postfach: String
-    /// The payload bytes, unchanged, in a file (streamed, never loaded whole by the filesystem backend).
-    public var payload: URL
+    /// The payload bytes, unchanged: in a file (streamed, never loaded whole by the filesystem backend) or, for a
+    /// small payload the ledger keeps, in memory.
+    public var payload: PayloadSource
     /// SHA-256 of the payload, lower-case hex.
     public var payloadSHA256: String
     /// Size of the payload in bytes.
@@ -18,7 +19,7 @@ public struct Delivery: Sendable, Hashable {
     /// (no payload values).
     public var metadata: DeliveryMetadata
 
-    public init(id: String, postfach: String, payload: URL, payloadSHA256: String, payloadSize: Int64,
+    public init(id: String, postfach: String, payload: PayloadSource, payloadSHA256: String, payloadSize: Int64,
                 receivedAt: Date, metadata: DeliveryMetadata = DeliveryMetadata()) {
         self.id = id
         self.postfach = postfach
@@ -27,6 +28,24 @@ public struct Delivery: Sendable, Hashable {
         self.payloadSize = payloadSize
         self.receivedAt = receivedAt
         self.metadata = metadata
+    }
+
+    /// The whole payload, read into memory, checked against ``payloadSize`` (for backends that send it in one
+    /// piece).
+    /// - Throws: ``PostfachError`` `rejected` when it cannot be read or has another size.
+    public func payloadContents() throws -> Data {
+        let data = try payload.contents()
+        guard Int64(data.count) == payloadSize else {
+            throw PostfachError(code: .rejected, message: "the payload has \(data.count) bytes, \(payloadSize) expected")
+        }
+        return data
+    }
+
+    /// A delivery whose payload is the file at `payload`.
+    public init(id: String, postfach: String, payload: URL, payloadSHA256: String, payloadSize: Int64,
+                receivedAt: Date, metadata: DeliveryMetadata = DeliveryMetadata()) {
+        self.init(id: id, postfach: postfach, payload: .file(payload), payloadSHA256: payloadSHA256,
+                  payloadSize: payloadSize, receivedAt: receivedAt, metadata: metadata)
     }
 
     /// `true` when `id` may be used as a delivery id (and as a file name by backends).
@@ -359,5 +378,26 @@ public enum Hex {
             text.append(digits[Int(byte & 0x0f)])
         }
         return String(decoding: text, as: UTF8.self)
+    }
+}
+
+/// Where a delivery's payload is: a file, or (a small payload the ledger keeps) bytes in memory.
+public enum PayloadSource: Sendable, Hashable {
+    /// The payload is this file's content.
+    case file(URL)
+    /// The payload is these bytes.
+    case bytes([UInt8])
+
+    /// The whole payload, read into memory (for backends that send it in one piece).
+    /// - Throws: ``PostfachError`` `rejected` when the file cannot be read.
+    public func contents() throws -> Data {
+        switch self {
+        case .bytes(let bytes):
+            return Data(bytes)
+        case .file(let url):
+            do { return try Data(contentsOf: url) } catch {
+                throw PostfachError(code: .rejected, message: "the payload file cannot be read")
+            }
+        }
     }
 }

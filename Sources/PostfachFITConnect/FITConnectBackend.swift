@@ -131,10 +131,7 @@ public final class FITConnectBackend: PostfachBackend {
         }
         try await configuration.afterCreate?(reference.submissionId)
 
-        let data: Data
-        do { data = try Data(contentsOf: delivery.payload) } catch {
-            throw PostfachError(code: .rejected, message: "the payload file cannot be read")
-        }
+        let data = try delivery.payloadContents()
         let metadata = try Self.metadata(for: data, schemaURI: schemaURI, delivery: delivery)
         let encryptedData = try JWE.encrypt(data, for: key.encryptionKey, keyID: key.kid, contentType: "application/xml")
         let encryptedMetadata = try JWE.encrypt(metadata, for: key.encryptionKey, keyID: key.kid, contentType: "application/json")

@@ -118,8 +118,13 @@ public final class HTTPBackend: PostfachBackend {
     public func deliver(_ delivery: Delivery, context: DeliveryContext) async throws -> Receipt {
         try checkNames(delivery)
         try Task.checkCancellation()
-        guard FileManager.default.isReadableFile(atPath: delivery.payload.path) else {
+        switch delivery.payload {
+        case .file(let file) where !FileManager.default.isReadableFile(atPath: file.path):
             throw PostfachError(code: .rejected, message: "the payload file cannot be read")
+        case .bytes(let bytes) where Int64(bytes.count) != delivery.payloadSize:
+            throw PostfachError(code: .rejected, message: "the payload has \(bytes.count) bytes, \(delivery.payloadSize) expected")
+        default:
+            break
         }
         let url = configuration.url.replacingOccurrences(of: "{postfach}", with: delivery.postfach)
             .replacingOccurrences(of: "{id}", with: delivery.id)
@@ -138,7 +143,10 @@ public final class HTTPBackend: PostfachBackend {
         for (name, value) in Self.metadataHeaders(delivery, style: configuration.metadata) {
             request.headers.add(name: name, value: value)
         }
-        request.body = .stream(FileChunks(url: delivery.payload), length: .known(delivery.payloadSize))
+        switch delivery.payload {
+        case .file(let file): request.body = .stream(FileChunks(url: file), length: .known(delivery.payloadSize))
+        case .bytes(let bytes): request.body = .bytes(ByteBuffer(bytes: bytes))
+        }
 
         let response: HTTPClientResponse
         do {

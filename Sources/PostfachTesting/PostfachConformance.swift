@@ -60,6 +60,18 @@ public enum PostfachConformance {
         #expect(!receipt.location.isEmpty)
         #expect(try await read("conformance-a", delivery.id) == bytes, "payload must arrive byte for byte")
         #expect(try await read("conformance-b", delivery.id) == nil, "only the named Postfach receives it")
+        // A small payload the ledger keeps comes in memory: the same delivery, the same bytes.
+        var inMemory = try Self.delivery(bytes, id: "rt-memory-\(UUID().uuidString)", postfach: "conformance-a", in: workspace)
+        inMemory.payload = .bytes(Array(bytes))
+        let memoryReceipt = try await backend.deliver(inMemory)
+        #expect(memoryReceipt.payloadSHA256 == inMemory.payloadSHA256 && !memoryReceipt.alreadyPresent)
+        #expect(try await read("conformance-a", inMemory.id) == bytes, "a payload in memory arrives byte for byte")
+        var wrongSize = try Self.delivery(bytes, id: "rt-size-\(UUID().uuidString)", postfach: "conformance-a", in: workspace)
+        wrongSize.payload = .bytes(Array(bytes.dropLast()))
+        await #expect(throws: PostfachError.self, "bytes of another size than declared are refused") {
+            _ = try await backend.deliver(wrongSize)
+        }
+        #expect(try await read("conformance-a", wrongSize.id) == nil)
     }
 
     static func sameIDTwice(_ backend: any PostfachBackend, read: Reader, workspace: URL) async throws {
@@ -124,7 +136,7 @@ public enum PostfachConformance {
             }
         }
         var missing = try delivery(Data("<a/>".utf8), id: "missing-\(UUID().uuidString)", postfach: "conformance-a", in: workspace)
-        missing.payload = workspace.appendingPathComponent("does-not-exist.xml")
+        missing.payload = .file(workspace.appendingPathComponent("does-not-exist.xml"))
         await #expect(throws: PostfachError.self) { _ = try await backend.deliver(missing) }
         #expect(try await read("conformance-a", missing.id) == nil, "a failed delivery leaves nothing visible")
     }

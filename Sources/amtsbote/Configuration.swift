@@ -461,8 +461,9 @@ struct LoadedPipeline {
                 ledger = shared
                 payloads = try PostgresPayloadStore(ledger: shared, scratch: resolve(configuration.spool))
             } else if case .sqlite(let path) = ledgerSetting {
-                ledger = try SQLiteLedger(path: resolve(path).path, readOnly: true)
-                payloads = FilesystemPayloadStore()
+                let sqlite = try SQLiteLedger(path: resolve(path).path, readOnly: true)
+                ledger = sqlite
+                payloads = SQLitePayloadStore(ledger: sqlite, scratch: resolve(configuration.spool))
             } else {
                 ledger = nil
                 payloads = nil
@@ -524,8 +525,9 @@ struct LoadedPipeline {
             guard case .sqlite(let path) = ledgerSetting else { throw ConfigurationError("no ledger configured") }
             let ledgerURL = resolve(path)
             try FileManager.default.createDirectory(at: ledgerURL.deletingLastPathComponent(), withIntermediateDirectories: true)
-            ledger = try SQLiteLedger(path: ledgerURL.path)
-            payloads = FilesystemPayloadStore()
+            let sqlite = try SQLiteLedger(path: ledgerURL.path)
+            ledger = sqlite
+            payloads = SQLitePayloadStore(ledger: sqlite, scratch: resolve(configuration.spool))
         }
         let retry = configuration.retry
         let lease = Duration.milliseconds(Int64((retry?.leaseSeconds ?? 30) * 1000))

@@ -17,6 +17,12 @@ struct LedgerConformanceTests {
             return { identity in try SQLiteLedger(path: path, identity: identity) }
         }
         try await LedgerConformance.checkPayloads(FilesystemPayloadStore(), workspace: directory, submission: 1)
+        let ledger = try SQLiteLedger(path: directory.appendingPathComponent("payloads.sqlite").path)
+        let scratch = directory.appendingPathComponent("scratch")
+        try await LedgerConformance.checkPayloads(SQLitePayloadStore(ledger: ledger, scratch: scratch),
+                                                  workspace: directory, submission: 11)
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: scratch.path)) ?? []
+        #expect(left.isEmpty, "temporary copies are removed: \(left)")
     }
 
     @Test("PostgreSQL (shared by processes on many machines)",

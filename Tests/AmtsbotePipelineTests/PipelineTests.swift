@@ -256,6 +256,44 @@ struct PipelineTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: submission.payloadLocation!)) == data)
     }
 
+    @Test("a body in pieces: within the store's in-memory limit it is kept in the ledger without a spool file, past it in a spool file; both are delivered byte for byte",
+          arguments: [65_536, 1_000])
+    func piecesInMemoryOrSpooled(limit: Int) async throws {
+        let harness = try Harness()
+        defer { harness.remove() }
+        let spool = harness.directory.appendingPathComponent("spool")
+        let payloads = SQLitePayloadStore(ledger: harness.ledger, scratch: spool, inMemoryLimit: limit)
+        let postfach = harness.directory.appendingPathComponent("postfach")
+        let pipeline = Pipeline(validator: Harness.validator, router: Harness.router,
+                                backends: BackendSelection(default: try FilesystemBackend(root: postfach)),
+                                ledger: harness.ledger, spool: harness.pipeline.spool, payloads: payloads)
+        let data = try Data(contentsOf: URL(fileURLWithPath: harness.sample("valid/wohnsitz-anmeldung-koeln.xml")))
+        #expect(data.count > 1_000 && data.count < 65_536, "the sample lies between the two limits")
+        let incoming = try await pipeline.receive(named: "http:test", origin: IntakeOrigin(client: "test"))
+        for start in stride(from: 0, to: data.count, by: 97) {
+            let kept = try data[start..<min(start + 97, data.count)].withUnsafeBytes { try incoming.write($0) }
+            #expect(kept)
+        }
+        let submission = try await incoming.complete()
+        #expect(submission.state == .delivered)
+        let location = try #require(submission.payloadLocation)
+        let spooled = try FileManager.default.contentsOfDirectory(atPath: spool.path)
+        if limit >= data.count {
+            #expect(location.hasPrefix("sqlite:"), "kept in the ledger: \(location)")
+            #expect(spooled.isEmpty, "no spool file: \(spooled)")
+        } else {
+            #expect(try Data(contentsOf: URL(fileURLWithPath: location)) == data, "the spool file holds all of it")
+            #expect(spooled == ["\(submission.id!).xml"])
+        }
+        #expect(try await payloads.withPayload(location) { try $0.contents() } == data)
+        let delivered = try FileManager.default.contentsOfDirectory(atPath: postfach.path)
+            .filter { !$0.hasPrefix(".") && $0 != "journal.log" }
+        let box = try #require(delivered.first)
+        let files = try FileManager.default.contentsOfDirectory(atPath: postfach.appendingPathComponent(box).path)
+        let xml = try #require(files.first { $0.hasSuffix(".xml") })
+        #expect(try Data(contentsOf: postfach.appendingPathComponent(box).appendingPathComponent(xml)) == data)
+    }
+
     @Test("backoff grows exponentially up to its cap")
     func backoff() {
         let policy = RetryPolicy(maxAttempts: 6, initialDelay: .seconds(1), multiplier: 2, maxDelay: .seconds(5))

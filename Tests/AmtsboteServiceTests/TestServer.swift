@@ -60,8 +60,9 @@ final class TestServer: Sendable {
             ledger = postgres
             payloads = try PostgresPayloadStore(ledger: postgres, scratch: directory.appendingPathComponent("scratch"))
         } else {
-            ledger = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
-            payloads = FilesystemPayloadStore()
+            let sqlite = try SQLiteLedger(path: directory.appendingPathComponent("ledger.sqlite").path)
+            ledger = sqlite
+            payloads = SQLitePayloadStore(ledger: sqlite, scratch: directory.appendingPathComponent("spool"))
         }
         self.backend = backend
         pipeline = Pipeline(validator: Self.validator, router: Self.router, backends: BackendSelection(default: backend),
