@@ -41,6 +41,8 @@ public final class SQLiteLedger: LedgerStore {
             if !readOnly {
                 try db.execute(sql: "PRAGMA journal_mode = WAL")
                 try db.execute(sql: "PRAGMA synchronous = FULL")
+                // Purged payloads kept in the ledger are personal data: their pages are overwritten, not just freed.
+                try db.execute(sql: "PRAGMA secure_delete = ON")
             }
         }
         configuration.busyMode = .timeout(10)

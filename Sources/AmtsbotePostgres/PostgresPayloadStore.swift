@@ -16,7 +16,7 @@ public struct PostgresPayloadStore: PayloadStore {
     public let inMemoryLimit: Int
     public static let chunkSize = 256 * 1024
 
-    public init(ledger: PostgresLedger, scratch: URL, inMemoryLimit: Int = 65_536) throws {
+    public init(ledger: PostgresLedger, scratch: URL, inMemoryLimit: Int = SQLitePayloadStore.defaultInMemoryLimit) throws {
         self.ledger = ledger
         self.scratch = scratch
         self.inMemoryLimit = min(max(0, inMemoryLimit), Self.chunkSize)

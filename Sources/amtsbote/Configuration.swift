@@ -122,6 +122,8 @@ struct AmtsboteConfiguration: Codable {
         var maxBodyBytes: Int64?
         var maxQueueDepth: Int?
         var maxConcurrentIntakes: Int?
+        /// Bodies of at most this many bytes are held in memory and kept in the ledger (no spool file); 0: never.
+        var payloadInMemoryBytes: Int?
         var idleTimeoutSeconds: Double?
         var retryAfterSeconds: Int?
         var idempotencyKeyRetentionHours: Double?
@@ -189,12 +191,21 @@ struct JSONScalar: Codable {
 }
 
 extension AmtsboteConfiguration {
+    /// `service.payloadInMemoryBytes`: 64 KiB unless set; 0 turns it off; at most 256 KiB (one ledger chunk).
+    func payloadInMemoryBytes() throws -> Int {
+        let value = service?.payloadInMemoryBytes ?? SQLitePayloadStore.defaultInMemoryLimit
+        guard (0...262_144).contains(value) else {
+            throw ConfigurationError("service.payloadInMemoryBytes must be between 0 and 262144, not \(value)")
+        }
+        return value
+    }
+
     /// The keys each object of the file may have; any other key is an error (a typo must not fall back to a default).
     static let knownKeys: [String: Set<String>] = [
         "": ["format", "schemas", "codeLists", "missingCodeLists", "routing", "backends", "postfaecher", "ledger", "spool", "retry",
              "retention", "service", "transformations"],
         "service": ["listen", "metricsListen", "workers", "maxBodyBytes", "maxQueueDepth", "maxConcurrentIntakes",
-                    "idleTimeoutSeconds", "retryAfterSeconds", "idempotencyKeyRetentionHours", "clients", "tls"],
+                    "payloadInMemoryBytes", "idleTimeoutSeconds", "retryAfterSeconds", "idempotencyKeyRetentionHours", "clients", "tls"],
         "retention": Set(SubmissionState.allCases.filter(\.isFinal).map(\.rawValue)),
         "routing": ["tables", "municipalities", "retiredKeys", "dvdvPrefixes"],
         "postfaecher": ["default", "overrides"],
@@ -459,11 +470,13 @@ struct LoadedPipeline {
             if let postgres {
                 let shared = try await PostgresLedger.open(postgres)
                 ledger = shared
-                payloads = try PostgresPayloadStore(ledger: shared, scratch: resolve(configuration.spool))
+                payloads = try PostgresPayloadStore(ledger: shared, scratch: resolve(configuration.spool),
+                                                    inMemoryLimit: try configuration.payloadInMemoryBytes())
             } else if case .sqlite(let path) = ledgerSetting {
                 let sqlite = try SQLiteLedger(path: resolve(path).path, readOnly: true)
                 ledger = sqlite
-                payloads = SQLitePayloadStore(ledger: sqlite, scratch: resolve(configuration.spool))
+                payloads = SQLitePayloadStore(ledger: sqlite, scratch: resolve(configuration.spool),
+                                              inMemoryLimit: try configuration.payloadInMemoryBytes())
             } else {
                 ledger = nil
                 payloads = nil
@@ -520,14 +533,16 @@ struct LoadedPipeline {
         if let postgres {
             let shared = try await PostgresLedger.open(postgres)
             ledger = shared
-            payloads = try PostgresPayloadStore(ledger: shared, scratch: resolve(configuration.spool))
+            payloads = try PostgresPayloadStore(ledger: shared, scratch: resolve(configuration.spool),
+                                                    inMemoryLimit: try configuration.payloadInMemoryBytes())
         } else {
             guard case .sqlite(let path) = ledgerSetting else { throw ConfigurationError("no ledger configured") }
             let ledgerURL = resolve(path)
             try FileManager.default.createDirectory(at: ledgerURL.deletingLastPathComponent(), withIntermediateDirectories: true)
             let sqlite = try SQLiteLedger(path: ledgerURL.path)
             ledger = sqlite
-            payloads = SQLitePayloadStore(ledger: sqlite, scratch: resolve(configuration.spool))
+            payloads = SQLitePayloadStore(ledger: sqlite, scratch: resolve(configuration.spool),
+                                              inMemoryLimit: try configuration.payloadInMemoryBytes())
         }
         let retry = configuration.retry
         let lease = Duration.milliseconds(Int64((retry?.leaseSeconds ?? 30) * 1000))

@@ -178,7 +178,7 @@ struct ServeProcessTests {
         #expect(server.child.status == 0)
     }
 
-    @Test("TLS files that cannot be read, unknown tls keys, certificate clients without authorities: exit 2, naming the file or key")
+    @Test("TLS files that cannot be read, unknown tls keys, certificate clients without authorities, an in-memory payload limit out of range: exit 2, naming the file or key")
     func tlsConfigurationErrors() throws {
         let directory = try TestEnvironment.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -192,6 +192,7 @@ struct ServeProcessTests {
             (#"{"clients": {"portal-a": {"certificateSHA256": [""# + fingerprint + #""]}}}"#,
              "service.tls.clientCertificateAuthorities names no authority"),
             (#"{"clients": {"portal-a": {"schemas": ["x"]}}}"#, "client 'portal-a' needs tokenSHA256, certificateSHA256 or both"),
+            (#"{"payloadInMemoryBytes": 300000}"#, "service.payloadInMemoryBytes must be between 0 and 262144, not 300000"),
         ]
         for (service, fragment) in cases {
             let config = directory.appendingPathComponent("amtsbote.json")
