@@ -69,7 +69,7 @@ public struct FilesystemBackend: PostfachBackend {
             unlink(temporaryMetadata.path)
         }
         try await Self.copy(delivery.payload, to: temporaryPayload, expectedSize: delivery.payloadSize)
-        try Self.writeDurably(try metadataJSON(delivery), to: temporaryMetadata)
+        try await Self.writeDurably(try metadataJSON(delivery), to: temporaryMetadata)
         // The last point where a cancellation is honoured: from here the delivery completes or fails as a whole.
         if Task.isCancelled { throw PostfachError(code: .cancelled, message: "cancelled before the delivery became visible") }
         // Metadata first, so a visible payload always has its metadata; linked, never replaced, so it claims the id.
@@ -87,7 +87,7 @@ public struct FilesystemBackend: PostfachBackend {
             }
             try Self.posix(-1, "cannot link the payload into the Postfach")
         }
-        try Self.syncDirectory(directory)
+        try await Self.syncDirectory(directory)
         record(delivery, "stored")
         return Receipt(deliveryID: delivery.id, postfach: delivery.postfach, backend: kind, location: final.path,
                        deliveredAt: Date(), payloadSHA256: delivery.payloadSHA256, alreadyPresent: false)
@@ -162,7 +162,7 @@ public struct FilesystemBackend: PostfachBackend {
             guard bytes.count == expectedSize else {
                 throw PostfachError(code: .rejected, message: "the payload has \(bytes.count) bytes, \(expectedSize) expected")
             }
-            try writeDurably(Data(bytes), to: target, what: "the payload")
+            try await writeDurably(Data(bytes), to: target, what: "the payload")
         }
     }
 
@@ -193,10 +193,10 @@ public struct FilesystemBackend: PostfachBackend {
         guard total == expectedSize else {
             throw PostfachError(code: .rejected, message: "the payload has \(total) bytes, \(expectedSize) expected")
         }
-        try posix(fsync(output), "cannot flush the payload to disk")
+        try await flush(output, "cannot flush the payload to disk")
     }
 
-    static func writeDurably(_ data: Data, to url: URL, what: String = "metadata") throws {
+    static func writeDurably(_ data: Data, to url: URL, what: String = "metadata") async throws {
         let fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
         guard fd >= 0 else { try posix(-1, "cannot create a temporary file"); return }
         defer { close(fd) }
@@ -208,14 +208,29 @@ public struct FilesystemBackend: PostfachBackend {
                 offset += written
             }
         }
-        try posix(fsync(fd), "cannot flush \(what) to disk")
+        try await flush(fd, "cannot flush \(what) to disk")
     }
 
-    static func syncDirectory(_ directory: URL) throws {
+    static func syncDirectory(_ directory: URL) async throws {
         let fd = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { try posix(-1, "cannot open the Postfach directory"); return }
         defer { close(fd) }
-        try posix(fsync(fd), "cannot flush the Postfach directory")
+        try await flush(fd, "cannot flush the Postfach directory")
+    }
+
+    /// `fsync(fd)` on a thread outside the task pool: a flush takes milliseconds, and blocking one of the few
+    /// threads that run every task of the process (two on a 2-core machine) would stall the rest of it meanwhile
+    /// (in `amtsbote serve`, the intake beside the workers). `fd` stays open until this returns.
+    static func flush(_ fd: Int32, _ what: String) async throws {
+        let (status, error) = await withCheckedContinuation { (continuation: CheckedContinuation<(Int32, Int32), Never>) in
+            DispatchQueue.global(qos: .utility).async {
+                let status = fsync(fd)
+                continuation.resume(returning: (status, status == 0 ? 0 : errno))
+            }
+        }
+        guard status == 0 else {
+            throw PostfachError(code: .unavailable, message: "\(what): \(String(cString: strerror(error)))")
+        }
     }
 
     /// Turns a failed system call into a PostfachError; full disks, permissions and I/O errors are retryable.
