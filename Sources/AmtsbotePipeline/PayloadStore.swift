@@ -112,15 +112,9 @@ public struct SQLitePayloadStore: PayloadStore {
         guard let id = try keptInLedger(location) else { return try await files.withLocalFile(location, body) }
         let bytes = try bytes(of: id)
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        let file = scratch.appendingPathComponent(".payload-\(id)-\(UUID().uuidString).xml")
-        let fd = open(file.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SpoolError("cannot create \(file.path): \(String(cString: strerror(errno)))") }
-        defer { unlink(file.path) }
-        do {
-            defer { close(fd) }
+        return try await Spool.withScratchFile(in: scratch, named: ".payload-\(id)-\(UUID().uuidString).xml", fill: { fd in
             try bytes.withUnsafeBytes { try Spool.writeAll(fd, $0) }
-        }
-        return try await body(file)
+        }, body)
     }
 
     public func withPayload<T: Sendable>(_ location: String, _ body: (PayloadSource) async throws -> T) async throws -> T {

@@ -69,6 +69,22 @@ public struct Spool: Sendable {
         }
     }
 
+    /// Runs `fill` with a new file `name` in `folder` (open for writing, readable by this user only), then `body`
+    /// with that file, which is removed afterwards: a payload store's temporary copy for a delivery.
+    public static func withScratchFile<T: Sendable>(in folder: URL, named name: String,
+                                                    fill: (Int32) async throws -> Void,
+                                                    _ body: (URL) async throws -> T) async throws -> T {
+        let file = folder.appendingPathComponent(name)
+        let fd = open(file.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SpoolError("cannot create \(file.path): \(String(cString: strerror(errno)))") }
+        defer { unlink(file.path) }
+        do {
+            defer { close(fd) }
+            try await fill(fd)
+        }
+        return try await body(file)
+    }
+
     /// Writes all of `bytes` to `fd` (again after short writes and interruptions).
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
         var offset = 0

@@ -104,14 +104,8 @@ public struct PostgresPayloadStore: PayloadStore {
 
     public func withLocalFile<T: Sendable>(_ location: String, _ body: (URL) async throws -> T) async throws -> T {
         let id = try submissionID(location)
-        let file = scratch.appendingPathComponent("delivery-\(id)-\(UUID().uuidString).xml")
-        let fd = open(file.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SpoolError("cannot create \(file.path): \(String(cString: strerror(errno)))") }
-        defer { unlink(file.path) }
-        do {
-            defer { close(fd) }
-            let logger = ledger.logger
-            let ledger = ledger
+        let logger = ledger.logger, ledger = ledger
+        return try await Spool.withScratchFile(in: scratch, named: "delivery-\(id)-\(UUID().uuidString).xml", fill: { fd in
             let chunks = try await ledger.run { () -> Int in
                 var chunks = 0
                 let rows = try await ledger.client.query(
@@ -123,8 +117,7 @@ public struct PostgresPayloadStore: PayloadStore {
                 return chunks
             }
             guard chunks > 0 else { throw SpoolError("the payload of submission \(id) is not in the ledger") }
-        }
-        return try await body(file)
+        }, body)
     }
 
     public func remove(_ location: String) async throws {
