@@ -67,13 +67,14 @@ public struct PostgresPayloadStore: PayloadStore {
         guard bytes.count <= Self.chunkSize else { throw SpoolError("a payload in memory is at most one chunk") }
         let logger = ledger.logger, ledger = ledger
         let buffer = ByteBuffer(bytes: bytes)
+        // One statement, one round trip: chunk 0 written (or replaced, for an intake tried again), any later chunks
+        // of an earlier attempt removed.
         try await ledger.run {
-            try await ledger.client.withTransaction(logger: logger) { connection in
-                try await connection.query("DELETE FROM payload_chunk WHERE submission_id = \(submission)", logger: logger)
-                try await connection.query("""
-                    INSERT INTO payload_chunk (submission_id, seq, data) VALUES (\(submission), 0, \(buffer))
-                    """, logger: logger)
-            }
+            try await ledger.client.query("""
+                WITH later AS (DELETE FROM payload_chunk WHERE submission_id = \(submission) AND seq > 0)
+                INSERT INTO payload_chunk (submission_id, seq, data) VALUES (\(submission), 0, \(buffer))
+                ON CONFLICT (submission_id, seq) DO UPDATE SET data = excluded.data
+                """, logger: logger)
         }
         return Self.prefix + String(submission)
     }
