@@ -101,8 +101,8 @@ public struct SQLitePayloadStore: PayloadStore {
         return Self.prefix + String(submission)
     }
 
-    private func bytes(of id: Int64) throws -> [UInt8] {
-        guard let bytes = try ledger.payload(of: id) else {
+    private func bytes(of id: Int64) async throws -> [UInt8] {
+        guard let bytes = try await ledger.payload(of: id) else {
             throw SpoolError("the payload of submission \(id) is not in the ledger")
         }
         return bytes
@@ -110,7 +110,7 @@ public struct SQLitePayloadStore: PayloadStore {
 
     public func withLocalFile<T: Sendable>(_ location: String, _ body: (URL) async throws -> T) async throws -> T {
         guard let id = try keptInLedger(location) else { return try await files.withLocalFile(location, body) }
-        let bytes = try bytes(of: id)
+        let bytes = try await bytes(of: id)
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         return try await Spool.withScratchFile(in: scratch, named: ".payload-\(id)-\(UUID().uuidString).xml", fill: { fd in
             try bytes.withUnsafeBytes { try Spool.writeAll(fd, $0) }
@@ -119,15 +119,15 @@ public struct SQLitePayloadStore: PayloadStore {
 
     public func withPayload<T: Sendable>(_ location: String, _ body: (PayloadSource) async throws -> T) async throws -> T {
         guard let id = try keptInLedger(location) else { return try await files.withPayload(location, body) }
-        return try await body(.bytes(try bytes(of: id)))
+        return try await body(.bytes(try await bytes(of: id)))
     }
 
     public func remove(_ location: String) async throws {
         guard let id = try keptInLedger(location) else { return try await files.remove(location) }
-        try ledger.removePayload(of: id)
+        try await ledger.removePayload(of: id)
     }
 
     public func removeIncomplete(submission: Int64) async throws {
-        try ledger.removePayload(of: submission)
+        try await ledger.removePayload(of: submission)
     }
 }

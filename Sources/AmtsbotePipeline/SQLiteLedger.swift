@@ -580,17 +580,18 @@ public final class SQLiteLedger: LedgerStore {
         }
     }
 
-    /// The payload of `submission` kept in the ledger, or nil.
-    func payload(of submission: Int64) throws -> [UInt8]? {
-        try read { db in
+    /// The payload of `submission` kept in the ledger, or nil. Asynchronous: a read waits behind a group commit's
+    /// flush, which must not block a thread of the task pool meanwhile.
+    func payload(of submission: Int64) async throws -> [UInt8]? {
+        try await database.read { db in
             try Data.fetchOne(db, sql: "SELECT bytes FROM payload WHERE submissionId = ?", arguments: [submission])
                 .map { [UInt8]($0) }
         }
     }
 
     /// Deletes the payload of `submission` kept in the ledger (none counts as deleted).
-    func removePayload(of submission: Int64) throws {
-        try write { db in
+    func removePayload(of submission: Int64) async throws {
+        try await database.write { db in
             try db.execute(sql: "DELETE FROM payload WHERE submissionId = ?", arguments: [submission])
         }
     }
