@@ -23,6 +23,8 @@ public protocol PayloadStore: Sendable {
     func remove(_ location: String) async throws
     /// Deletes whatever an interrupted ``keep(spooled:submission:)`` of `submission` left behind.
     func removeIncomplete(submission: Int64) async throws
+    /// Runs once at the end of a purge: whatever the store does beyond deleting each payload.
+    func afterPurge() async throws
 }
 
 extension PayloadStore {
@@ -33,6 +35,9 @@ extension PayloadStore {
     public func keep(bytes: [UInt8], submission: Int64) async throws -> String {
         throw SpoolError("this payload store keeps payloads from spool files only")
     }
+
+    /// Nothing beyond deleting each payload.
+    public func afterPurge() async throws {}
 
     /// The payload as a local file.
     public func withPayload<T: Sendable>(_ location: String, _ body: (PayloadSource) async throws -> T) async throws -> T {
@@ -80,7 +85,7 @@ public struct SQLitePayloadStore: PayloadStore {
     public init(ledger: SQLiteLedger, scratch: URL, inMemoryLimit: Int = SQLitePayloadStore.defaultInMemoryLimit) {
         self.ledger = ledger
         self.scratch = scratch
-        self.inMemoryLimit = inMemoryLimit
+        self.inMemoryLimit = min(max(0, inMemoryLimit), 262_144)
     }
 
     /// The submission id of a location in the ledger, nil for a spool file's path.
@@ -129,5 +134,11 @@ public struct SQLitePayloadStore: PayloadStore {
 
     public func removeIncomplete(submission: Int64) async throws {
         try await ledger.removePayload(of: submission)
+    }
+
+    /// Deletes payloads of purged rows that a purge of an older version left (it did not know this table), then
+    /// empties the ledger's write-ahead log, which may still hold purged payloads' pages.
+    public func afterPurge() async throws {
+        try await ledger.sweepPurgedPayloads()
     }
 }

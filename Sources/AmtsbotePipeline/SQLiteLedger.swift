@@ -41,7 +41,8 @@ public final class SQLiteLedger: LedgerStore {
             if !readOnly {
                 try db.execute(sql: "PRAGMA journal_mode = WAL")
                 try db.execute(sql: "PRAGMA synchronous = FULL")
-                // Purged payloads kept in the ledger are personal data: their pages are overwritten, not just freed.
+                // Purged payloads kept in the ledger are personal data: their pages in the database file are
+                // overwritten, not just freed (the write-ahead log is truncated after a purge).
                 try db.execute(sql: "PRAGMA secure_delete = ON")
             }
         }
@@ -211,7 +212,10 @@ public final class SQLiteLedger: LedgerStore {
         return db.changesCount == 1
     }
 
-    /// GRDB's blocking write and read (its async variants would hop threads for statements of microseconds).
+    /// GRDB's blocking write and read (its async variants would hop threads for statements of microseconds), for
+    /// the calls off the intake's and the delivery's hot path. They wait behind a group commit's flush on the one
+    /// connection while blocking a thread of the task pool; the hot path (the group commit, outcomes, claims, the
+    /// payloads kept here) uses the asynchronous variants instead.
     private func write<T>(_ body: (Database) throws -> T) throws -> T { try database.write(body) }
     private func read<T>(_ body: (Database) throws -> T) throws -> T { try database.read(body) }
 
@@ -593,6 +597,18 @@ public final class SQLiteLedger: LedgerStore {
     func removePayload(of submission: Int64) async throws {
         try await database.write { db in
             try db.execute(sql: "DELETE FROM payload WHERE submissionId = ?", arguments: [submission])
+        }
+    }
+
+    /// Deletes the payloads of purged rows still in the table, then checkpoints and truncates the write-ahead log:
+    /// a deleted payload's pages are overwritten in the database file (`secure_delete`), but frames written before
+    /// stay in the log until it is truncated.
+    func sweepPurgedPayloads() async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM payload WHERE submissionId IN (SELECT id FROM submission WHERE purgedAt IS NOT NULL)")
+        }
+        try await database.writeWithoutTransaction { db in
+            _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)")
         }
     }
 

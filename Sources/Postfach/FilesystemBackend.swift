@@ -152,7 +152,6 @@ public struct FilesystemBackend: PostfachBackend {
         }
     }
 
-    /// Streams `source` to `target` in chunks, checking for cancellation, then fsyncs.
     /// Writes the payload to `target` (created, flushed); `expectedSize` bytes or a `rejected` error.
     static func copy(_ source: PayloadSource, to target: URL, expectedSize: Int64) async throws {
         switch source {
@@ -166,6 +165,7 @@ public struct FilesystemBackend: PostfachBackend {
         }
     }
 
+    /// Streams `source` to `target` in chunks, checking for cancellation, then fsyncs.
     static func copy(_ source: URL, to target: URL, expectedSize: Int64) async throws {
         let input = open(source.path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw PostfachError(code: .rejected, message: "the payload file cannot be read") }

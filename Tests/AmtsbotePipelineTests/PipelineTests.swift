@@ -294,6 +294,53 @@ struct PipelineTests {
         #expect(try Data(contentsOf: postfach.appendingPathComponent(box).appendingPathComponent(xml)) == data)
     }
 
+    @Test("payloads kept in the ledger: an interrupted intake's is removed at recovery, a purged one is deleted with the log truncated, an older version's leftover is swept")
+    func ledgerKeptPayloadsRecoveryAndPurge() async throws {
+        let harness = try Harness()
+        defer { harness.remove() }
+        let path = harness.directory.appendingPathComponent("ledger.sqlite").path
+        let payloads = SQLitePayloadStore(ledger: harness.ledger, scratch: harness.directory.appendingPathComponent("spool"))
+        let pipeline = Pipeline(validator: Harness.validator, router: Harness.router,
+                                backends: BackendSelection(default: InMemoryBackend()), ledger: harness.ledger,
+                                spool: harness.pipeline.spool, payloads: payloads)
+        // A crash between keeping the payload and recording the verdict: a received row of a gone process.
+        let current = ProcessIdentity.current
+        let gone = ProcessIdentity(bootID: current.bootID, pid: current.pid, startTicks: current.startTicks + 1)
+        let interrupted = try await SQLiteLedger(path: path, identity: gone).recordReceived(source: "http:a", at: Date())
+        let location = try await payloads.keep(bytes: Array("<partial/>".utf8), submission: interrupted.id!)
+        _ = try await pipeline.recover()
+        #expect(try await harness.ledger.submission(interrupted.id!)?.state == .abandoned)
+        await #expect(throws: (any Error).self, "the interrupted intake's payload is gone") {
+            try await payloads.withPayload(location) { _ in () }
+        }
+        // Delivered from the ledger, then purged: the payload row is deleted and the log emptied.
+        let data = try Data(contentsOf: URL(fileURLWithPath: harness.sample("valid/wohnsitz-anmeldung-koeln.xml")))
+        let incoming = try await pipeline.receive(named: "http:b", origin: IntakeOrigin(client: "b"))
+        _ = try data.withUnsafeBytes { try incoming.write($0) }
+        let delivered = try await incoming.complete()
+        #expect(delivered.state == .delivered)
+        let kept = try #require(delivered.payloadLocation)
+        #expect(kept.hasPrefix("sqlite:"))
+        // What an older version's purge leaves: a purged row whose payload row it did not know about.
+        let older = try await SQLiteLedger(path: path, identity: gone).recordReceived(source: "http:c", at: Date())
+        _ = try await payloads.keep(bytes: Array("<old/>".utf8), submission: older.id!)
+        var forgotten = older
+        forgotten.state = .rejected
+        forgotten.purgedAt = Date()
+        try harness.ledger.overwrite(forgotten)
+        let purged = try await Purge(ledger: harness.ledger, payloads: payloads)
+            .run(policy: .default, olderThan: 0, states: [.delivered], now: Date().addingTimeInterval(1))
+        #expect(purged.map(\.id) == [delivered.id])
+        await #expect(throws: (any Error).self, "the purged payload is gone") {
+            try await payloads.withPayload(kept) { _ in () }
+        }
+        await #expect(throws: (any Error).self, "the older version's leftover is swept") {
+            try await payloads.withPayload("sqlite:\(older.id!)") { _ in () }
+        }
+        let log = (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? 0
+        #expect(log == 0, "the write-ahead log is truncated after a purge: \(log) bytes")
+    }
+
     @Test("backoff grows exponentially up to its cap")
     func backoff() {
         let policy = RetryPolicy(maxAttempts: 6, initialDelay: .seconds(1), multiplier: 2, maxDelay: .seconds(5))
