@@ -212,12 +212,15 @@ public final class SQLiteLedger: LedgerStore {
         return db.changesCount == 1
     }
 
-    /// GRDB's blocking write and read (its async variants would hop threads for statements of microseconds), for
-    /// the calls off the intake's and the delivery's hot path. They wait behind a group commit's flush on the one
-    /// connection while blocking a thread of the task pool; the hot path (the group commit, outcomes, claims, the
-    /// payloads kept here) uses the asynchronous variants instead.
-    private func write<T>(_ body: (Database) throws -> T) throws -> T { try database.write(body) }
-    private func read<T>(_ body: (Database) throws -> T) throws -> T { try database.read(body) }
+    /// GRDB's asynchronous write and read: every call waits its turn on the one connection (behind a group commit's
+    /// flush, say) suspended, without holding a thread of the task pool, which runs every task of the process (two
+    /// threads on a 2-core machine).
+    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await database.write(body)
+    }
+    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await database.read(body)
+    }
 
     /// `body` in the next group commit of intake writes (see ``intakeWrites``).
     private func groupWrite<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -279,7 +282,7 @@ public final class SQLiteLedger: LedgerStore {
     public func adopt(_ observed: Submission, evenIfOwnerRuns: Bool) async throws -> Submission? {
         guard let id = observed.id, [.received, .validated].contains(observed.state),
               evenIfOwnerRuns || !ProcessIdentity.ownerIsAlive(observed.owner) else { return nil }
-        return try write { db in
+        return try await write { [self] db in
             try db.execute(sql: "UPDATE submission SET owner = ?, updatedAt = ? WHERE id = ? AND state = ? AND owner IS ?",
                            arguments: [identity.description, Date(), id, observed.state.rawValue, observed.owner])
             return db.changesCount == 1 ? try Self.fetch(db, id: id) : nil
@@ -342,7 +345,7 @@ public final class SQLiteLedger: LedgerStore {
 
     public func extendLeases(_ leased: [Submission], by: Duration) async throws -> Set<Int64> {
         let until = Date().addingTimeInterval(by.seconds)
-        return try write { db in
+        return try await write { db in
             var held: Set<Int64> = []
             for row in leased {
                 guard let id = row.id, let token = row.leaseToken else { continue }
@@ -381,7 +384,7 @@ public final class SQLiteLedger: LedgerStore {
 
     public func release(_ leased: Submission) async throws -> Bool {
         guard let id = leased.id, let token = leased.leaseToken else { return false }
-        let released = try write { db in
+        let released = try await write { db in
             try db.execute(sql: """
                 UPDATE submission SET state = 'queued', attempts = max(attempts - 1, 0), nextAttemptAt = ?, owner = NULL,
                     leaseToken = NULL, leaseUntil = NULL, updatedAt = ?
@@ -395,7 +398,7 @@ public final class SQLiteLedger: LedgerStore {
 
     public func recordReference(_ leased: Submission, reference: String) async throws -> Bool {
         guard let id = leased.id, let token = leased.leaseToken else { return false }
-        return try write { db in
+        return try await write { db in
             try db.execute(sql: """
                 UPDATE submission SET externalReference = ?, updatedAt = ?
                 WHERE id = ? AND state = 'running' AND leaseToken = ? AND leaseUntil > ?
@@ -407,7 +410,7 @@ public final class SQLiteLedger: LedgerStore {
     public func dueConfirmations(limit: Int, recheckAfter: Duration) async throws -> [Submission] {
         guard limit > 0 else { return [] }
         let now = Date()
-        return try write { db in
+        return try await write { db in
             try Self.fetch(db, sql: """
                 UPDATE submission SET confirmationDueAt = ?
                 WHERE id IN (SELECT id FROM submission WHERE confirmation = 'pending' AND confirmationDueAt <= ?
@@ -419,7 +422,7 @@ public final class SQLiteLedger: LedgerStore {
 
     public func recordConfirmation(_ answered: Submission) async throws -> Bool {
         guard let id = answered.id else { return false }
-        return try write { db in
+        return try await write { db in
             try db.execute(sql: """
                 UPDATE submission SET confirmation = ?1, confirmationEvidence = ?2, confirmedAt = ?3,
                     confirmationDueAt = CASE WHEN ?1 = 'pending' THEN confirmationDueAt END,
@@ -433,7 +436,7 @@ public final class SQLiteLedger: LedgerStore {
 
     public func requeueExpiredLeases() async throws -> [Submission] {
         let now = Date()
-        let rows = try write { db in
+        let rows = try await write { db in
             try Self.fetch(db, sql: """
                 UPDATE submission SET state = 'queued', nextAttemptAt = ?, owner = NULL, leaseToken = NULL,
                     leaseUntil = NULL, updatedAt = ?
@@ -447,7 +450,7 @@ public final class SQLiteLedger: LedgerStore {
 
     public func rescue(_ observed: Submission) async throws -> Submission? {
         guard let id = observed.id, observed.state == .running, let token = observed.leaseToken else { return nil }
-        let row = try write { db in
+        let row = try await write { db in
             try Self.fetch(db, sql: """
                 UPDATE submission SET state = 'queued', nextAttemptAt = ?, owner = NULL, leaseToken = NULL,
                     leaseUntil = NULL, updatedAt = ?
@@ -461,7 +464,7 @@ public final class SQLiteLedger: LedgerStore {
 
     public func requeue(_ observed: Submission) async throws -> Submission? {
         guard let id = observed.id, [.dead, .queued].contains(observed.state) else { return nil }
-        let row = try write { db in
+        let row = try await write { db in
             try Self.fetch(db, sql: """
                 UPDATE submission SET state = 'queued', attempts = 0, nextAttemptAt = ?, owner = NULL, updatedAt = ?
                 WHERE id = ? AND state = ? AND purgedAt IS NULL
@@ -473,7 +476,7 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func nextAttempt() async throws -> Date? {
-        try read { db in
+        try await read { db in
             let due = try Date.fetchOne(db, sql: "SELECT MIN(nextAttemptAt) FROM submission WHERE state = 'queued'")
             let expiry = try Date.fetchOne(db, sql: "SELECT MIN(leaseUntil) FROM submission WHERE state = 'running'")
             return [due, expiry].compactMap { $0 }.min()
@@ -487,11 +490,11 @@ public final class SQLiteLedger: LedgerStore {
     // MARK: Reading
 
     public func submission(_ id: Int64) async throws -> Submission? {
-        try read { db in try Self.fetch(db, id: id) }
+        try await read { db in try Self.fetch(db, id: id) }
     }
 
     public func submissions(states: [SubmissionState]? = nil, limit: Int? = nil) async throws -> [Submission] {
-        try read { db in
+        try await read { db in
             var sql = "SELECT * FROM submission"
             var arguments: StatementArguments = []
             if let states {
@@ -505,7 +508,7 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func counts() async throws -> [SubmissionState: Int] {
-        try read { db in
+        try await read { db in
             var result: [SubmissionState: Int] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM submission GROUP BY state") {
                 if let state = SubmissionState(rawValue: row["state"]) { result[state] = row["n"] }
@@ -515,7 +518,7 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func queueByPostfach() async throws -> [PostfachQueue] {
-        try read { db in
+        try await read { db in
             var queues: [String: PostfachQueue] = [:]
             for row in try Row.fetchAll(db, sql: """
                 SELECT postfach, state, COUNT(*) AS n, MIN(nextAttemptAt) AS due FROM submission
@@ -536,14 +539,14 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func newestID() async throws -> Int64 {
-        try read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM submission") ?? 0 }
+        try await read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM submission") ?? 0 }
     }
 
     // MARK: Retention
 
     public func unpurged(state: SubmissionState, finishedBefore date: Date) async throws -> [Submission] {
         guard state.isFinal else { return [] }
-        return try read { db in
+        return try await read { db in
             try Self.fetch(db, sql: "SELECT * FROM submission WHERE state = ? AND purgedAt IS NULL AND updatedAt < ? ORDER BY id",
                            [state.rawValue, date])
         }
@@ -551,7 +554,7 @@ public final class SQLiteLedger: LedgerStore {
 
     public func markPurged(_ observed: Submission, cutoff: Date, at date: Date) async throws -> Submission? {
         guard let id = observed.id, observed.state.isFinal else { return nil }
-        return try write { db in
+        return try await write { db in
             try Self.fetch(db, sql: """
                 UPDATE submission SET purgedAt = ? WHERE id = ? AND state = ? AND purgedAt IS NULL AND updatedAt < ?
                 RETURNING *
@@ -560,14 +563,14 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func purgedWithPayload() async throws -> [Submission] {
-        try read { db in
+        try await read { db in
             try Self.fetch(db, sql: "SELECT * FROM submission WHERE purgedAt IS NOT NULL AND spoolPath IS NOT NULL")
         }
     }
 
     public func forgetPayloadLocation(_ row: Submission) async throws {
         guard let id = row.id else { return }
-        try write { db in
+        try await write { db in
             try db.execute(sql: "UPDATE submission SET spoolPath = NULL WHERE id = ? AND purgedAt IS NOT NULL", arguments: [id])
         }
     }
@@ -616,7 +619,7 @@ public final class SQLiteLedger: LedgerStore {
 
     public func reserveIdempotencyKey(client: String, key: String,
                                       for duration: Duration) async throws -> IdempotencyReservation {
-        try write { db in
+        try await write { db in
             let now = Date()
             let until = now.addingTimeInterval(duration.seconds)
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM idempotencyKey WHERE client = ? AND key = ?",
@@ -638,7 +641,7 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func completeIdempotencyKey(client: String, key: String, outcome: IdempotencyOutcome) async throws {
-        try write { db in
+        try await write { db in
             try db.execute(sql: """
                 UPDATE idempotencyKey SET reservedUntil = NULL, requestSHA256 = ?, submissionId = ?, responseStatus = ?,
                     responseBody = ?, createdAt = ?
@@ -649,14 +652,14 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     public func releaseIdempotencyKey(client: String, key: String) async throws {
-        try write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM idempotencyKey WHERE client = ? AND key = ? AND responseStatus IS NULL",
                            arguments: [client, key])
         }
     }
 
     public func purgeIdempotencyKeys(completedBefore date: Date) async throws -> Int {
-        try write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM idempotencyKey WHERE responseStatus IS NOT NULL AND createdAt < ?",
                            arguments: [date])
             return db.changesCount
@@ -667,7 +670,7 @@ public final class SQLiteLedger: LedgerStore {
 
     /// Writes a row as given, unconditionally: for tests that stage a crash's leftovers.
     func overwrite(_ row: Submission) throws {
-        _ = try write { db in try Self.write(db, row, where: "1", []) }
+        _ = try database.write { db in try Self.write(db, row, where: "1", []) }
     }
 }
 
