@@ -81,11 +81,13 @@ public struct SQLitePayloadStore: PayloadStore {
     static let prefix = "sqlite:"
     /// The default ``inMemoryLimit``: 64 KiB, well above a typical form's submission.
     public static let defaultInMemoryLimit = 65_536
+    /// The largest ``inMemoryLimit``: 256 KiB (one chunk of the PostgreSQL store as well).
+    public static let maximumInMemoryLimit = 262_144
 
     public init(ledger: SQLiteLedger, scratch: URL, inMemoryLimit: Int = SQLitePayloadStore.defaultInMemoryLimit) {
         self.ledger = ledger
         self.scratch = scratch
-        self.inMemoryLimit = min(max(0, inMemoryLimit), 262_144)
+        self.inMemoryLimit = min(max(0, inMemoryLimit), Self.maximumInMemoryLimit)
     }
 
     /// The submission id of a location in the ledger, nil for a spool file's path.

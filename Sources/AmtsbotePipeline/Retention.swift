@@ -2,8 +2,8 @@ import Foundation
 
 /// How long the payload of a finished submission is kept, per final state. Citizens' data may be kept only as long
 /// as it is needed: a delivered payload is at the authority, a refused one is kept for the sender's questions and
-/// the operator's checks. Purging deletes the payload (its spool file, or its copy in the ledger) and keeps the audit row: ids, hashes,
-/// states, reason codes, receipt, and when it was purged. Unfinished work is never touched.
+/// the operator's checks. Purging deletes the payload (its spool file, or its copy in the ledger) and keeps the
+/// audit row: ids, hashes, states, reason codes, receipt, and when it was purged. Unfinished work is never touched.
 public struct RetentionPolicy: Sendable, Hashable {
     /// Keep-for periods in seconds by final state; a state without an entry is kept until purged by hand.
     public var periods: [SubmissionState: TimeInterval]

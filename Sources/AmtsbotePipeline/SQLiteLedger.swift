@@ -233,11 +233,9 @@ public final class SQLiteLedger: LedgerStore {
         }
     }
 
-    /// One transaction for a batch of jobs, each in a savepoint of its own. GRDB's asynchronous write: the commit's
-    /// flush to disk (milliseconds) suspends the caller instead of blocking one of the few threads that run every
-    /// task of the process (two on a 2-core machine).
+    /// One transaction for a batch of jobs, each in a savepoint of its own.
     private func run(_ jobs: [SQLiteWriteJob]) async throws -> [SQLiteWriteOutcome] {
-        try await database.write { db in
+        try await write { db in
             jobs.map { job in
                 var outcome = SQLiteWriteOutcome.failure(LedgerError(code: "ledger.unavailable", message: "not written"))
                 do {
@@ -365,7 +363,7 @@ public final class SQLiteLedger: LedgerStore {
     /// Records many outcomes in one transaction (one flush to disk), each fenced by its own token.
     private func finishAll(_ outcomes: [Submission]) async throws -> [Bool] {
         let now = Date()
-        let written = try await database.write { db in
+        let written = try await write { db in
             try outcomes.map { outcome in
                 try db.execute(sql: """
                     UPDATE submission SET state = ?, reasonCode = ?, reason = ?, nextAttemptAt = ?, receipt = ?,
@@ -587,10 +585,9 @@ public final class SQLiteLedger: LedgerStore {
         }
     }
 
-    /// The payload of `submission` kept in the ledger, or nil. Asynchronous: a read waits behind a group commit's
-    /// flush, which must not block a thread of the task pool meanwhile.
+    /// The payload of `submission` kept in the ledger, or nil.
     func payload(of submission: Int64) async throws -> [UInt8]? {
-        try await database.read { db in
+        try await read { db in
             try Data.fetchOne(db, sql: "SELECT bytes FROM payload WHERE submissionId = ?", arguments: [submission])
                 .map { [UInt8]($0) }
         }
@@ -598,7 +595,7 @@ public final class SQLiteLedger: LedgerStore {
 
     /// Deletes the payload of `submission` kept in the ledger (none counts as deleted).
     func removePayload(of submission: Int64) async throws {
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM payload WHERE submissionId = ?", arguments: [submission])
         }
     }
@@ -607,7 +604,7 @@ public final class SQLiteLedger: LedgerStore {
     /// a deleted payload's pages are overwritten in the database file (`secure_delete`), but frames written before
     /// stay in the log until it is truncated.
     func sweepPurgedPayloads() async throws {
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM payload WHERE submissionId IN (SELECT id FROM submission WHERE purgedAt IS NOT NULL)")
         }
         try await database.writeWithoutTransaction { db in

@@ -82,7 +82,7 @@ public struct TransformationRecord: Codable, Sendable, Hashable {
 }
 
 extension Pipeline {
-    /// Runs `rule` on the payload in `file` and stages the output in a scratch file in `scratch` (the spool's
+    /// Runs `rule` on `payload` and stages the output in a scratch file in `scratch` (the spool's
     /// folder) for the backend to read; ``StagedOutput/remove()`` ends it.
     static func transform(_ payload: PayloadSource, with rule: TransformationRule, parameters: [String: String],
                           originalSHA256: String, scratch: URL) throws -> (output: StagedOutput, record: TransformationRecord) {

@@ -159,7 +159,7 @@ public struct FilesystemBackend: PostfachBackend {
             try await copy(file, to: target, expectedSize: expectedSize)
         case .bytes(let bytes):
             guard bytes.count == expectedSize else {
-                throw PostfachError(code: .rejected, message: "the payload has \(bytes.count) bytes, \(expectedSize) expected")
+                throw PostfachError.wrongSize(Int64(bytes.count), expected: expectedSize)
             }
             try await writeDurably(Data(bytes), to: target, what: "the payload")
         }
@@ -191,7 +191,7 @@ public struct FilesystemBackend: PostfachBackend {
             await Task.yield()
         }
         guard total == expectedSize else {
-            throw PostfachError(code: .rejected, message: "the payload has \(total) bytes, \(expectedSize) expected")
+            throw PostfachError.wrongSize(total, expected: expectedSize)
         }
         try await flush(output, "cannot flush the payload to disk")
     }

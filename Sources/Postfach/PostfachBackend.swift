@@ -36,7 +36,7 @@ public struct Delivery: Sendable, Hashable {
     public func payloadContents() throws -> Data {
         let data = try payload.contents()
         guard Int64(data.count) == payloadSize else {
-            throw PostfachError(code: .rejected, message: "the payload has \(data.count) bytes, \(payloadSize) expected")
+            throw PostfachError.wrongSize(Int64(data.count), expected: payloadSize)
         }
         return data
     }
@@ -378,6 +378,13 @@ public enum Hex {
             text.append(digits[Int(byte & 0x0f)])
         }
         return String(decoding: text, as: UTF8.self)
+    }
+}
+
+extension PostfachError {
+    /// A payload of another size than the delivery declares: `rejected`.
+    public static func wrongSize(_ actual: Int64, expected: Int64) -> PostfachError {
+        PostfachError(code: .rejected, message: "the payload has \(actual) bytes, \(expected) expected")
     }
 }
 

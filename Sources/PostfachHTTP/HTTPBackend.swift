@@ -122,7 +122,7 @@ public final class HTTPBackend: PostfachBackend {
         case .file(let file) where !FileManager.default.isReadableFile(atPath: file.path):
             throw PostfachError(code: .rejected, message: "the payload file cannot be read")
         case .bytes(let bytes) where Int64(bytes.count) != delivery.payloadSize:
-            throw PostfachError(code: .rejected, message: "the payload has \(bytes.count) bytes, \(delivery.payloadSize) expected")
+            throw PostfachError.wrongSize(Int64(bytes.count), expected: delivery.payloadSize)
         default:
             break
         }

@@ -194,8 +194,9 @@ extension AmtsboteConfiguration {
     /// `service.payloadInMemoryBytes`: 64 KiB unless set; 0 turns it off; at most 256 KiB (one ledger chunk).
     func payloadInMemoryBytes() throws -> Int {
         let value = service?.payloadInMemoryBytes ?? SQLitePayloadStore.defaultInMemoryLimit
-        guard (0...262_144).contains(value) else {
-            throw ConfigurationError("service.payloadInMemoryBytes must be between 0 and 262144, not \(value)")
+        let maximum = SQLitePayloadStore.maximumInMemoryLimit
+        guard (0...maximum).contains(value) else {
+            throw ConfigurationError("service.payloadInMemoryBytes must be between 0 and \(maximum), not \(value)")
         }
         return value
     }
@@ -470,13 +471,11 @@ struct LoadedPipeline {
             if let postgres {
                 let shared = try await PostgresLedger.open(postgres)
                 ledger = shared
-                payloads = try PostgresPayloadStore(ledger: shared, scratch: resolve(configuration.spool),
-                                                    inMemoryLimit: try configuration.payloadInMemoryBytes())
+                payloads = try PostgresPayloadStore(ledger: shared, scratch: resolve(configuration.spool))
             } else if case .sqlite(let path) = ledgerSetting {
                 let sqlite = try SQLiteLedger(path: resolve(path).path, readOnly: true)
                 ledger = sqlite
-                payloads = SQLitePayloadStore(ledger: sqlite, scratch: resolve(configuration.spool),
-                                              inMemoryLimit: try configuration.payloadInMemoryBytes())
+                payloads = SQLitePayloadStore(ledger: sqlite, scratch: resolve(configuration.spool))
             } else {
                 ledger = nil
                 payloads = nil
@@ -530,19 +529,19 @@ struct LoadedPipeline {
 
         let ledger: any LedgerStore
         let payloads: any PayloadStore
+        let inMemoryLimit = try configuration.payloadInMemoryBytes()
         if let postgres {
             let shared = try await PostgresLedger.open(postgres)
             ledger = shared
             payloads = try PostgresPayloadStore(ledger: shared, scratch: resolve(configuration.spool),
-                                                    inMemoryLimit: try configuration.payloadInMemoryBytes())
+                                                inMemoryLimit: inMemoryLimit)
         } else {
             guard case .sqlite(let path) = ledgerSetting else { throw ConfigurationError("no ledger configured") }
             let ledgerURL = resolve(path)
             try FileManager.default.createDirectory(at: ledgerURL.deletingLastPathComponent(), withIntermediateDirectories: true)
             let sqlite = try SQLiteLedger(path: ledgerURL.path)
             ledger = sqlite
-            payloads = SQLitePayloadStore(ledger: sqlite, scratch: resolve(configuration.spool),
-                                              inMemoryLimit: try configuration.payloadInMemoryBytes())
+            payloads = SQLitePayloadStore(ledger: sqlite, scratch: resolve(configuration.spool), inMemoryLimit: inMemoryLimit)
         }
         let retry = configuration.retry
         let lease = Duration.milliseconds(Int64((retry?.leaseSeconds ?? 30) * 1000))
