@@ -214,66 +214,33 @@ public final class PostgresLedger: LedgerStore {
         try await run { [self] in try await Self.rows(try await client.query(query, logger: logger)) }
     }
 
-    /// `UPDATE submission SET <every column of row> WHERE id = row.id AND <condition>`; true when a row changed.
+    /// Writes every column of `row` where the row is still `expected` and owned by `owner`; true when it changed.
     static func writeAll(_ row: Submission, on connection: PostgresConnection, logger: Logger,
-                         condition: Condition) async throws -> Bool {
+                         expected: SubmissionState, owner: String) async throws -> Bool {
         guard let id = row.id else { return false }
-        let s = row
-        var query: PostgresQuery = """
-            UPDATE submission SET source = \(s.source), updated_at = clock_timestamp(), state = \(s.state.rawValue),
-                payload_location = \(s.payloadLocation), payload_sha256 = \(s.payloadSHA256),
-                payload_size = \(s.payloadSize), message_id = \(s.messageId), delivery_id = \(s.deliveryId),
-                schema_id = \(s.schemaId), routing_keys = \(s.routingKeys), postfach = \(s.postfach),
-                routing = \(s.routing), reason_code = \(s.reasonCode), reason = \(s.reason),
-                attempts = \(Int32(s.attempts)), next_attempt_at = \(s.nextAttemptAt), receipt = \(s.receipt),
-                duplicate_of = \(s.duplicateOf), owner = \(s.owner), lease_token = \(s.leaseToken),
-                lease_until = \(s.leaseUntil), purged_at = \(s.purgedAt), client = \(s.client),
-                portal_metadata = \(s.portalMetadata), findings = \(s.findings),
-                external_reference = \(s.externalReference), confirmation = \(s.confirmation?.rawValue),
-                confirmation_evidence = \(s.confirmationEvidence), confirmation_due_at = \(s.confirmationDueAt),
-                confirmed_at = \(s.confirmedAt)
-            WHERE id = \(id)
-            """
-        switch condition {
-        case .stateAndOwner(let state, let owner):
-            query.sql += " AND state = $\(query.binds.count + 1) AND owner = $\(query.binds.count + 2)"
-            query.binds.append(state.rawValue)
-            query.binds.append(owner)
-        case .lease(let token):
-            query.sql += " AND state = 'running' AND lease_token = $\(query.binds.count + 1)"
-            query.binds.append(token)
-        }
-        query.sql += " RETURNING id"
-        var changed = false
-        for try await _ in try await connection.query(query, logger: logger) { changed = true }
-        return changed
-    }
-
-    enum Condition {
-        case stateAndOwner(SubmissionState, String)
-        case lease(String)
+        let statement = WriteRowStatement(row: row, id: id, expected: expected, owner: owner)
+        for try await _ in try await connection.execute(statement, logger: logger) { return true }
+        return false
     }
 
     // MARK: Intake
 
     public func recordReceived(source: String, at date: Date, origin: IntakeOrigin) async throws -> Submission {
-        let owner = identity.description
-        let rows = try await fetch("""
-            INSERT INTO submission (source, received_at, updated_at, state, owner, client, portal_metadata)
-            VALUES (\(source), \(date), clock_timestamp(), 'received', \(owner), \(origin.client),
-                    \(origin.portalMetadata))
-            RETURNING \(unescaped: Self.columns)
-            """)
-        guard let row = rows.first else { throw LedgerError(code: "ledger.unavailable", message: "no row recorded") }
+        let statement = RecordReceivedStatement(source: source, receivedAt: date, owner: identity.description, origin: origin)
+        let row = try await run { [self] () -> Submission? in
+            for try await row in try await client.execute(statement, logger: logger) { return row }
+            return nil
+        }
+        guard let row else { throw LedgerError(code: "ledger.unavailable", message: "no row recorded") }
         return row
     }
 
     public func update(_ submission: Submission, from expected: SubmissionState) async throws -> Bool {
-        try await run { [self] in
-            try await client.withConnection { connection in
-                try await Self.writeAll(submission, on: connection, logger: logger,
-                                        condition: .stateAndOwner(expected, identity.description))
-            }
+        guard let id = submission.id else { return false }
+        let statement = WriteRowStatement(row: submission, id: id, expected: expected, owner: identity.description)
+        return try await run { [self] in
+            for try await _ in try await client.execute(statement, logger: logger) { return true }
+            return false
         }
     }
 
@@ -291,6 +258,22 @@ public final class PostgresLedger: LedgerStore {
     public func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission {
         guard let deliveryId = submission.deliveryId, let id = submission.id else { return submission }
         let me = identity.description
+        // The common case, one statement: the delivery id is new and the row still this process's.
+        var first = submission
+        if leaseFor != nil {
+            first.lease(to: identity, token: UUID().uuidString, until: Date())  // lease_until: the database's clock
+        } else {
+            first.state = .queued
+            first.owner = nil
+        }
+        let statement = QueueClaimedStatement(row: first, id: id, owner: me, deliveryId: deliveryId,
+                                              leaseSeconds: leaseFor?.inSeconds ?? 0)
+        let queued = try await run { [self] () -> Submission? in
+            for try await row in try await client.execute(statement, logger: logger) { return row }
+            return nil
+        }
+        if let queued { return queued }
+        // A duplicate (the delivery id is held) or a row taken over: settled in a transaction, statement by statement.
         let saved: Submission = try await run { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 var row = submission
@@ -323,8 +306,7 @@ public final class PostgresLedger: LedgerStore {
                         row.owner = nil
                     }
                 }
-                guard try await Self.writeAll(row, on: connection, logger: logger,
-                                              condition: .stateAndOwner(.validated, me)) else {
+                guard try await Self.writeAll(row, on: connection, logger: logger, expected: .validated, owner: me) else {
                     throw LedgerError(code: "ledger.lost-row", message: "submission \(id) was taken over by another process")
                 }
                 let seconds = leaseFor?.inSeconds ?? 0

@@ -67,14 +67,9 @@ public struct PostgresPayloadStore: PayloadStore {
         guard bytes.count <= Self.chunkSize else { throw SpoolError("a payload in memory is at most one chunk") }
         let logger = ledger.logger, ledger = ledger
         let buffer = ByteBuffer(bytes: bytes)
-        // One statement, one round trip: chunk 0 written (or replaced, for an intake tried again), any later chunks
-        // of an earlier attempt removed.
+        let statement = KeepSmallPayloadStatement(submission: submission, data: buffer)
         try await ledger.run {
-            try await ledger.client.query("""
-                WITH later AS (DELETE FROM payload_chunk WHERE submission_id = \(submission) AND seq > 0)
-                INSERT INTO payload_chunk (submission_id, seq, data) VALUES (\(submission), 0, \(buffer))
-                ON CONFLICT (submission_id, seq) DO UPDATE SET data = excluded.data
-                """, logger: logger)
+            for try await _ in try await ledger.client.execute(statement, logger: logger) {}
         }
         return Self.prefix + String(submission)
     }
@@ -83,13 +78,12 @@ public struct PostgresPayloadStore: PayloadStore {
     public func withPayload<T: Sendable>(_ location: String, _ body: (PayloadSource) async throws -> T) async throws -> T {
         let id = try submissionID(location)
         let logger = ledger.logger, ledger = ledger, limit = Int32(inMemoryLimit)
+        let statement = ReadSmallPayloadStatement(submission: id, limit: limit)
         let small = try await ledger.run { () -> [UInt8]? in
-            let rows = try await ledger.client.query("""
-                SELECT data FROM payload_chunk WHERE submission_id = \(id) AND seq = 0 AND length(data) <= \(limit)
-                AND NOT EXISTS (SELECT 1 FROM payload_chunk WHERE submission_id = \(id) AND seq = 1)
-                """, logger: logger)
             var found: [UInt8]?
-            for try await chunk in rows.decode(ByteBuffer.self) { found = Array(chunk.readableBytesView) }
+            for try await chunk in try await ledger.client.execute(statement, logger: logger) {
+                found = Array(chunk.readableBytesView)
+            }
             return found
         }
         if let small { return try await body(.bytes(small)) }
