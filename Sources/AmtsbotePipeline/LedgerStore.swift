@@ -32,12 +32,13 @@ public protocol LedgerStore: Sendable {
     /// Takes over a `received` or `validated` row whose owner is gone (compare-and-set on state and owner);
     /// `evenIfOwnerRuns` for a row of this very process that no call works on any more.
     func adopt(_ observed: Submission, evenIfOwnerRuns: Bool) async throws -> Submission?
-    /// Moves a routed `validated` row of this process into the queue, claiming its delivery id: due now, or, with
-    /// `leaseFor`, straight to `running` under a lease of this process (the first attempt follows at once). When
-    /// another row owns the delivery id, the row becomes `duplicate` of it (same payload hash) or `conflict` (a
-    /// different payload; kept, never delivered under that id). The unique delivery id is enforced by the engine,
-    /// race-free between processes. Returns the row as saved.
-    func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission
+    /// Moves a routed row of this process, still `expected` in the ledger (`validated`, or `received` when the
+    /// intake writes its verdict and the queueing at once), into the queue, claiming its delivery id: due now, or,
+    /// with `leaseFor`, straight to `running` under a lease of this process (the first attempt follows at once).
+    /// When another row owns the delivery id, the row becomes `duplicate` of it (same payload hash) or `conflict`
+    /// (a different payload; kept, never delivered under that id). The unique delivery id is enforced by the
+    /// engine, race-free between processes. Returns the row as saved.
+    func claimAndQueue(_ submission: Submission, leaseFor: Duration?, from expected: SubmissionState) async throws -> Submission
 
     // MARK: Delivery queue
 
@@ -133,6 +134,11 @@ extension LedgerStore {
     /// Records a new submission from the command line (no client, no portal metadata).
     public func recordReceived(source: String, at date: Date) async throws -> Submission {
         try await recordReceived(source: source, at: date, origin: IntakeOrigin())
+    }
+
+    /// Queues a `validated` row of this process (see ``claimAndQueue(_:leaseFor:from:)``).
+    public func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission {
+        try await claimAndQueue(submission, leaseFor: leaseFor, from: .validated)
     }
 }
 

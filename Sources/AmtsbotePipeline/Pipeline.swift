@@ -245,7 +245,9 @@ public struct Pipeline: Sendable {
         let keys = RoutingKeys(captured: captured)
         submission.routingKeys = String(decoding: try JSONEncoder().encode(StoredKeys(keys)), as: UTF8.self)
         submission.state = .validated
-        return try await routeAndQueue(try await save(submission, from: .received), policy: policy)
+        // Verdict, route and queueing in one write: the row goes from `received` straight to the queue (a crash before
+        // it leaves a `received` row, abandoned by recovery like any interrupted intake: no 202 was sent).
+        return try await routeAndQueue(submission, policy: policy, from: .received)
     }
 
     /// Ends a row of this process in a kept state (`rejected`, `unroutable`, `abandoned`) with its reason.
@@ -266,7 +268,8 @@ public struct Pipeline: Sendable {
 
     /// Routes a validated submission and queues it under its delivery id; makes the first delivery attempt when
     /// ``deliversOnIntake``.
-    func routeAndQueue(_ validated: Submission, policy: IntakePolicy = IntakePolicy()) async throws -> Submission {
+    func routeAndQueue(_ validated: Submission, policy: IntakePolicy = IntakePolicy(),
+                       from expected: SubmissionState = .validated) async throws -> Submission {
         var submission = validated
         let keys = submission.routingKeys.flatMap { try? JSONDecoder().decode(StoredKeys.self, from: Data($0.utf8)) }?.keys
             ?? RoutingKeys()
@@ -274,16 +277,17 @@ public struct Pipeline: Sendable {
         case .failure(let unroutable):
             logger.info("unroutable", metadata: ["submission": "\(submission.id ?? 0)", "code": "\(unroutable.code)"])
             return try await keep(submission, as: .unroutable, code: unroutable.code, reason: unroutable.message,
-                                  from: .validated)
+                                  from: expected)
         case .success(let decision) where !(policy.postfaecher?.contains(decision.postfach.value) ?? true):
             logger.info("refused", metadata: ["submission": "\(submission.id ?? 0)", "code": "service.postfach-forbidden"])
             return try await keep(submission, as: .rejected, code: "service.postfach-forbidden",
-                                  reason: "the client may not submit to Postfach \(decision.postfach.value)", from: .validated)
+                                  reason: "the client may not submit to Postfach \(decision.postfach.value)", from: expected)
         case .success(let decision):
             submission.postfach = decision.postfach.value
             submission.routing = String(decoding: try JSONEncoder().encode(RoutingSummary(decision)), as: UTF8.self)
         }
-        submission = try await ledger.claimAndQueue(submission, leaseFor: deliversOnIntake ? retry.lease : nil)
+        submission = try await ledger.claimAndQueue(submission, leaseFor: deliversOnIntake ? retry.lease : nil,
+                                                   from: expected)
         guard submission.state == .running else { return submission }
         return try await attempt(submission)
     }

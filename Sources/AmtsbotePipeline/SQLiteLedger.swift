@@ -287,7 +287,8 @@ public final class SQLiteLedger: LedgerStore {
         }
     }
 
-    public func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission {
+    public func claimAndQueue(_ submission: Submission, leaseFor: Duration?,
+                              from expected: SubmissionState) async throws -> Submission {
         let identity = identity
         let saved: Submission = try await groupWrite { db in
             let now = Date()
@@ -310,7 +311,7 @@ public final class SQLiteLedger: LedgerStore {
                 row.owner = nil
             }
             guard try Self.write(db, row, where: "state = ? AND owner IS ?",
-                                 [SubmissionState.validated.rawValue, identity.description]) else {
+                                 [expected.rawValue, identity.description]) else {
                 throw LedgerError(code: "ledger.lost-row", message: "submission \(id) was taken over by another process")
             }
             return row

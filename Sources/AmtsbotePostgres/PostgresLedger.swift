@@ -255,7 +255,8 @@ public final class PostgresLedger: LedgerStore {
             """).first
     }
 
-    public func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission {
+    public func claimAndQueue(_ submission: Submission, leaseFor: Duration?,
+                              from expected: SubmissionState) async throws -> Submission {
         guard let deliveryId = submission.deliveryId, let id = submission.id else { return submission }
         let me = identity.description
         // The common case, one statement: the delivery id is new and the row still this process's.
@@ -266,7 +267,7 @@ public final class PostgresLedger: LedgerStore {
             first.state = .queued
             first.owner = nil
         }
-        let statement = QueueClaimedStatement(row: first, id: id, owner: me, deliveryId: deliveryId,
+        let statement = QueueClaimedStatement(row: first, id: id, expected: expected, owner: me, deliveryId: deliveryId,
                                               leaseSeconds: leaseFor?.inSeconds ?? 0)
         let queued = try await run { [self] () -> Submission? in
             for try await row in try await client.execute(statement, logger: logger) { return row }
@@ -306,7 +307,7 @@ public final class PostgresLedger: LedgerStore {
                         row.owner = nil
                     }
                 }
-                guard try await Self.writeAll(row, on: connection, logger: logger, expected: .validated, owner: me) else {
+                guard try await Self.writeAll(row, on: connection, logger: logger, expected: expected, owner: me) else {
                     throw LedgerError(code: "ledger.lost-row", message: "submission \(id) was taken over by another process")
                 }
                 let seconds = leaseFor?.inSeconds ?? 0

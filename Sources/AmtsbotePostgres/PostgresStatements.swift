@@ -238,42 +238,44 @@ struct WriteRowStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
 }
 
-/// The common case of claim-and-queue in one statement: the delivery id is claimed for this validated row of this
-/// process, and the row written `queued` (due now, with a wake-up for the workers) or `running` under a lease of
-/// $33 seconds. Returns the row as stored; no row when the delivery id was claimed before (a duplicate) or the row
+/// The common case of claim-and-queue in one statement: the delivery id is claimed for this row of this process in
+/// the expected state ($31), and the row written `queued` (due now, with a wake-up for the workers) or `running`
+/// under a lease of $34 seconds. Returns the row as stored; no row when the delivery id was claimed before (a duplicate) or the row
 /// is no longer this process's, which the caller then settles in a transaction of its own.
 struct QueueClaimedStatement: PostgresPreparedStatement {
-    static let name = "amtsbote_queue_claimed_v1"
+    static let name = "amtsbote_queue_claimed_v2"
     static let sql = """
         WITH claim AS (
             INSERT INTO delivery_claim (delivery_id, submission_id)
-            SELECT $32, $30 WHERE EXISTS (SELECT 1 FROM submission WHERE id = $30 AND state = 'validated' AND owner = $31)
+            SELECT $33, $30 WHERE EXISTS (SELECT 1 FROM submission WHERE id = $30 AND state = $31 AND owner = $32)
             ON CONFLICT (delivery_id) DO NOTHING
             RETURNING submission_id
         ), queued AS (
             UPDATE submission SET \(RowAssignments.sql(
                 nextAttemptAt: "CASE WHEN $2 = 'queued' THEN clock_timestamp() ELSE $15 END",
-                leaseUntil: "CASE WHEN $2 = 'running' THEN clock_timestamp() + make_interval(secs => $33) END"))
-            WHERE id = $30 AND state = 'validated' AND owner = $31 AND EXISTS (SELECT 1 FROM claim)
+                leaseUntil: "CASE WHEN $2 = 'running' THEN clock_timestamp() + make_interval(secs => $34) END"))
+            WHERE id = $30 AND state = $31 AND owner = $32 AND EXISTS (SELECT 1 FROM claim)
             RETURNING \(PostgresLedger.columns(prefixedWith: ""))
         ), woken AS (
             SELECT pg_notify('\(PostgresLedger.channel)', '') WHERE EXISTS (SELECT 1 FROM queued WHERE state = 'queued')
         )
         SELECT queued.* FROM queued LEFT JOIN woken ON true
         """
-    static let bindingDataTypes: [PostgresDataType] = RowAssignments.types + [.int8, .text, .text, .float8]
+    static let bindingDataTypes: [PostgresDataType] = RowAssignments.types + [.int8, .text, .text, .text, .float8]
     typealias Row = Submission
 
     var row: Submission
     var id: Int64
+    var expected: SubmissionState
     var owner: String
     var deliveryId: String
     var leaseSeconds: Double
 
     func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 33)
+        var bindings = PostgresBindings(capacity: 34)
         RowAssignments.append(row, to: &bindings)
         bindings.append(id)
+        bindings.append(expected.rawValue)
         bindings.append(owner)
         bindings.append(deliveryId)
         bindings.append(leaseSeconds)

@@ -105,6 +105,34 @@ public enum LedgerConformance {
         #expect(stored.leaseToken == leased.leaseToken && stored.state == .running)
         #expect(stored.leaseUntil.map { $0 > Date().addingTimeInterval(30) } == true, "leased for about a minute")
         #expect(try await ledger.counts() == [.queued: 1, .duplicate: 1, .conflict: 1, .running: 1])
+
+        // Straight from `received` (the intake writes verdict and queueing at once): queued, a duplicate, leased;
+        // a row that is not in the expected state is not this call's to write.
+        func received(_ deliveryId: String, hash: String) async throws -> Submission {
+            var row = try await ledger.recordReceived(source: "conformance-\(deliveryId)", at: Date())
+            row.state = .validated
+            row.deliveryId = deliveryId
+            row.payloadSHA256 = hash
+            row.payloadSize = 10
+            row.payloadLocation = "/nonexistent/\(deliveryId)"
+            row.postfach = "conformance"
+            return row
+        }
+        let direct = try await ledger.claimAndQueue(try await received("id-3", hash: "dd"), leaseFor: nil, from: .received)
+        #expect(direct.state == .queued && direct.owner == nil && direct.nextAttemptAt != nil)
+        #expect(try await ledger.submission(direct.id!)?.payloadSHA256 == "dd", "the whole row is written")
+        let directResend = try await ledger.claimAndQueue(try await received("id-3", hash: "dd"), leaseFor: nil, from: .received)
+        #expect(directResend.state == .duplicate && directResend.duplicateOf == direct.id)
+        let directLeased = try await ledger.claimAndQueue(try await received("id-4", hash: "ee"), leaseFor: .seconds(60),
+                                                          from: .received)
+        #expect(directLeased.state == .running && directLeased.leaseToken != nil)
+        let notValidated = try await received("id-5", hash: "ff")
+        await #expect(throws: LedgerError.self, "the row is `received`, not `validated`") {
+            try await ledger.claimAndQueue(notValidated, leaseFor: nil)
+        }
+        #expect(try await ledger.submission(notValidated.id!)?.state == .received)
+        let reclaimed = try await ledger.claimAndQueue(notValidated, leaseFor: nil, from: .received)
+        #expect(reclaimed.state == .queued, "the delivery id of a refused write is still the row's own")
     }
 
     /// Many processes queue rows under one delivery id at once: exactly one owns it.

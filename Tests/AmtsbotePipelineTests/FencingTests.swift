@@ -239,8 +239,8 @@ final class RecordingLedger: LedgerStore, @unchecked Sendable {
     }
     func update(_ submission: Submission, from expected: SubmissionState) async throws -> Bool { try await base.update(submission, from: expected) }
     func adopt(_ observed: Submission, evenIfOwnerRuns: Bool) async throws -> Submission? { try await base.adopt(observed, evenIfOwnerRuns: evenIfOwnerRuns) }
-    func claimAndQueue(_ submission: Submission, leaseFor: Duration?) async throws -> Submission {
-        let row = try await base.claimAndQueue(submission, leaseFor: leaseFor)
+    func claimAndQueue(_ submission: Submission, leaseFor: Duration?, from expected: SubmissionState) async throws -> Submission {
+        let row = try await base.claimAndQueue(submission, leaseFor: leaseFor, from: expected)
         claimed([row])
         return row
     }
