@@ -467,10 +467,10 @@ public struct Pipeline: Sendable {
         }
     }
 
-    /// After a crash: intakes that were cut off become `abandoned`; validated ones are routed and queued; running
-    /// rows whose owner on this machine is gone go back to the queue at once, and rows whose lease expired (any
-    /// owner) too. Only work whose owner is gone is touched, so this is safe while other processes work on the
-    /// same ledger.
+    /// After a crash: intakes that were cut off become `abandoned`; `validated` ones (earlier versions wrote that
+    /// state between verdict and queueing) are routed and queued; running rows whose owner on this machine is gone
+    /// go back to the queue at once, and rows whose lease expired (any owner) too. Only work whose owner is gone is
+    /// touched, so this is safe while other processes work on the same ledger.
     public func recover() async throws -> [Submission] {
         var resumed: [Submission] = []
         for observed in try await ledger.submissions(states: [.received], limit: nil) {

@@ -195,7 +195,7 @@ public final class SQLiteLedger: LedgerStore {
     }
 
     private static func fetch(_ db: Database, sql: String, _ arguments: StatementArguments = []) throws -> [Submission] {
-        try Row.fetchAll(db, sql: sql, arguments: arguments).map(submission)
+        try Row.fetchAll(try db.cachedStatement(sql: sql), arguments: arguments).map(submission)
     }
 
     private static func fetch(_ db: Database, id: Int64) throws -> Submission? {
@@ -206,11 +206,15 @@ public final class SQLiteLedger: LedgerStore {
     private static func write(_ db: Database, _ row: Submission, where condition: String,
                               _ arguments: StatementArguments) throws -> Bool {
         guard let id = row.id else { return false }
-        let assignments = columns.map { "\($0) = ?" }.joined(separator: ", ")
-        try db.execute(sql: "UPDATE submission SET \(assignments) WHERE id = ? AND \(condition)",
-                       arguments: StatementArguments(values(row)) + [id] + arguments)
+        try db.cachedStatement(sql: "UPDATE submission SET \(assignments) WHERE id = ? AND \(condition)")
+            .execute(arguments: StatementArguments(values(row)) + [id] + arguments)
         return db.changesCount == 1
     }
+
+    /// `column = ?, …` for every column, and the insert of a whole row: built once.
+    private static let assignments = columns.map { "\($0) = ?" }.joined(separator: ", ")
+    private static let insertRow =
+        "INSERT INTO submission (\(columns.joined(separator: ", "))) VALUES (\(columns.map { _ in "?" }.joined(separator: ", ")))"
 
     /// GRDB's asynchronous write and read: every call waits its turn on the one connection (behind a group commit's
     /// flush, say) suspended, without holding a thread of the task pool, which runs every task of the process (two
@@ -259,10 +263,7 @@ public final class SQLiteLedger: LedgerStore {
             var row = Submission(source: source, receivedAt: date, owner: owner)
             row.client = origin.client
             row.portalMetadata = origin.portalMetadata
-            let names = Self.columns.joined(separator: ", ")
-            let marks = Self.columns.map { _ in "?" }.joined(separator: ", ")
-            try db.execute(sql: "INSERT INTO submission (\(names)) VALUES (\(marks))",
-                           arguments: StatementArguments(Self.values(row)))
+            try db.cachedStatement(sql: Self.insertRow).execute(arguments: StatementArguments(Self.values(row)))
             row.id = db.lastInsertedRowID
             return row
         }
@@ -295,9 +296,9 @@ public final class SQLiteLedger: LedgerStore {
             var row = submission
             row.updatedAt = now
             guard let deliveryId = row.deliveryId, let id = row.id else { return row }
-            try db.execute(sql: "INSERT OR IGNORE INTO deliveryClaim (deliveryId, submissionId) VALUES (?, ?)",
-                           arguments: [deliveryId, id])
-            let holder = try Int64.fetchOne(db, sql: "SELECT submissionId FROM deliveryClaim WHERE deliveryId = ?",
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO deliveryClaim (deliveryId, submissionId) VALUES (?, ?)")
+                .execute(arguments: [deliveryId, id])
+            let holder = try Int64.fetchOne(try db.cachedStatement(sql: "SELECT submissionId FROM deliveryClaim WHERE deliveryId = ?"),
                                             arguments: [deliveryId]) ?? id
             if holder != id {
                 let holderHash = try String.fetchOne(db, sql: "SELECT payloadSHA256 FROM submission WHERE id = ?",
@@ -366,12 +367,12 @@ public final class SQLiteLedger: LedgerStore {
         let now = Date()
         let written = try await write { db in
             try outcomes.map { outcome in
-                try db.execute(sql: """
+                try db.cachedStatement(sql: """
                     UPDATE submission SET state = ?, reasonCode = ?, reason = ?, nextAttemptAt = ?, receipt = ?,
                         confirmation = ?, confirmationDueAt = ?, owner = NULL, leaseToken = NULL, leaseUntil = NULL,
                         updatedAt = ?
                     WHERE id = ? AND state = 'running' AND leaseToken = ?
-                    """, arguments: [outcome.state.rawValue, outcome.reasonCode, outcome.reason, outcome.nextAttemptAt,
+                    """).execute(arguments: [outcome.state.rawValue, outcome.reasonCode, outcome.reason, outcome.nextAttemptAt,
                                      outcome.receipt, outcome.confirmation?.rawValue, outcome.confirmationDueAt, now,
                                      outcome.id, outcome.leaseToken])
                 return db.changesCount == 1
@@ -581,15 +582,16 @@ public final class SQLiteLedger: LedgerStore {
     func keepPayload(_ bytes: [UInt8], submission: Int64) async throws {
         let blob = Data(bytes)
         try await groupWrite { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO payload (submissionId, bytes) VALUES (?, ?)",
-                           arguments: [submission, blob])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO payload (submissionId, bytes) VALUES (?, ?)")
+                .execute(arguments: [submission, blob])
         }
     }
 
     /// The payload of `submission` kept in the ledger, or nil.
     func payload(of submission: Int64) async throws -> [UInt8]? {
         try await read { db in
-            try Data.fetchOne(db, sql: "SELECT bytes FROM payload WHERE submissionId = ?", arguments: [submission])
+            try Data.fetchOne(try db.cachedStatement(sql: "SELECT bytes FROM payload WHERE submissionId = ?"),
+                              arguments: [submission])
                 .map { [UInt8]($0) }
         }
     }
@@ -597,7 +599,7 @@ public final class SQLiteLedger: LedgerStore {
     /// Deletes the payload of `submission` kept in the ledger (none counts as deleted).
     func removePayload(of submission: Int64) async throws {
         try await write { db in
-            try db.execute(sql: "DELETE FROM payload WHERE submissionId = ?", arguments: [submission])
+            try db.cachedStatement(sql: "DELETE FROM payload WHERE submissionId = ?").execute(arguments: [submission])
         }
     }
 

@@ -5,7 +5,8 @@ import Foundation
 public enum SubmissionState: String, Codable, Sendable, CaseIterable {
     /// Recorded; the payload is being read.
     case received
-    /// Valid; routing keys recorded, not yet routed (a crash here resumes with routing).
+    /// Valid; routing keys recorded, not yet routed. Written by earlier versions between the verdict and the
+    /// queueing (the intake now writes both at once); recovery routes and queues such a row.
     case validated
     /// Not well-formed, refused by the safe profile, or schema-invalid. Payload kept.
     case rejected
