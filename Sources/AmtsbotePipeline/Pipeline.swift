@@ -222,7 +222,7 @@ public struct Pipeline: Sendable {
         submission.payloadSize = intake.size
         submission.schemaId = intake.report.schema
         let report = intake.report
-        submission.findings = String(decoding: try JSONEncoder().encode(report.diagnostics.map {
+        submission.findings = report.diagnostics.isEmpty ? "[]" : String(decoding: try JSONEncoder().encode(report.diagnostics.map {
             StoredFinding(code: $0.code, severity: $0.severity.rawValue, line: $0.line, column: $0.column, path: $0.path)
         }), as: UTF8.self)
         guard report.isValid else {

@@ -19,9 +19,13 @@ public struct Intake: Sendable {
 /// file, hashes it and feeds the validator. Nothing is held whole in memory.
 public struct Spool: Sendable {
     public let directory: URL
+    /// `directory` as a path, worked out once (URL path operations cost more than the rest of a small intake's
+    /// bookkeeping).
+    let directoryPath: String
 
     public init(directory: URL) throws {
         self.directory = directory
+        directoryPath = directory.path
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     }
 
@@ -56,7 +60,7 @@ public struct Spool: Sendable {
 
     /// Removes the temporary file of one intake a crash interrupted.
     public func removeIncompleteFile(of submission: Int64) {
-        unlink(directory.appendingPathComponent(".\(submission).xml.tmp").path)
+        unlink(directoryPath + "/.\(submission).xml.tmp")
     }
 
     /// Removes temporary files of intakes that no running process reads any more: every `.N.xml.tmp` with
@@ -105,9 +109,9 @@ public struct Spool: Sendable {
 /// creates the file only once the payload grows past that limit: a small payload never touches the disk here (its
 /// store keeps it durably). Not thread-safe: one task writes at a time.
 public final class SpoolWriter: @unchecked Sendable {
-    private let final: URL
-    private let temporary: URL
-    private let directory: URL
+    private let final: String
+    private let temporary: String
+    private let directory: String
     /// The spool file, once there is one; -1 before (in memory) and after (finished or given up).
     private var output: Int32 = -1
     private var ended = false
@@ -124,9 +128,9 @@ public final class SpoolWriter: @unchecked Sendable {
     private let cap: Int64
 
     init(spool: Spool, named name: String, submission: Int64, validator: Validator, inMemoryLimit: Int = 0) throws {
-        directory = spool.directory
-        final = directory.appendingPathComponent("\(submission).xml")
-        temporary = directory.appendingPathComponent(".\(submission).xml.tmp")
+        directory = spool.directoryPath
+        final = directory + "/\(submission).xml"
+        temporary = directory + "/.\(submission).xml.tmp"
         self.inMemoryLimit = max(0, inMemoryLimit)
         document = validator.startDocument(named: name)
         cap = validator.limits.maxBytes
@@ -141,9 +145,9 @@ public final class SpoolWriter: @unchecked Sendable {
     deinit { cancel() }
 
     private func openFile() throws {
-        output = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        output = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
         guard output >= 0 else {
-            throw SpoolError("cannot create \(temporary.path): \(String(cString: strerror(errno)))")
+            throw SpoolError("cannot create \(temporary): \(String(cString: strerror(errno)))")
         }
     }
 
@@ -201,15 +205,16 @@ public final class SpoolWriter: @unchecked Sendable {
         ended = true
         close(output)
         output = -1
-        guard rename(temporary.path, final.path) == 0 else {
+        guard rename(temporary, final) == 0 else {
             let reason = String(cString: strerror(errno))
-            unlink(temporary.path)
+            unlink(temporary)
             _ = document.finish()
             throw SpoolError("cannot move the spool file into place: \(reason)")
         }
-        let dir = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 { fsync(dir); close(dir) }
-        return Intake(report: document.finish(), payload: .file(final), sha256: digest, size: size, truncated: truncated)
+        return Intake(report: document.finish(), payload: .file(URL(fileURLWithPath: final)), sha256: digest, size: size,
+                      truncated: truncated)
     }
 
     /// Gives the payload up: the temporary file is removed (nothing was moved into place), the bytes held dropped.
@@ -220,7 +225,7 @@ public final class SpoolWriter: @unchecked Sendable {
         if output >= 0 {
             close(output)
             output = -1
-            unlink(temporary.path)
+            unlink(temporary)
         }
         _ = document.finish()
     }
