@@ -44,6 +44,15 @@ public enum LedgerConformance {
     /// A row through intake to `validated`, ready to queue, with `deliveryId` and a payload hash.
     public static func validated(_ ledger: any LedgerStore, deliveryId: String, hash: String,
                                  postfach: String = "conformance") async throws -> Submission {
+        let row = try await routed(ledger, deliveryId: deliveryId, hash: hash, postfach: postfach)
+        #expect(try await ledger.update(row, from: .received))
+        return row
+    }
+
+    /// A row recorded as `received`, with its verdict, delivery id, payload hash and Postfach set in memory only:
+    /// what the intake holds just before it writes verdict and queueing at once.
+    public static func routed(_ ledger: any LedgerStore, deliveryId: String, hash: String,
+                              postfach: String = "conformance") async throws -> Submission {
         var row = try await ledger.recordReceived(source: "conformance-\(deliveryId)", at: Date())
         row.state = .validated
         row.deliveryId = deliveryId
@@ -51,7 +60,6 @@ public enum LedgerConformance {
         row.payloadSize = 10
         row.payloadLocation = "/nonexistent/\(deliveryId)"
         row.postfach = postfach
-        #expect(try await ledger.update(row, from: .received))
         return row
     }
 
@@ -108,25 +116,17 @@ public enum LedgerConformance {
 
         // Straight from `received` (the intake writes verdict and queueing at once): queued, a duplicate, leased;
         // a row that is not in the expected state is not this call's to write.
-        func received(_ deliveryId: String, hash: String) async throws -> Submission {
-            var row = try await ledger.recordReceived(source: "conformance-\(deliveryId)", at: Date())
-            row.state = .validated
-            row.deliveryId = deliveryId
-            row.payloadSHA256 = hash
-            row.payloadSize = 10
-            row.payloadLocation = "/nonexistent/\(deliveryId)"
-            row.postfach = "conformance"
-            return row
-        }
-        let direct = try await ledger.claimAndQueue(try await received("id-3", hash: "dd"), leaseFor: nil, from: .received)
+        let direct = try await ledger.claimAndQueue(try await routed(ledger, deliveryId: "id-3", hash: "dd"),
+                                                    leaseFor: nil, from: .received)
         #expect(direct.state == .queued && direct.owner == nil && direct.nextAttemptAt != nil)
         #expect(try await ledger.submission(direct.id!)?.payloadSHA256 == "dd", "the whole row is written")
-        let directResend = try await ledger.claimAndQueue(try await received("id-3", hash: "dd"), leaseFor: nil, from: .received)
+        let directResend = try await ledger.claimAndQueue(try await routed(ledger, deliveryId: "id-3", hash: "dd"),
+                                                          leaseFor: nil, from: .received)
         #expect(directResend.state == .duplicate && directResend.duplicateOf == direct.id)
-        let directLeased = try await ledger.claimAndQueue(try await received("id-4", hash: "ee"), leaseFor: .seconds(60),
-                                                          from: .received)
+        let directLeased = try await ledger.claimAndQueue(try await routed(ledger, deliveryId: "id-4", hash: "ee"),
+                                                          leaseFor: .seconds(60), from: .received)
         #expect(directLeased.state == .running && directLeased.leaseToken != nil)
-        let notValidated = try await received("id-5", hash: "ff")
+        let notValidated = try await routed(ledger, deliveryId: "id-5", hash: "ff")
         await #expect(throws: LedgerError.self, "the row is `received`, not `validated`") {
             try await ledger.claimAndQueue(notValidated, leaseFor: nil)
         }
