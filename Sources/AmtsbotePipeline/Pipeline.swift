@@ -481,7 +481,8 @@ public struct Pipeline: Sendable {
             submission.state = .abandoned
             submission.owner = nil
             submission.reasonCode = "intake.interrupted"
-            submission.reason = "the process stopped before the payload was complete; the sender must resend"
+            submission.reason = "the process stopped before the submission was accepted (its payload incomplete, or "
+                + "kept but not yet queued); the sender must resend"
             resumed.append(try await save(submission, from: .received))
         }
         // Temporary spool files of rows no running intake owns. Rows newer than `newest` may be starting now: left.

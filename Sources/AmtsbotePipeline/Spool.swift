@@ -58,9 +58,12 @@ public struct Spool: Sendable {
                         inMemoryLimit: inMemoryLimit)
     }
 
-    /// Removes the temporary file of one intake a crash interrupted.
+    /// Removes what an intake that was not accepted left in the spool: its temporary file, and the file moved into
+    /// place when the intake got that far (the row then never recorded it: verdict, route and queueing are written
+    /// at once, after the payload is kept).
     public func removeIncompleteFile(of submission: Int64) {
         unlink(directoryPath + "/.\(submission).xml.tmp")
+        unlink(directoryPath + "/\(submission).xml")
     }
 
     /// Removes temporary files of intakes that no running process reads any more: every `.N.xml.tmp` with

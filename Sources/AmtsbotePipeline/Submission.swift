@@ -26,7 +26,8 @@ public enum SubmissionState: String, Codable, Sendable, CaseIterable {
     case conflict
     /// Delivery failed more often than allowed, or for good. Payload and last error kept; `retry` re-queues.
     case dead
-    /// Intake was interrupted before the payload was complete (a crash while reading); the sender must resend.
+    /// Intake was interrupted before the submission was accepted (a crash while reading, or before it was queued);
+    /// the sender must resend.
     case abandoned
 
     /// States that need no more work.

@@ -124,8 +124,9 @@ struct ExtendLeasesStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
 }
 
-// The intake's statements: a submission through the service is recorded, its payload kept, its verdict written and
-// it is claimed and queued, four statements, each one round trip prepared once per connection.
+// The intake's statements: a submission through the service is recorded, its payload kept, and its verdict written
+// with the claim of its delivery id and the queueing: three statements, each one round trip, prepared once per
+// connection (a duplicate or a row taken over is settled by a transaction after the third).
 
 /// Every column of a row that a whole-row write sets, as parameters $1…$29 in this order (not the id, not
 /// `received_at`; `updated_at` is the server's clock).
@@ -238,23 +239,27 @@ struct WriteRowStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
 }
 
-/// The common case of claim-and-queue in one statement: the delivery id is claimed for this row of this process in
-/// the expected state ($31), and the row written `queued` (due now, with a wake-up for the workers) or `running`
-/// under a lease of $34 seconds. Returns the row as stored; no row when the delivery id was claimed before (a duplicate) or the row
+/// The common case of claim-and-queue in one statement: the row is locked while it is still this process's in the
+/// expected state ($31), so no other process can take it over between the claim and the write (a plain `EXISTS`
+/// would read the statement's snapshot and lock nothing: a takeover committed meanwhile would leave the claim
+/// inserted and the row unwritten); then the delivery id is claimed for it and the row written `queued` (due now,
+/// with a wake-up for the workers) or `running` under a lease of $34 seconds. Returns the row as stored; no row when the delivery id was claimed before (a duplicate) or the row
 /// is no longer this process's, which the caller then settles in a transaction of its own.
 struct QueueClaimedStatement: PostgresPreparedStatement {
-    static let name = "amtsbote_queue_claimed_v2"
+    static let name = "amtsbote_queue_claimed_v3"
     static let sql = """
-        WITH claim AS (
+        WITH mine AS (
+            SELECT id FROM submission WHERE id = $30 AND state = $31 AND owner = $32 FOR UPDATE
+        ), claim AS (
             INSERT INTO delivery_claim (delivery_id, submission_id)
-            SELECT $33, $30 WHERE EXISTS (SELECT 1 FROM submission WHERE id = $30 AND state = $31 AND owner = $32)
+            SELECT $33, id FROM mine
             ON CONFLICT (delivery_id) DO NOTHING
             RETURNING submission_id
         ), queued AS (
             UPDATE submission SET \(RowAssignments.sql(
                 nextAttemptAt: "CASE WHEN $2 = 'queued' THEN clock_timestamp() ELSE $15 END",
                 leaseUntil: "CASE WHEN $2 = 'running' THEN clock_timestamp() + make_interval(secs => $34) END"))
-            WHERE id = $30 AND state = $31 AND owner = $32 AND EXISTS (SELECT 1 FROM claim)
+            WHERE id = (SELECT submission_id FROM claim) AND state = $31 AND owner = $32
             RETURNING \(PostgresLedger.columns(prefixedWith: ""))
         ), woken AS (
             SELECT pg_notify('\(PostgresLedger.channel)', '') WHERE EXISTS (SELECT 1 FROM queued WHERE state = 'queued')

@@ -125,7 +125,8 @@ public enum LedgerConformance {
         #expect(directResend.state == .duplicate && directResend.duplicateOf == direct.id)
         let directLeased = try await ledger.claimAndQueue(try await routed(ledger, deliveryId: "id-4", hash: "ee"),
                                                           leaseFor: .seconds(60), from: .received)
-        #expect(directLeased.state == .running && directLeased.leaseToken != nil)
+        #expect(directLeased.state == .running && directLeased.leaseToken != nil && directLeased.attempts == 1)
+        #expect(try await ledger.submission(directLeased.id!).flatMap(\.leaseUntil).map { $0 > Date().addingTimeInterval(30) } == true)
         let notValidated = try await routed(ledger, deliveryId: "id-5", hash: "ff")
         await #expect(throws: LedgerError.self, "the row is `received`, not `validated`") {
             try await ledger.claimAndQueue(notValidated, leaseFor: nil)
@@ -133,6 +134,20 @@ public enum LedgerConformance {
         #expect(try await ledger.submission(notValidated.id!)?.state == .received)
         let reclaimed = try await ledger.claimAndQueue(notValidated, leaseFor: nil, from: .received)
         #expect(reclaimed.state == .queued, "the delivery id of a refused write is still the row's own")
+
+        // A row taken over by another process before it is queued: the write is refused, and its delivery id is not
+        // left claimed by it (another row with that id is queued, not a duplicate of a row that never got there).
+        let otherLedger = try await open(other)
+        defer { Task { await otherLedger.close() } }
+        let takenOver = try await routed(ledger, deliveryId: "id-6", hash: "gg")
+        let stored6 = try #require(try await ledger.submission(takenOver.id!))
+        #expect(try await otherLedger.adopt(stored6, evenIfOwnerRuns: true) != nil)
+        await #expect(throws: LedgerError.self, "the row is another process's now") {
+            try await ledger.claimAndQueue(takenOver, leaseFor: nil, from: .received)
+        }
+        let resent = try await otherLedger.claimAndQueue(try await routed(otherLedger, deliveryId: "id-6", hash: "gg"),
+                                                         leaseFor: nil, from: .received)
+        #expect(resent.state == .queued, "no claim was left behind by the refused write")
     }
 
     /// Many processes queue rows under one delivery id at once: exactly one owns it.

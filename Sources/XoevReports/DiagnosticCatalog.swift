@@ -187,7 +187,7 @@ public enum DiagnosticCatalog {
               meaning: "no rule of the table covers the area (and service)",
               fix: "add a rule, or a fallback for the Land"),
         Entry(code: "intake.interrupted", section: "Intake and delivery (reason codes in the ledger)",
-              meaning: "the process stopped before the payload was complete (abandoned)",
+              meaning: "the process stopped before the submission was accepted: payload incomplete, or kept but not yet queued (abandoned)",
               fix: "the sender must resend"),
         Entry(code: "spool.failed", section: "Intake and delivery (reason codes in the ledger)",
               meaning: "the payload could not be kept (disk full, permissions): not accepted (abandoned)",

@@ -130,7 +130,7 @@ struct PipelineTests {
         #expect(submission.attempts == 1)
     }
 
-    @Test("after a crash: interrupted intakes are abandoned, validated ones routed, queued ones delivered")
+    @Test("after a crash: interrupted intakes are abandoned (with what they left in the spool), validated ones routed, queued ones delivered")
     func recovery() async throws {
         let harness = try Harness()
         defer { harness.remove() }
@@ -145,6 +145,10 @@ struct PipelineTests {
         for id in [interrupted.id!, reading.id!] {
             try Data("<partial".utf8).write(to: harness.directory.appendingPathComponent("spool/.\(id).xml.tmp"))
         }
+        // A crash after the payload was kept (moved into place) but before verdict and queueing were written: the
+        // row is still `received` and names no payload, so nothing else would ever remove the file.
+        let kept = try await SQLiteLedger(path: path, identity: gone).recordReceived(source: "upload-3", at: Date())
+        try Data("<complete/>".utf8).write(to: harness.directory.appendingPathComponent("spool/\(kept.id!).xml"))
         // A crash after validation: the row knows its keys, nothing routed yet.
         let validated = try await harness.pipeline.submit(file: harness.sample("valid/hundesteuer-anmeldung-zwei-hunde-hamm.xml"))
         var rewound = validated
@@ -158,6 +162,10 @@ struct PipelineTests {
         let spool = harness.directory.appendingPathComponent("spool")
         #expect(!FileManager.default.fileExists(atPath: spool.appendingPathComponent(".\(interrupted.id!).xml.tmp").path))
         #expect(FileManager.default.fileExists(atPath: spool.appendingPathComponent(".\(reading.id!).xml.tmp").path))
+        let abandonedKept = try await harness.ledger.submission(kept.id!)
+        #expect(abandonedKept?.state == .abandoned && abandonedKept?.reasonCode == "intake.interrupted")
+        #expect(!FileManager.default.fileExists(atPath: spool.appendingPathComponent("\(kept.id!).xml").path),
+                "a kept payload no row names is removed with its abandoned intake")
         let redone = try #require(resumed.first { $0.id == validated.id })
         #expect(redone.state == .delivered)
         // The Postfach already held it: the receipt says so, and there is still one copy.
