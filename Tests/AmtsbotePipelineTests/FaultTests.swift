@@ -178,16 +178,15 @@ struct FaultTests {
         let harness = try Harness(backend: backend, retry: RetryPolicy(maxAttempts: 2, initialDelay: .milliseconds(10),
                                                                        attemptTimeout: .milliseconds(200)))
         defer { harness.remove() }
-        let started = ContinuousClock.now
         let first = try await harness.pipeline.submit(file: harness.sample(Self.sample))
         #expect(first.state == .queued)
         #expect(first.reasonCode == "postfach.timeout")
         try await harness.pipeline.drain(waitingAtMost: .seconds(60))
         let dead = try #require(try await harness.ledger.submission(first.id!))
         #expect(dead.state == .dead, "both attempts hang")
+        // Without the time limit both attempts would still hang and the row could not be dead: that is the proof the
+        // queue was not held up (a wall-clock bound here failed on a slow sanitizer run).
         #expect(dead.reasonCode == "postfach.timeout")
-        // Without the time limit the drain would never end; the bound is generous for loaded and sanitizer runs.
-        #expect(ContinuousClock.now - started < .seconds(120), "the queue was not held up")
         #expect(await backend.inner.count == 0)
 
         // The hanging calls answer late and store the payload; the next attempt finds it and nothing is doubled.
